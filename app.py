@@ -1,0 +1,31 @@
+"""SynthLab entry point: page config, navigation over pages/, and the shared sidebar.
+
+Run with ``make run`` (or ``streamlit run app.py``). Pages are thin; the work is in ``engine/``.
+"""
+
+import logging
+
+import streamlit as st
+
+from ui.state import current_dataset, describe
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
+
+PAGES = [
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", default=True),
+    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+    st.Page("pages/preprocess.py", title="Preprocess preview", icon=":material/crop:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
+]
+navigation = st.navigation(PAGES)
+navigation.run()
+
+# Drawn after the page, so it shows what the page just loaded without a rerun.
+with st.sidebar:
+    st.markdown("**SynthLab** · does synthetic data help my classifier?")
+    dataset = current_dataset()
+    if dataset is not None:
+        st.caption(describe(dataset))

@@ -1,0 +1,1 @@
+"""SynthLab engine: datasets, generators, training and metrics. Never imports Streamlit."""

@@ -1,0 +1,182 @@
+"""Frozen, validated configuration dataclasses for the dataset layer.
+
+Every config checks itself in ``__post_init__`` and raises :class:`ConfigError` naming the field,
+the value and what would be accepted. ``cache_key()`` gives a stable hash of the fields, used to key
+the on-disk cache. This module knows nothing about decoding or training; it only describes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SourceKind = Literal["digits", "folder", "zip", "torchvision"]
+ColorMode = Literal["auto", "rgb", "grayscale"]
+FitMode = Literal["crop", "stretch", "pad"]
+ImbalanceKind = Literal["none", "step", "longtail", "kshot", "subsample"]
+
+SOURCE_KINDS: tuple[str, ...] = ("digits", "folder", "zip", "torchvision")
+COLOR_MODES: tuple[str, ...] = ("auto", "rgb", "grayscale")
+FIT_MODES: tuple[str, ...] = ("crop", "stretch", "pad")
+IMBALANCE_KINDS: tuple[str, ...] = ("none", "step", "longtail", "kshot", "subsample")
+TORCHVISION_NAMES: tuple[str, ...] = (
+    "CIFAR10",
+    "CIFAR100",
+    "FashionMNIST",
+    "MNIST",
+    "SVHN",
+    "STL10",
+    "OxfordIIITPet",
+    "Flowers102",
+)
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 512
+
+
+class ConfigError(ValueError):
+    """A configuration field holds a value that is not accepted."""
+
+
+def _fail(field_name: str, value: object, accepted: str) -> None:
+    raise ConfigError(f"{field_name}={value!r} is not accepted: expected {accepted}.")
+
+
+def _check_choice(field_name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(field_name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _check_fraction(field_name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value > 0 and value <= 1):
+        _fail(field_name, value, "a number in (0, 1]")
+
+
+def _key(obj: object) -> str:
+    payload = json.dumps(dataclasses.asdict(obj), sort_keys=True, default=str)  # type: ignore[call-overload]
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the real images come from and how they are decoded; the cached part of a dataset."""
+
+    kind: SourceKind = "digits"  # digits (built-in, offline) | folder | zip | torchvision
+    path: str = ""  # folder or .zip path on the server, for kind folder / zip
+    name: str = ""  # torchvision dataset class name, for kind torchvision
+    resolution: int | None = None  # working side in pixels; None = native for small images, else 64
+    color: ColorMode = "auto"  # auto keeps grayscale sets grayscale, everything else RGB
+    fit: FitMode = "crop"  # how non-square images become square: centre crop, stretch or pad
+
+    def __post_init__(self) -> None:
+        _check_choice("source.kind", self.kind, SOURCE_KINDS)
+        _check_choice("source.color", self.color, COLOR_MODES)
+        _check_choice("source.fit", self.fit, FIT_MODES)
+        if self.kind in ("folder", "zip") and not self.path.strip():
+            _fail("source.path", self.path, f"a {self.kind} path for source kind {self.kind!r}")
+        if self.kind == "torchvision":
+            _check_choice("source.name", self.name, TORCHVISION_NAMES)
+        if self.resolution is not None and not (
+            isinstance(self.resolution, int) and MIN_RESOLUTION <= self.resolution <= MAX_RESOLUTION
+        ):
+            _fail(
+                "source.resolution",
+                self.resolution,
+                f"None (native) or a whole number of pixels from {MIN_RESOLUTION} to {MAX_RESOLUTION}",
+            )
+
+    def cache_key(self) -> str:
+        return _key(self)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the real images are split; validation and test sets only ever hold real images."""
+
+    val_fraction: float = 0.1  # share of the training pool held out for validation
+    test_fraction: float = 0.2  # share held out for test when the source has no test split
+    use_source_test: bool = True  # use the source's own test split when it has one
+    seed: int = 0  # seed of the stratified shuffle
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < 0.9):
+                _fail(f"split.{name}", value, "a number greater than 0 and below 0.9")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            _fail(
+                "split.val_fraction + split.test_fraction",
+                round(self.val_fraction + self.test_fraction, 4),
+                "a sum below 0.9, so that training keeps at least 10% of the images",
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            _fail("split.seed", self.seed, "a whole number >= 0")
+
+    def cache_key(self) -> str:
+        return _key(self)
+
+
+@dataclass(frozen=True)
+class ImbalanceConfig:
+    """Scarcity applied to the training split only, deterministic for a seed."""
+
+    kind: ImbalanceKind = "none"  # none | step | longtail | kshot | subsample
+    minority: tuple[str, ...] = ()  # step: class names that keep only `keep_fraction`
+    keep_fraction: float = 0.1  # step: share of each minority class kept (0.1 = 10%)
+    ratio: float = 10.0  # longtail: imbalance ratio rho = n_max / n_min, >= 1
+    k: int = 10  # kshot: images kept per class
+    fraction: float = 0.5  # subsample: share of every class kept
+    seed: int = 0  # which images are dropped
+
+    def __post_init__(self) -> None:
+        _check_choice("imbalance.kind", self.kind, IMBALANCE_KINDS)
+        object.__setattr__(self, "minority", tuple(self.minority))
+        if self.kind == "step":
+            if not self.minority:
+                _fail("imbalance.minority", self.minority, "at least one class name for a step profile")
+            _check_fraction("imbalance.keep_fraction", self.keep_fraction)
+        if self.kind == "longtail" and not (isinstance(self.ratio, (int, float)) and self.ratio >= 1):
+            _fail("imbalance.ratio", self.ratio, "a number >= 1 (n_max / n_min)")
+        if self.kind == "kshot" and not (isinstance(self.k, int) and self.k >= 1):
+            _fail("imbalance.k", self.k, "a whole number >= 1")
+        if self.kind == "subsample":
+            _check_fraction("imbalance.fraction", self.fraction)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            _fail("imbalance.seed", self.seed, "a whole number >= 0")
+
+    def cache_key(self) -> str:
+        return _key(self)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A whole dataset: source, split and imbalance. What every page of a session works on."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
+
+    def cache_key(self) -> str:
+        return _key(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
+        """Build from a plain mapping (a TOML or JSON file); unknown keys are an error."""
+        parts: dict[str, Any] = {}
+        for name, klass in (("source", SourceConfig), ("split", SplitConfig), ("imbalance", ImbalanceConfig)):
+            raw = dict(data.get(name, {}))
+            known = {f.name for f in dataclasses.fields(klass)}
+            unknown = sorted(set(raw) - known)
+            if unknown:
+                _fail(f"{name}.{unknown[0]}", raw[unknown[0]], "one of the fields " + ", ".join(sorted(known)))
+            if name == "imbalance" and "minority" in raw:
+                raw["minority"] = tuple(raw["minority"])
+            parts[name] = klass(**raw)
+        unknown_top = sorted(set(data) - set(parts) - {"source", "split", "imbalance"})
+        if unknown_top:
+            _fail(unknown_top[0], data[unknown_top[0]], "the sections source, split and imbalance")
+        return cls(**parts)

@@ -1,0 +1,332 @@
+"""Image sets, stratified splits, imbalance profiles and the cached dataset build.
+
+A source (see :mod:`engine.sources`) becomes one :class:`ImageSet`: a uint8 tensor (N, C, H, W),
+integer labels, class names and per-image provenance. :func:`build_dataset` turns a
+:class:`~engine.config.DatasetConfig` into a :class:`LabDataset` (train / val / test), decoding
+through the on-disk cache. Validation and test sets only ever hold real images; imbalance touches
+the training split only. Where this stops: no preprocessing, no training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import sources, store
+from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be built from what was given; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where each image came from, one entry per image (columns of equal length N)."""
+
+    source: np.ndarray  # (N,) str: e.g. "digits", "zip:pets.zip", "torchvision:CIFAR10"
+    origin: np.ndarray  # (N,) str: original file inside the source, or index
+    orig_width: np.ndarray  # (N,) int32, pixels before resizing
+    orig_height: np.ndarray  # (N,) int32, pixels before resizing
+    source_split: np.ndarray  # (N,) str: "train" / "test" when the source has its own split, else ""
+    synthetic: np.ndarray  # (N,) bool
+    generator: np.ndarray  # (N,) str: generator id for synthetic images, "" for real ones
+
+    @classmethod
+    def real(
+        cls,
+        source: str,
+        origin: Sequence[str],
+        sizes: Sequence[tuple[int, int]],
+        source_split: Sequence[str],
+    ) -> Provenance:
+        n = len(origin)
+        wh = np.asarray(sizes, dtype=np.int32).reshape(n, 2)
+        return cls(
+            source=np.full(n, source, dtype=object),
+            origin=np.asarray(origin, dtype=object),
+            orig_width=wh[:, 0].copy(),
+            orig_height=wh[:, 1].copy(),
+            source_split=np.asarray(source_split, dtype=object),
+            synthetic=np.zeros(n, dtype=bool),
+            generator=np.full(n, "", dtype=object),
+        )
+
+    def __len__(self) -> int:
+        return len(self.origin)
+
+    def take(self, index: np.ndarray) -> Provenance:
+        return Provenance(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
+    @staticmethod
+    def concat(parts: Sequence[Provenance]) -> Provenance:
+        names = Provenance.__dataclass_fields__
+        return Provenance(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Labelled images in memory: ``images`` (N, C, H, W) uint8, ``labels`` (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise DatasetError(
+                f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        n = self.images.shape[0]
+        if self.labels.shape != (n,) or len(self.provenance) != n:
+            raise DatasetError(
+                f"images ({n}), labels ({tuple(self.labels.shape)}) and provenance ({len(self.provenance)}) "
+                "differ in length"
+            )
+        if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
+            raise DatasetError(f"labels must lie in [0, {len(self.class_names)}) for {len(self.class_names)} classes")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_counts(self) -> np.ndarray:
+        """(num_classes,) int64 number of images per class."""
+        return np.bincount(self.labels.numpy(), minlength=self.num_classes)
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> ImageSet:
+        idx = np.asarray(index, dtype=np.int64)
+        return ImageSet(
+            images=self.images[torch.from_numpy(idx)],
+            labels=self.labels[torch.from_numpy(idx)],
+            class_names=self.class_names,
+            provenance=self.provenance.take(idx),
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[ImageSet]) -> ImageSet:
+        names = parts[0].class_names
+        if any(p.class_names != names for p in parts):
+            raise DatasetError("image sets with different class names cannot be joined")
+        return ImageSet(
+            images=torch.cat([p.images for p in parts]),
+            labels=torch.cat([p.labels for p in parts]),
+            class_names=names,
+            provenance=Provenance.concat([p.provenance for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class LabDataset:
+    """The dataset a session works on: real train (after imbalance), val and test splits."""
+
+    config: DatasetConfig
+    train: ImageSet  # after the imbalance profile
+    val: ImageSet  # real only
+    test: ImageSet  # real only
+    train_counts_before: tuple[int, ...]  # per class, before the imbalance profile
+    report: sources.LoadReport
+    identity: str  # hash of the source's content and decoding config
+    from_cache: bool = False
+    notes: tuple[str, ...] = field(default=())  # human-readable remarks (e.g. k-shot caps)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.train.class_names
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    def summary(self) -> list[dict[str, object]]:
+        """One row per class: counts before/after imbalance, val and test."""
+        after, val, test = self.train.class_counts(), self.val.class_counts(), self.test.class_counts()
+        return [
+            {
+                "class": name,
+                "train (before)": self.train_counts_before[i],
+                "train": int(after[i]),
+                "kept %": round(100.0 * float(after[i]) / max(1, self.train_counts_before[i]), 1),
+                "val": int(val[i]),
+                "test": int(test[i]),
+            }
+            for i, name in enumerate(self.class_names)
+        ]
+
+
+def _round_count(n: int, fraction: float) -> int:
+    """Images kept when a class of n keeps `fraction`: round half up, at least one."""
+    return max(1, int(np.floor(n * fraction + 0.5))) if n else 0
+
+
+def _class_perms(labels: np.ndarray, num_classes: int, seed: int) -> list[np.ndarray]:
+    """Per class, the indices of its images in a seeded random order."""
+    gen = torch.Generator().manual_seed(seed)
+    perms = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        perms.append(idx[torch.randperm(len(idx), generator=gen).numpy()])
+    return perms
+
+
+def stratified_split(
+    labels: np.ndarray, num_classes: int, fractions: Sequence[float], seed: int, class_names: Sequence[str]
+) -> list[np.ndarray]:
+    """Split indices per class into len(fractions)+1 parts; the first part takes the rest.
+
+    Each of the held-out parts gets round(n_c * fraction) images of class c, at least one, so
+    every class appears in every part. Returns sorted index arrays, disjoint and covering all.
+    """
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(fractions) + 1)]
+    for c, perm in enumerate(_class_perms(labels, num_classes, seed)):
+        if len(perm) < len(fractions) + 1:
+            raise DatasetError(
+                f"class {class_names[c]!r} has {len(perm)} image(s); a stratified split into "
+                f"{len(fractions) + 1} parts needs at least {len(fractions) + 1} per class"
+            )
+        start = 0
+        for j, fraction in enumerate(fractions, start=1):
+            take = min(_round_count(len(perm), fraction), len(perm) - start - 1)
+            parts[j].append(perm[start : start + take])
+            start += take
+        parts[0].append(perm[start:])
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def split_real(images: ImageSet, cfg: SplitConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Stratified train / val / test, or the source's own test split when it has one."""
+    if images.provenance.synthetic.any():
+        raise DatasetError("only real images can be split into train / val / test")
+    labels = images.labels.numpy()
+    own_test = images.provenance.source_split == "test"
+    if cfg.use_source_test and own_test.any():
+        pool = np.flatnonzero(~own_test)
+        train_i, val_i = stratified_split(
+            labels[pool], images.num_classes, [cfg.val_fraction], cfg.seed, images.class_names
+        )
+        return images.subset(pool[train_i]), images.subset(pool[val_i]), images.subset(np.flatnonzero(own_test))
+    train_i, val_i, test_i = stratified_split(
+        labels, images.num_classes, [cfg.val_fraction, cfg.test_fraction], cfg.seed, images.class_names
+    )
+    return images.subset(train_i), images.subset(val_i), images.subset(test_i)
+
+
+def imbalance_targets(counts: Sequence[int], class_names: Sequence[str], cfg: ImbalanceConfig) -> list[int]:
+    """Images each class keeps under the profile (exact, documented rules).
+
+    step: minority classes keep round(n * keep_fraction) (at least 1), the others all.
+    longtail: class i keeps min(n_i, floor(n_max * rho ** (-i / (C - 1)))), the CIFAR-LT rule.
+    kshot: min(n_i, k). subsample: round(n_i * fraction), at least 1.
+    """
+    counts = [int(n) for n in counts]
+    if cfg.kind == "none":
+        return counts
+    if cfg.kind == "step":
+        unknown = [m for m in cfg.minority if m not in class_names]
+        if unknown:
+            raise DatasetError(
+                f"imbalance.minority={unknown[0]!r} is not a class of this dataset; "
+                f"expected some of: {', '.join(class_names)}"
+            )
+        return [
+            _round_count(n, cfg.keep_fraction) if class_names[i] in cfg.minority else n for i, n in enumerate(counts)
+        ]
+    if cfg.kind == "longtail":
+        n_max, num = max(counts), len(counts)
+        return [min(n, max(1, int(n_max * cfg.ratio ** (-i / max(1, num - 1))))) for i, n in enumerate(counts)]
+    if cfg.kind == "kshot":
+        return [min(n, cfg.k) for n in counts]
+    return [_round_count(n, cfg.fraction) for n in counts]
+
+
+def apply_imbalance(train: ImageSet, cfg: ImbalanceConfig) -> ImageSet:
+    """Drop training images per :func:`imbalance_targets`; deterministic for ``cfg.seed``.
+
+    The kept images of a class are a prefix of one seeded permutation, so a smaller fraction
+    keeps a subset of what a larger one keeps.
+    """
+    targets = imbalance_targets(train.class_counts().tolist(), train.class_names, cfg)
+    perms = _class_perms(train.labels.numpy(), train.num_classes, cfg.seed)
+    keep = np.sort(np.concatenate([perm[:t] for perm, t in zip(perms, targets, strict=True)]))
+    return train.subset(keep)
+
+
+def build_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None) -> LabDataset:
+    """Decode (through the disk cache), split and imbalance a dataset.
+
+    Raises :class:`sources.SourceError` or :class:`DatasetError` with a message for the user.
+    """
+    # 1. Decode the source, or read it back from the cache.
+    raw, report, identity, from_cache = load_source_cached(cfg.source, on_progress=on_progress)
+    # 2. Split the real images.
+    train, val, test = split_real(raw, cfg.split)
+    empty = [raw.class_names[c] for c, n in enumerate(train.class_counts()) if n == 0]
+    if empty:
+        raise DatasetError(f"class {empty[0]!r} has no training images; every class needs some")
+    # 3. Make the training split scarce or imbalanced on purpose.
+    before = tuple(int(n) for n in train.class_counts())
+    train = apply_imbalance(train, cfg.imbalance)
+    notes = []
+    if cfg.imbalance.kind == "kshot" and min(before) < cfg.imbalance.k:
+        short = [raw.class_names[i] for i, n in enumerate(before) if n < cfg.imbalance.k]
+        notes.append(
+            f"{len(short)} class(es) have fewer than k={cfg.imbalance.k} training images and keep all: "
+            + ", ".join(short[:5])
+        )
+    return LabDataset(cfg, train, val, test, before, report, identity, from_cache, tuple(notes))
+
+
+def load_source_cached(
+    cfg: sources.SourceConfig, *, on_progress: ProgressFn | None = None
+) -> tuple[ImageSet, sources.LoadReport, str, bool]:
+    """Decode a source once; later calls with the same config and content read the disk cache."""
+    identity = f"{sources.DECODER_VERSION}-{cfg.cache_key()}-{sources.content_identity(cfg)}"
+    cached = store.cache_get(("source", identity))
+    if cached is not None:
+        return _unpack(cached), sources.LoadReport(**cached["report"]), identity, True
+    decoded = sources.load(cfg, on_progress=on_progress)
+    images = ImageSet(
+        images=torch.from_numpy(decoded.images),
+        labels=torch.from_numpy(decoded.labels),
+        class_names=decoded.class_names,
+        provenance=Provenance.real(decoded.source, decoded.origin, decoded.sizes, decoded.source_split),
+    )
+    store.cache_set(("source", identity), _pack(images, decoded.report))
+    return images, decoded.report, identity, False
+
+
+def _pack(images: ImageSet, report: sources.LoadReport) -> dict[str, object]:
+    prov = images.provenance
+    return {
+        "images": images.images.numpy(),
+        "labels": images.labels.numpy(),
+        "class_names": images.class_names,
+        "provenance": {name: getattr(prov, name) for name in prov.__dataclass_fields__},
+        "report": {"scanned": report.scanned, "skipped": report.skipped, "layout": report.layout},
+    }
+
+
+def _unpack(data: dict[str, Any]) -> ImageSet:
+    return ImageSet(
+        images=torch.from_numpy(data["images"]),
+        labels=torch.from_numpy(data["labels"]),
+        class_names=tuple(data["class_names"]),
+        provenance=Provenance(**data["provenance"]),
+    )

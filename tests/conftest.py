@@ -1,0 +1,66 @@
+"""Shared fixtures: a private workspace per test and builders for tiny image folders and zips."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own SYNTHLAB_HOME, so caches and uploads never leak between tests."""
+    home = tmp_path / "workspace"
+    monkeypatch.setenv("SYNTHLAB_HOME", str(home))
+    monkeypatch.delenv("SYNTHLAB_FOLDER_ROOTS", raising=False)
+    return home
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (12, 10), mode: str = "RGB", seed: int = 0) -> bytes:
+    """A small random image encoded as ``fmt``."""
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1}[mode]
+    array = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(array[:, :, 0] if channels == 1 else array)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def class_files(classes: dict[str, int], *, prefix: str = "", size: tuple[int, int] = (12, 10)) -> dict[str, bytes]:
+    """{path: png bytes} for ``count`` images in each class folder under ``prefix``."""
+    files = {}
+    for c, (name, count) in enumerate(classes.items()):
+        for i in range(count):
+            files[f"{prefix}{name}/{i:03d}.png"] = image_bytes(size=size, seed=100 * c + i)
+    return files
+
+
+@pytest.fixture
+def make_folder(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
+    def make(files: dict[str, bytes], name: str = "folder") -> Path:
+        root = tmp_path / name
+        for rel, data in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        root.mkdir(exist_ok=True)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def make_zip(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
+    def make(files: dict[str, bytes], name: str = "data.zip") -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for rel, data in files.items():
+                archive.writestr(rel, data)
+        return path
+
+    return make

@@ -1,0 +1,101 @@
+"""One real-browser test: start the server, open the app in Debian's Chromium, find the class chart.
+
+Playwright drives /usr/bin/chromium (no browser download). Skipped where Chromium is missing,
+except in CI (CI=true), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(workspace: Path, tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    env = {**os.environ, "SYNTHLAB_HOME": str(workspace)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.read() == b"ok":
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"server did not answer /_stcore/health: {(tmp_path / 'server.log').read_text()[-2000:]}"
+                    )
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def test_dataset_page_shows_the_digits_class_chart_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must install Debian's chromium; {CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} not installed (make test installs it when run as root)")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server, wait_until="domcontentloaded")
+        chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Training images per class")
+        expect(chart).to_be_visible(timeout=60_000)
+        expect(chart.locator(".xtick text")).to_have_count(10)  # classes 0..9 on the x axis
+        expect(page.get_by_test_id("stSidebar")).to_contain_text("built-in digits · 10 classes")
+        expect(page.get_by_role("heading", name="Dataset")).to_be_visible()
+        page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT", tmp_path / "dataset.png")), full_page=True)
+        browser.close()
+    assert errors == []

@@ -1,0 +1,1 @@
+"""Streamlit-side helpers: forms that return configs, figure builders, session state."""
