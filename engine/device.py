@@ -1,0 +1,65 @@
+"""Device and numeric precision, chosen in one place.
+
+CUDA: float16 autocast with a gradient scaler (bfloat16 where the GPU supports it), channels_last.
+MPS: float32. CPU: channels_last, and bfloat16 autocast only where the CPU has native bf16
+instructions (AVX512-BF16 or AMX); elsewhere float32, which is always a working fallback.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """Where and how to compute."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype, None for plain float32
+    channels_last: bool
+    use_scaler: bool  # float16 needs loss scaling
+
+    @property
+    def label(self) -> str:
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return f"{self.device.type} {precision}{' channels_last' if self.channels_last else ''}"
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (otherwise bf16 autocast is slower, not faster)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(device: str = "auto", precision: str = "auto") -> DeviceSetup:
+    """Resolve a device and precision request; raises ValueError naming what is available."""
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r} is not accepted: expected one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not accepted: expected one of {', '.join(PRECISIONS)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is not available on this machine: use 'cpu' or 'auto'")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' is not available on this machine: use 'cpu' or 'auto'")
+    if device == "cuda":
+        dtype = {"auto": torch.float16, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        return DeviceSetup(torch.device("cuda"), dtype, True, dtype == torch.float16)
+    if device == "mps":
+        return DeviceSetup(torch.device("mps"), None, False, False)
+    if precision == "fp16":
+        raise ValueError("precision='fp16' is not supported on the CPU: use 'bf16', 'fp32' or 'auto'")
+    use_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+    return DeviceSetup(torch.device("cpu"), torch.bfloat16 if use_bf16 else None, True, False)

@@ -1,0 +1,316 @@
+"""Experiments: a grid of mixes × seeds on one dataset, and the honest summary of what helped.
+
+:func:`plan_experiment` writes the experiment and one queued run record per (mix, seed);
+:func:`run_experiment` executes them in order (the CLI); the Train page submits the same runs as
+jobs. :func:`summarize` compares every mix with the real baseline, paired by seed: mean ± std,
+the 95% interval of the difference in accuracy and macro-F1 from a paired bootstrap over test
+images (seeds pooled), a paired t-interval over seeds as a second opinion, per-class recall
+differences with the minority classes marked, and a verdict: helps / no detectable effect / hurts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine import runs, stats, store
+from engine.config import DatasetConfig
+from engine.datasets import ImageSet, LabDataset, build_dataset
+from engine.metrics import SCALAR_METRICS
+from engine.mixes import MixConfig
+from engine.models import MODEL_NAMES
+from engine.training import TrainConfig, TrainEvent
+
+BASELINE = MixConfig(kind="real")
+DEFAULT_MIXES = (BASELINE, MixConfig(kind="oversample"), MixConfig(kind="augment"), MixConfig(kind="reweight"))
+COMPARED = ("accuracy", "f1_macro")
+MINORITY_SHARE = 0.5  # a class is "minority" when its real training count is below half the largest
+
+
+class ExperimentError(ValueError):
+    """An experiment config or id is not accepted."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A grid of mixes × seeds; the real baseline is always part of it."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    mixes: tuple[MixConfig, ...] = DEFAULT_MIXES
+    model: str = "simple_cnn"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    name: str = ""  # free text shown on the Compare page
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ExperimentError(f"model={self.model!r} is not accepted: expected one of {', '.join(MODEL_NAMES)}.")
+        seeds = tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise ExperimentError(f"seeds={list(seeds)!r} is not accepted: expected distinct whole numbers >= 0.")
+        mixes = tuple(self.mixes)
+        if len({m.label for m in mixes}) != len(mixes):
+            raise ExperimentError("mixes=" + ", ".join(m.label for m in mixes) + " is not accepted: a mix is repeated.")
+        if BASELINE not in mixes:  # every mix is judged against the real baseline
+            mixes = (BASELINE, *mixes)
+        object.__setattr__(self, "seeds", seeds)
+        object.__setattr__(self, "mixes", mixes)
+
+    def run_configs(self) -> list[runs.RunConfig]:
+        return [
+            runs.RunConfig(self.dataset, mix, self.model, self.train, seed) for mix in self.mixes for seed in self.seeds
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """From a TOML or JSON mapping; unknown keys are an error naming the key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ExperimentError(f"{unknown[0]}={data[unknown[0]]!r} is not accepted: expected keys {sorted(known)}.")
+        try:
+            return cls(
+                dataset=DatasetConfig.from_dict(data.get("dataset", {})),
+                mixes=tuple(MixConfig(**m) for m in data.get("mixes", [dataclasses.asdict(m) for m in DEFAULT_MIXES])),
+                model=data.get("model", "simple_cnn"),
+                train=TrainConfig(**data.get("train", {})),
+                seeds=tuple(data.get("seeds", (0, 1, 2))),
+                name=str(data.get("name", "")),
+            )
+        except TypeError as err:  # an unknown field inside a section
+            raise ExperimentError(f"experiment config not accepted: {err}") from err
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    id: str
+    config: ExperimentConfig
+    run_ids: tuple[tuple[str, int, str], ...]  # (mix label, seed, run id)
+    created: float
+    dataset_identity: str = ""
+
+
+@dataclass(frozen=True)
+class MixSummary:
+    """One mix of an experiment against the baseline."""
+
+    label: str
+    kind: str
+    runs_done: int
+    runs_total: int
+    synthetic_share: float
+    means: dict[str, float]  # scalar metric -> mean over finished seeds
+    stds: dict[str, float]
+    comparisons: dict[str, stats.Comparison]  # "accuracy" / "f1_macro" -> bootstrap over test images
+    seed_tests: dict[str, stats.Comparison]  # the same, paired t over seeds
+    recall_diff: tuple[float, ...]  # per class, mean over seeds vs baseline
+    recall_diff_std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    experiment: ExperimentRecord
+    class_names: tuple[str, ...]
+    minority: tuple[str, ...]
+    mixes: tuple[MixSummary, ...]
+
+
+def experiments_dir() -> Path:
+    return store.subdir("experiments")
+
+
+def plan_experiment(cfg: ExperimentConfig, dataset_identity: str = "") -> ExperimentRecord:
+    """Save the experiment and a queued record for each of its runs."""
+    exp_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    planned = []
+    for run_cfg in cfg.run_configs():
+        run_id = runs.new_run_id()
+        runs.save_record(
+            runs.RunRecord(run_id, run_cfg, "queued", experiment=exp_id, created=time.time(), pid=os.getpid())
+        )
+        planned.append((run_cfg.mix.label, run_cfg.seed, run_id))
+    record = ExperimentRecord(exp_id, cfg, tuple(planned), time.time(), dataset_identity)
+    save_experiment(record)
+    return record
+
+
+def save_experiment(record: ExperimentRecord) -> None:
+    data = dataclasses.asdict(record)
+    data["config"] = record.config.to_dict()
+    runs.write_json(experiments_dir() / f"{record.id}.json", data)
+
+
+def load_experiment(exp_id: str) -> ExperimentRecord:
+    path = experiments_dir() / f"{exp_id}.json"
+    if not path.is_file():
+        raise ExperimentError(f"experiment={exp_id!r} is not in this workspace")
+    data = json.loads(path.read_text())
+    return ExperimentRecord(
+        data["id"],
+        ExperimentConfig.from_dict(data["config"]),
+        tuple((str(label), int(seed), str(run_id)) for label, seed, run_id in data["run_ids"]),
+        data["created"],
+        data.get("dataset_identity", ""),
+    )
+
+
+def list_experiments() -> list[ExperimentRecord]:
+    """All experiments, newest first."""
+    out = []
+    for path in sorted(experiments_dir().glob("*.json"), reverse=True):
+        try:
+            out.append(load_experiment(path.stem))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    dataset: LabDataset | None = None,
+    synthetic: Callable[[str], ImageSet] | None = None,
+    on_run: Callable[[int, int, str], None] | None = None,
+    on_event: Callable[[TrainEvent], None] | None = None,
+) -> ExperimentRecord:
+    """Plan and execute every run in order (headless); a failed run is recorded and the rest go on."""
+    dataset = dataset or build_dataset(cfg.dataset)
+    record = plan_experiment(cfg, dataset.identity)
+    for i, (label, seed, run_id) in enumerate(record.run_ids):
+        if on_run:
+            on_run(i, len(record.run_ids), f"{label} seed {seed}")
+        run_cfg = runs.load_record(run_id).config
+        try:
+            pool = synthetic(run_cfg.mix.synthetic_set) if synthetic and run_cfg.mix.synthetic_set else None
+            runs.execute_run(run_id, run_cfg, dataset, synthetic=pool, experiment=record.id, on_event=on_event)
+        except Exception as err:  # recorded on the run by execute_run or here
+            if runs.load_record(run_id).status != "failed":
+                rec = runs.load_record(run_id)
+                runs.save_record(dataclasses.replace(rec, status="failed", error=f"{type(err).__name__}: {err}"))
+    return record
+
+
+def minority_classes(counts: tuple[int, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Classes whose real training count is below half the largest class's."""
+    if not counts:
+        return ()
+    largest = max(counts)
+    return tuple(n for n, c in zip(names, counts, strict=True) if c < MINORITY_SHARE * largest)
+
+
+def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
+    """Compare every mix with the real baseline over the seeds both have finished."""
+    record = load_experiment(exp_id)
+    recs = {run_id: runs.load_record(run_id) for _, _, run_id in record.run_ids}
+    done = {(label, seed): run_id for label, seed, run_id in record.run_ids if recs[run_id].status == "done"}
+    preds = {run_id: runs.load_predictions(run_id) for run_id in done.values()}
+    base_label = BASELINE.label
+    base_recs = [recs[rid] for (lab, _), rid in done.items() if lab == base_label]
+    names = base_recs[0].class_names if base_recs else next(iter(recs.values())).class_names
+    minority = minority_classes(base_recs[0].real_counts, names) if base_recs else ()
+    summaries = []
+    for mix in record.config.mixes:
+        seeds = [s for s in record.config.seeds if (mix.label, s) in done]
+        mix_recs = [recs[done[(mix.label, s)]] for s in seeds]
+        means = {
+            m: float(np.nanmean([_metric(r, m) for r in mix_recs])) if mix_recs else float("nan")
+            for m in SCALAR_METRICS
+        }
+        stds = {
+            m: float(np.nanstd([_metric(r, m) for r in mix_recs], ddof=1)) if len(mix_recs) > 1 else 0.0
+            for m in SCALAR_METRICS
+        }
+        paired = [s for s in seeds if (base_label, s) in done]
+        comparisons: dict[str, stats.Comparison] = {}
+        seed_tests: dict[str, stats.Comparison] = {}
+        diff: tuple[float, ...] = ()
+        diff_std: tuple[float, ...] = ()
+        if mix.label != base_label and paired:
+            y_true = preds[done[(base_label, paired[0])]][0]
+            base_p = [preds[done[(base_label, s)]][1].argmax(1) for s in paired]
+            mix_p = [preds[done[(mix.label, s)]][1].argmax(1) for s in paired]
+            scorers: dict[str, stats.ScoreFn] = {
+                "accuracy": stats.accuracy_score,
+                "f1_macro": stats.MacroF1(len(names)),
+            }
+            for metric, scorer in scorers.items():
+                comparisons[metric] = stats.paired_bootstrap(metric, y_true, base_p, mix_p, scorer, n_boot=n_boot)
+                seed_tests[metric] = stats.paired_seed_test(
+                    metric,
+                    [_metric(recs[done[(base_label, s)]], metric) for s in paired],
+                    [_metric(recs[done[(mix.label, s)]], metric) for s in paired],
+                )
+            d, sd = stats.per_class_recall_diff(y_true, base_p, mix_p, len(names))
+            diff, diff_std = tuple(float(x) for x in d), tuple(float(x) for x in sd)
+        share = mix_recs[0].synthetic_share if mix_recs else 0.0
+        summaries.append(
+            MixSummary(
+                mix.label,
+                mix.kind,
+                len(mix_recs),
+                len(record.config.seeds),
+                share,
+                means,
+                stds,
+                comparisons,
+                seed_tests,
+                diff,
+                diff_std,
+            )
+        )
+    return ExperimentSummary(record, tuple(names), minority, tuple(summaries))
+
+
+def _metric(record: runs.RunRecord, name: str) -> float:
+    value = record.headline.get(name)
+    return float("nan") if value is None else float(value)
+
+
+def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
+    """One row per mix: means ± std, the differences to the baseline with their intervals, the verdicts."""
+    rows = []
+    for mix in summary.mixes:
+        row: dict[str, Any] = {
+            "mix": mix.label,
+            "runs": f"{mix.runs_done}/{mix.runs_total}",
+            "synthetic %": round(100 * mix.synthetic_share, 1),
+        }
+        for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
+            row[metric] = f"{mix.means[metric]:.4f} ± {mix.stds[metric]:.4f}"
+        for metric in COMPARED:
+            comp = mix.comparisons.get(metric)
+            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp else "baseline"
+            row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp else ""
+            row[f"verdict ({metric})"] = comp.verdict if comp else ""
+        rows.append(row)
+    return rows
+
+
+def export_bundle(summary: ExperimentSummary) -> dict[str, Any]:
+    """A JSON-ready bundle: the config the CLI can re-run, seeds, dataset identity, metrics per run."""
+    record = summary.experiment
+    per_run = []
+    for label, seed, run_id in record.run_ids:
+        rec = runs.load_record(run_id)
+        per_run.append({"mix": label, "seed": seed, "run": run_id, "status": rec.status, "metrics": rec.headline})
+    return {
+        "experiment": record.id,
+        "config": record.config.to_dict(),
+        "dataset_identity": record.dataset_identity,
+        "runs": per_run,
+        "results": results_table(summary),
+        "minority_classes": list(summary.minority),
+        "method": next((c.method for m in summary.mixes for c in m.comparisons.values()), ""),
+    }

@@ -1,0 +1,216 @@
+"""Background jobs: one process-wide runner shared by every session, on threads.
+
+Heavy jobs (training, generation) run one at a time per device lane and the rest wait in a FIFO
+queue with their place known; light jobs start at once. A job's function gets a
+:class:`JobContext` to report events and progress and to ask whether it should stop. Exceptions
+are caught and kept on the job with their message, never lost, and never reach another job.
+Readers get immutable :class:`JobSnapshot` copies. Where this stops: nothing here knows about
+training or Streamlit; the pages poll snapshots.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+
+
+class JobError(ValueError):
+    """A request about a job cannot be carried out (unknown id, not the owner)."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent copy of a job's state at one moment."""
+
+    id: str
+    title: str
+    owner: str
+    group: str  # e.g. the experiment id
+    lane: str
+    status: str
+    progress: float  # 0..1
+    message: str
+    queue_position: int  # 1 = next to run; 0 when not queued
+    created: float
+    started: float
+    finished: float
+    error: str
+    events: tuple[Any, ...]
+    result: Any = None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.status != "running" or self.progress <= 0.01:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed * (1 - self.progress) / self.progress
+
+
+class JobContext:
+    """What a job function may do: report and ask whether to stop."""
+
+    def __init__(self, job: _Job, lock: threading.Lock) -> None:
+        self._job, self._lock = job, lock
+
+    def emit(self, event: Any) -> None:
+        with self._lock:
+            self._job.events.append(event)
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        with self._lock:
+            self._job.progress = min(1.0, max(0.0, float(fraction)))
+            if message:
+                self._job.message = message
+
+    def should_stop(self) -> bool:
+        return self._job.stop.is_set()
+
+
+@dataclass
+class _Job:
+    id: str
+    title: str
+    owner: str
+    group: str
+    lane: str
+    fn: Callable[[JobContext], Any]
+    events: collections.deque[Any]
+    status: str = "queued"
+    progress: float = 0.0
+    message: str = ""
+    created: float = field(default_factory=time.time)
+    started: float = 0.0
+    finished: float = 0.0
+    error: str = ""
+    result: Any = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class JobRunner:
+    """Runs jobs on worker threads: one worker per lane for heavy jobs, a thread each for light ones."""
+
+    def __init__(self, *, max_events: int = 20_000) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._queues: dict[str, collections.deque[_Job]] = {}
+        self._wake: dict[str, threading.Condition] = {}
+        self._ids = itertools.count(1)
+        self._max_events = max_events
+
+    def submit(
+        self,
+        title: str,
+        fn: Callable[[JobContext], Any],
+        *,
+        owner: str,
+        group: str = "",
+        lane: str = "cpu",
+        heavy: bool = True,
+    ) -> str:
+        """Queue ``fn``; returns the job id at once."""
+        job_id = f"job-{next(self._ids)}-{int(time.time() * 1000) % 100000}"
+        job = _Job(job_id, title, owner, group, lane, fn, collections.deque(maxlen=self._max_events))
+        with self._lock:
+            self._jobs[job_id] = job
+            if not heavy:
+                threading.Thread(target=self._run, args=(job,), name=f"job-{job_id}", daemon=True).start()
+                return job_id
+            if lane not in self._queues:
+                self._queues[lane] = collections.deque()
+                self._wake[lane] = threading.Condition(self._lock)
+                threading.Thread(target=self._worker, args=(lane,), name=f"lane-{lane}", daemon=True).start()
+            self._queues[lane].append(job)
+            self._wake[lane].notify()
+        return job_id
+
+    def cancel(self, job_id: str, *, owner: str | None = None) -> None:
+        """Cancel a queued job at once, or ask a running one to stop at its next step."""
+        with self._lock:
+            job = self._get(job_id, owner)
+            if job.status == "queued":
+                self._queues[job.lane].remove(job)
+                job.status, job.finished = "cancelled", time.time()
+            job.stop.set()
+
+    def snapshot(self, job_id: str) -> JobSnapshot:
+        with self._lock:
+            return self._snap(self._get(job_id, None))
+
+    def list(self, *, owner: str | None = None, group: str | None = None) -> list[JobSnapshot]:
+        """Jobs, oldest first, optionally of one owner or group."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if owner in (None, j.owner) and group in (None, j.group)]
+            return [self._snap(j) for j in jobs]
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> JobSnapshot:
+        """Block until the job has finished (for the CLI and tests)."""
+        deadline = time.monotonic() + timeout
+        while (snap := self.snapshot(job_id)).status not in FINISHED:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {snap.status} after {timeout} s")
+            time.sleep(0.02)
+        return snap
+
+    def _get(self, job_id: str, owner: str | None) -> _Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobError(f"job_id={job_id!r} is not a job of this server")
+        if owner is not None and job.owner != owner:
+            raise JobError(f"job {job_id!r} belongs to another session")
+        return job
+
+    def _snap(self, job: _Job) -> JobSnapshot:
+        queue = self._queues.get(job.lane, collections.deque())
+        position = next((i + 1 for i, j in enumerate(queue) if j is job), 0)
+        return JobSnapshot(
+            job.id,
+            job.title,
+            job.owner,
+            job.group,
+            job.lane,
+            job.status,
+            job.progress,
+            job.message,
+            position,
+            job.created,
+            job.started,
+            job.finished,
+            job.error,
+            tuple(job.events),
+            job.result,
+        )
+
+    def _worker(self, lane: str) -> None:
+        while True:
+            with self._lock:
+                while not self._queues[lane]:
+                    self._wake[lane].wait()
+                job = self._queues[lane].popleft()
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        with self._lock:
+            if job.status != "queued":
+                return
+            job.status, job.started = "running", time.time()
+        try:
+            result = job.fn(JobContext(job, self._lock))
+            status, error = ("cancelled" if job.stop.is_set() else "done"), ""
+        except Exception as err:  # kept on the job; the worker lives on for the next one
+            log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
+            result, status, error = None, "failed", f"{type(err).__name__}: {err}"
+        with self._lock:
+            job.result, job.status, job.error, job.finished = result, status, error, time.time()
+            if status == "done":
+                job.progress = 1.0

@@ -1,0 +1,187 @@
+"""Training mixes: the real baseline, real + synthetic mixes, and the controls they are judged against.
+
+One function, :func:`build_mix`, turns the real training split and an optional synthetic set into
+the images a run trains on. Kinds:
+
+- ``real``: the real training split (the baseline).
+- ``add``: real + N synthetic images per class, or fill every class up to the largest.
+- ``replace``: per class a fixed total (the real count, or ``total_per_class``) of which a chosen
+  fraction is synthetic (0.5 = 50/50, 0.7 = 30/70, 1.0 = synthetic only).
+- controls at the same counts as ``add``: ``oversample`` (repeat real images), ``augment`` (classic
+  augmentation of real images) and ``reweight`` (real data, class-weighted loss).
+
+Validation and test sets are never touched here: mixes only ever see the training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from engine.datasets import ImageSet, Provenance
+from engine.training import class_weights
+
+MIX_KINDS = ("real", "add", "replace", "oversample", "augment", "reweight")
+SYNTHETIC_KINDS = ("add", "replace")
+
+
+class MixError(ValueError):
+    """A mix cannot be built from what was given; the message names the field and the counts."""
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """What a run trains on."""
+
+    kind: str = "real"  # one of MIX_KINDS
+    per_class: int = 0  # add / oversample / augment: extra images per class; 0 = fill up to the largest class
+    synthetic_fraction: float = 0.5  # replace: share of each class's total that is synthetic, in (0, 1]
+    total_per_class: int = 0  # replace: images per class; 0 = the class's real count
+    synthetic_set: str = ""  # id of the synthetic set used by add / replace
+
+    def __post_init__(self) -> None:
+        if self.kind not in MIX_KINDS:
+            raise MixError(f"mix.kind={self.kind!r} is not accepted: expected one of {', '.join(MIX_KINDS)}.")
+        if not isinstance(self.per_class, int) or self.per_class < 0:
+            raise MixError(f"mix.per_class={self.per_class!r} is not accepted: expected a whole number >= 0.")
+        if not 0 < self.synthetic_fraction <= 1:
+            raise MixError(f"mix.synthetic_fraction={self.synthetic_fraction!r} is not accepted: expected (0, 1].")
+        if not isinstance(self.total_per_class, int) or self.total_per_class < 0:
+            raise MixError(f"mix.total_per_class={self.total_per_class!r} is not accepted: expected >= 0.")
+        if self.kind in SYNTHETIC_KINDS and not self.synthetic_set:
+            raise MixError(f"mix.synthetic_set='' is not accepted for mix {self.kind!r}: name a synthetic set.")
+
+    @property
+    def label(self) -> str:
+        """A short display name, e.g. ``add +fill``, ``replace 30/70``."""
+        amount = f"+{self.per_class}/class" if self.per_class else "fill"
+        if self.kind in ("add", "oversample", "augment"):
+            return f"{self.kind} {amount}"
+        if self.kind == "replace":
+            synth = round(self.synthetic_fraction * 100)
+            return f"replace {100 - synth}/{synth}"
+        return self.kind
+
+    def cache_key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Mix:
+    """The training images of one run, their class weights (reweight only) and a count table."""
+
+    train: ImageSet
+    weights: np.ndarray | None  # (num_classes,) loss weights, or None
+    real_counts: tuple[int, ...]  # per class, real images (repeats included)
+    synthetic_counts: tuple[int, ...]  # per class, synthetic or augmented images
+
+    @property
+    def synthetic_share(self) -> float:
+        total = sum(self.real_counts) + sum(self.synthetic_counts)
+        return sum(self.synthetic_counts) / max(1, total)
+
+
+def extra_counts(counts: np.ndarray, per_class: int) -> np.ndarray:
+    """Images to add per class: ``per_class`` each, or fill every class up to the largest."""
+    return np.full_like(counts, per_class) if per_class else counts.max() - counts
+
+
+def _take(pool: np.ndarray, k: int, gen: torch.Generator, *, repeat: bool) -> np.ndarray:
+    """k indices from ``pool``, in a seeded order; with ``repeat`` the order cycles."""
+    if k == 0:
+        return pool[:0]
+    order = pool[torch.randperm(len(pool), generator=gen).numpy()]
+    return np.resize(order, k) if repeat else order[:k]
+
+
+def _augmented_copies(real: ImageSet, index: np.ndarray, seed: int) -> ImageSet:
+    """Classic augmentation (affine + colour jitter) of the chosen real images, one draw per image."""
+    torch.manual_seed(seed)
+    transform = v2.Compose(
+        [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.85, 1.15)), v2.ColorJitter(0.3, 0.3)]
+    )
+    images = torch.stack([transform(real.images[int(i)]) for i in index]) if len(index) else real.images[:0]
+    prov = real.provenance.take(index)
+    prov = Provenance(**{**prov.__dict__, "generator": np.full(len(index), "classic-augment", dtype=object)})
+    return ImageSet(images, real.labels[torch.from_numpy(index)], real.class_names, prov)
+
+
+def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None, *, seed: int = 0) -> Mix:
+    """The training set of a run; deterministic for ``seed``.
+
+    ``real`` is the real training split; ``synthetic`` the synthetic set for add / replace.
+    Raises :class:`MixError` naming the class and the counts when a pool is too small.
+    """
+    # 1. Check inputs.
+    if real.provenance.synthetic.any():
+        raise MixError("the real training split holds synthetic images; pass them as `synthetic` instead")
+    if cfg.kind in SYNTHETIC_KINDS:
+        if synthetic is None or len(synthetic) == 0:
+            raise MixError(f"mix {cfg.label!r} needs the synthetic set {cfg.synthetic_set!r}, and none was given")
+        if synthetic.class_names != real.class_names:
+            raise MixError("the synthetic set's classes differ from the dataset's: " + ", ".join(synthetic.class_names))
+        if not synthetic.provenance.synthetic.all():
+            raise MixError("the synthetic set holds images not marked synthetic; real images belong in the dataset")
+        if synthetic.images.shape[1:] != real.images.shape[1:]:
+            raise MixError(
+                f"synthetic images are {tuple(synthetic.images.shape[1:])}, the dataset's "
+                f"{tuple(real.images.shape[1:])}; resize them to the working resolution first"
+            )
+    gen = torch.Generator().manual_seed(seed)
+    counts = real.class_counts()
+    labels = real.labels.numpy()
+    zeros = tuple(0 for _ in counts)
+    # 2. Baseline and reweight: the real split as it is.
+    if cfg.kind in ("real", "reweight"):
+        weights = class_weights(labels, real.num_classes) if cfg.kind == "reweight" else None
+        return Mix(real, weights, tuple(int(n) for n in counts), zeros)
+    # 3. Mixes that add images per class.
+    if cfg.kind in ("add", "oversample", "augment"):
+        extra = extra_counts(counts, cfg.per_class)
+        pools = synthetic.labels.numpy() if cfg.kind == "add" and synthetic is not None else labels
+        picks = []
+        for c, k in enumerate(extra):
+            pool = np.flatnonzero(pools == c)
+            if cfg.kind == "add" and len(pool) < k:
+                raise MixError(
+                    f"the synthetic set has {len(pool)} images of class {real.class_names[c]!r}; "
+                    f"mix {cfg.label!r} needs {int(k)}"
+                )
+            picks.append(_take(pool, int(k), gen, repeat=cfg.kind != "add"))
+        index = np.concatenate(picks).astype(np.int64)
+        if cfg.kind == "add" and synthetic is not None:
+            added = synthetic.subset(index)
+        elif cfg.kind == "oversample":
+            added = real.subset(index)
+        else:
+            added = _augmented_copies(real, index, seed)
+        real_counts = counts + (extra if cfg.kind == "oversample" else 0)
+        synth_counts = zeros if cfg.kind == "oversample" else tuple(int(k) for k in extra)
+        return Mix(ImageSet.concat([real, added]), None, tuple(int(n) for n in real_counts), synth_counts)
+    # 4. Replace: a fixed total per class, a share of it synthetic.
+    assert synthetic is not None
+    synth_labels = synthetic.labels.numpy()
+    real_picks, synth_picks = [], []
+    real_list: list[int] = []
+    synth_list: list[int] = []
+    for c, n in enumerate(counts):
+        total = cfg.total_per_class or int(n)
+        n_synth = int(np.floor(total * cfg.synthetic_fraction + 0.5))
+        n_real = total - n_synth
+        real_pool, synth_pool = np.flatnonzero(labels == c), np.flatnonzero(synth_labels == c)
+        if len(real_pool) < n_real or len(synth_pool) < n_synth:
+            raise MixError(
+                f"mix {cfg.label!r} needs {n_real} real and {n_synth} synthetic images of class "
+                f"{real.class_names[c]!r}; there are {len(real_pool)} real and {len(synth_pool)} synthetic"
+            )
+        real_picks.append(_take(real_pool, n_real, gen, repeat=False))
+        synth_picks.append(_take(synth_pool, n_synth, gen, repeat=False))
+        real_list.append(n_real)
+        synth_list.append(n_synth)
+    parts = [real.subset(np.sort(np.concatenate(real_picks))), synthetic.subset(np.concatenate(synth_picks))]
+    return Mix(ImageSet.concat(parts), None, tuple(real_list), tuple(synth_list))

@@ -1,0 +1,290 @@
+"""Runs: one (dataset, mix, model, training config, seed), executed and kept on disk.
+
+A run's folder ``<workspace>/runs/<id>/`` holds ``run.json`` (config, status, counts, timings),
+``history.json`` (one row per epoch), ``metrics.json``, ``predictions.npz`` (test labels and
+probabilities) and ``model.safetensors``. Every file is written atomically, so a crash never
+leaves half a file; runs left ``running`` or ``queued`` by a restart are marked ``interrupted``.
+Where this stops: no threads (see :mod:`engine.jobs`), no statistics across runs (see
+:mod:`engine.experiments`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from engine import store
+from engine.config import DatasetConfig
+from engine.datasets import ImageSet, LabDataset
+from engine.metrics import Metrics, compute_metrics
+from engine.mixes import MixConfig, build_mix
+from engine.models import MODEL_NAMES, Classifier, build_model
+from engine.training import StopFn, TrainConfig, TrainEvent, channel_stats, predict_proba, train
+
+log = logging.getLogger(__name__)
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's result."""
+
+    dataset: DatasetConfig
+    mix: MixConfig = field(default_factory=MixConfig)
+    model: str = "simple_cnn"  # one of engine.models.MODEL_NAMES
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0  # model initialisation, batch order, augmentation and mix sampling
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model={self.model!r} is not accepted: expected one of {', '.join(MODEL_NAMES)}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} is not accepted: expected a whole number >= 0.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(
+            dataset=DatasetConfig.from_dict(data["dataset"]),
+            mix=MixConfig(**data.get("mix", {})),
+            model=data.get("model", "simple_cnn"),
+            train=TrainConfig(**data.get("train", {})),
+            seed=int(data.get("seed", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``run.json`` says about a run."""
+
+    id: str
+    config: RunConfig
+    status: str
+    experiment: str = ""
+    error: str = ""
+    created: float = 0.0
+    finished: float = 0.0
+    dataset_identity: str = ""
+    class_names: tuple[str, ...] = ()
+    real_counts: tuple[int, ...] = ()
+    synthetic_counts: tuple[int, ...] = ()
+    best_epoch: int = 0
+    epochs: int = 0
+    images_per_second: float = 0.0
+    device: str = ""
+    headline: dict[str, float | None] = field(default_factory=dict)
+    pid: int = 0  # process that queued or runs it; a live one (e.g. the CLI) is never marked interrupted
+
+    @property
+    def synthetic_share(self) -> float:
+        total = sum(self.real_counts) + sum(self.synthetic_counts)
+        return sum(self.synthetic_counts) / max(1, total)
+
+
+def runs_dir() -> Path:
+    return store.subdir("runs")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    _write_atomic(path, json.dumps(value, indent=1, default=_jsonable).encode())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def save_record(record: RunRecord) -> None:
+    data = dataclasses.asdict(record)
+    data["config"] = record.config.to_dict()
+    write_json(runs_dir() / record.id / "run.json", data)
+
+
+def load_record(run_id: str) -> RunRecord:
+    data = json.loads((runs_dir() / run_id / "run.json").read_text())
+    data["config"] = RunConfig.from_dict(data["config"])
+    for name in ("class_names", "real_counts", "synthetic_counts"):
+        data[name] = tuple(data.get(name, ()))
+    return RunRecord(**data)
+
+
+def list_records() -> list[RunRecord]:
+    """All readable runs, newest first; unreadable folders are logged and left out."""
+    records = []
+    for path in sorted(runs_dir().glob("*/run.json"), reverse=True):
+        try:
+            records.append(load_record(path.parent.name))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("skipping unreadable run %s: %s", path.parent.name, err)
+    return records
+
+
+def delete_run(run_id: str) -> None:
+    shutil.rmtree(runs_dir() / run_id, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_interrupted() -> list[str]:
+    """Runs a stopped process left queued or running are marked interrupted; returns their ids."""
+    changed = []
+    for record in list_records():
+        if record.status in ACTIVE and (record.pid == os.getpid() or not _alive(record.pid)):
+            save_record(dataclasses.replace(record, status="interrupted", error="the app stopped during this run"))
+            changed.append(record.id)
+    return changed
+
+
+def load_history(run_id: str) -> list[dict[str, float]]:
+    path = runs_dir() / run_id / "history.json"
+    rows: list[dict[str, float]] = json.loads(path.read_text()) if path.exists() else []
+    return rows
+
+
+def load_metrics(run_id: str) -> Metrics | None:
+    path = runs_dir() / run_id / "metrics.json"
+    return Metrics.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def load_predictions(run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Test labels (N,) and probabilities (N, C) of a finished run."""
+    with np.load(runs_dir() / run_id / "predictions.npz") as data:
+        return data["y_true"], data["probs"]
+
+
+def load_model(run_id: str) -> Classifier:
+    """The trained classifier of a finished run, on the CPU, in eval mode."""
+    record = load_record(run_id)
+    meta = json.loads((runs_dir() / run_id / "model.json").read_text())
+    model = build_model(record.config.model, **meta)
+    model.load_state_dict(load_file(str(runs_dir() / run_id / "model.safetensors")))
+    return model.eval()
+
+
+def execute_run(
+    run_id: str,
+    cfg: RunConfig,
+    dataset: LabDataset,
+    *,
+    synthetic: ImageSet | None = None,
+    experiment: str = "",
+    on_event: Callable[[TrainEvent], None] | None = None,
+    should_stop: StopFn | None = None,
+) -> RunRecord:
+    """Build the mix, train, evaluate on the real test set and save everything; returns the record.
+
+    A failure is recorded on disk (status ``failed`` with the message) and raised again.
+    """
+    # 1. Record the run as running.
+    record = RunRecord(
+        id=run_id,
+        config=cfg,
+        status="running",
+        experiment=experiment,
+        created=time.time(),
+        dataset_identity=dataset.identity,
+        class_names=dataset.class_names,
+        pid=os.getpid(),
+    )
+    save_record(record)
+    folder = runs_dir() / run_id
+    history: list[dict[str, float]] = []
+
+    def collect(event: TrainEvent) -> None:
+        if event.kind == "epoch":
+            history.append(event.values)
+            write_json(folder / "history.json", history)
+        if on_event:
+            on_event(event)
+
+    try:
+        # 2. Build the training mix and the model.
+        mix = build_mix(cfg.mix, dataset.train, synthetic, seed=cfg.seed)
+        record = dataclasses.replace(record, real_counts=mix.real_counts, synthetic_counts=mix.synthetic_counts)
+        save_record(record)
+        mean, std = channel_stats(mix.train.images)
+        meta = {"channels": dataset.channels, "num_classes": len(dataset.class_names), "resolution": dataset.resolution}
+        model = build_model(cfg.model, **meta, mean=mean, std=std, seed=cfg.seed)
+        # 3. Train, then score the real test set.
+        result = train(
+            model,
+            mix.train,
+            dataset.val,
+            cfg.train,
+            seed=cfg.seed,
+            weights=mix.weights,
+            on_event=collect,
+            should_stop=should_stop,
+        )
+        result.model.cpu()
+        probs = predict_proba(model, dataset.test.images)
+        y_true = dataset.test.labels.numpy()
+        metrics = compute_metrics(y_true, probs, dataset.class_names)
+        # 4. Save predictions, metrics and weights, then the final record.
+        buffer = folder / "predictions.npz"
+        with open(buffer.with_suffix(".tmp"), "wb") as handle:
+            np.savez_compressed(handle, y_true=y_true, probs=probs.astype(np.float32))
+        os.replace(buffer.with_suffix(".tmp"), buffer)
+        write_json(folder / "metrics.json", metrics.to_dict())
+        write_json(folder / "model.json", meta)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(folder / ".model.part"))
+        os.replace(folder / ".model.part", folder / "model.safetensors")
+        record = dataclasses.replace(
+            record,
+            status="cancelled" if result.cancelled else "done",
+            finished=time.time(),
+            best_epoch=result.best_epoch,
+            epochs=len(result.history),
+            images_per_second=result.images_per_second,
+            device=result.device,
+            headline=metrics.headline(),
+        )
+        save_record(record)
+        return record
+    except BaseException as err:
+        save_record(
+            dataclasses.replace(record, status="failed", error=f"{type(err).__name__}: {err}", finished=time.time())
+        )
+        raise

@@ -1,0 +1,165 @@
+"""The job runner and runs on disk: order, queueing, cancel, failures, restarts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine import runs
+from engine.config import DatasetConfig, ImbalanceConfig
+from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
+from engine.jobs import JobContext, JobError, JobRunner
+from engine.mixes import MixConfig
+from engine.training import TrainConfig, TrainEvent, predict_proba
+
+TINY = TrainConfig(max_epochs=2, batch_size=64, patience=0, device="cpu", precision="fp32")
+
+
+def test_events_arrive_in_order_and_the_result_is_kept() -> None:
+    runner = JobRunner()
+
+    def job(ctx: JobContext) -> str:
+        for i in range(5):
+            ctx.emit(i)
+            ctx.set_progress((i + 1) / 5, f"step {i}")
+        return "ok"
+
+    snap = runner.wait(runner.submit("count", job, owner="alice"))
+    assert snap.status == "done" and snap.events == (0, 1, 2, 3, 4) and snap.result == "ok"
+    assert snap.progress == 1.0 and snap.message == "step 4" and snap.finished >= snap.started > 0
+
+
+def test_heavy_jobs_queue_one_at_a_time_and_a_queued_job_cancels_at_once() -> None:
+    runner, gate = JobRunner(), threading.Event()
+    first = runner.submit("first", lambda ctx: gate.wait(10), owner="a")
+    second = runner.submit("second", lambda ctx: "second ran", owner="b")
+    third = runner.submit("third", lambda ctx: "third ran", owner="b")
+    deadline = time.monotonic() + 5
+    while runner.snapshot(first).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [runner.snapshot(j).queue_position for j in (first, second, third)] == [0, 1, 2]
+    runner.cancel(second, owner="b")
+    assert runner.snapshot(second).status == "cancelled" and runner.snapshot(third).queue_position == 1
+    gate.set()
+    assert runner.wait(third).result == "third ran"
+    assert runner.snapshot(second).result is None
+    assert [j.id for j in runner.list(owner="b")] == [second, third]
+
+
+def test_a_failure_is_captured_with_its_message_and_the_worker_goes_on() -> None:
+    runner = JobRunner()
+
+    def boom(ctx: JobContext) -> None:
+        raise RuntimeError("the GPU caught fire")
+
+    failed = runner.wait(runner.submit("boom", boom, owner="a"))
+    assert failed.status == "failed" and failed.error == "RuntimeError: the GPU caught fire"
+    assert runner.wait(runner.submit("after", lambda ctx: 42, owner="a")).result == 42
+
+
+def test_cancel_of_a_running_job_and_ownership_checks() -> None:
+    runner, started = JobRunner(), threading.Event()
+
+    def loop(ctx: JobContext) -> int:
+        steps = 0
+        started.set()
+        while not ctx.should_stop():
+            steps += 1
+            time.sleep(0.001)
+        return steps
+
+    job = runner.submit("loop", loop, owner="alice")
+    started.wait(5)
+    with pytest.raises(JobError, match="belongs to another session"):
+        runner.cancel(job, owner="mallory")
+    runner.cancel(job, owner="alice")
+    assert runner.wait(job).status == "cancelled"
+    with pytest.raises(JobError, match=r"job_id='nope' is not a job"):
+        runner.snapshot("nope")
+
+
+@pytest.fixture
+def imbalanced() -> LabDataset:
+    cfg = ImbalanceConfig(kind="step", minority=("0", "1"), keep_fraction=0.2)
+    return build_dataset(DatasetConfig(imbalance=cfg))
+
+
+def synthetic_digits(data: LabDataset) -> ImageSet:
+    """A stand-in synthetic set: real training images, marked synthetic (tests only)."""
+    labels = data.train.labels.numpy()
+    index = np.concatenate([np.resize(np.flatnonzero(labels == c), 150) for c in range(len(data.class_names))])
+    real = data.train.subset(index)
+    prov = Provenance(
+        **{
+            **real.provenance.__dict__,
+            "synthetic": np.ones(len(real), bool),
+            "generator": np.full(len(real), "stub", object),
+        }
+    )
+    return ImageSet(real.images.flip(-1).contiguous(), real.labels, real.class_names, prov)
+
+
+def test_a_run_saves_everything_atomically_and_the_model_reloads(imbalanced: LabDataset) -> None:
+    cfg = runs.RunConfig(imbalanced.config, MixConfig("oversample"), "simple_cnn", TINY, seed=1)
+    events: list[TrainEvent] = []
+    record = runs.execute_run("r1", cfg, imbalanced, on_event=events.append)
+    folder = runs.runs_dir() / "r1"
+    assert record.status == "done" and record.epochs == 2 and record.headline["accuracy"] is not None
+    assert {p.name for p in folder.iterdir()} == {
+        "run.json",
+        "history.json",
+        "metrics.json",
+        "predictions.npz",
+        "model.json",
+        "model.safetensors",
+    }
+    assert runs.load_record("r1") == record
+    assert len(runs.load_history("r1")) == 2 and [e.kind for e in events].count("epoch") == 2
+    y_true, probs = runs.load_predictions("r1")
+    assert np.array_equal(y_true, imbalanced.test.labels.numpy())
+    reloaded = predict_proba(runs.load_model("r1"), imbalanced.test.images)
+    assert np.allclose(reloaded, probs, atol=1e-6)
+    metrics = runs.load_metrics("r1")
+    assert metrics is not None and metrics.accuracy == pytest.approx(float((probs.argmax(1) == y_true).mean()))
+    assert record.real_counts[0] == record.real_counts[5]  # oversampled up to the largest class
+
+
+def test_synthetic_images_train_but_never_reach_validation_or_test(imbalanced: LabDataset) -> None:
+    cfg = runs.RunConfig(imbalanced.config, MixConfig("add", synthetic_set="stub"), "simple_cnn", TINY)
+    record = runs.execute_run("r2", cfg, imbalanced, synthetic=synthetic_digits(imbalanced))
+    assert record.status == "done" and sum(record.synthetic_counts) > 0
+    assert not imbalanced.val.provenance.synthetic.any() and not imbalanced.test.provenance.synthetic.any()
+    assert len(runs.load_predictions("r2")[0]) == len(imbalanced.test)
+
+
+def test_a_failed_run_is_recorded_with_its_message(imbalanced: LabDataset) -> None:
+    cfg = runs.RunConfig(imbalanced.config, MixConfig("add", synthetic_set="missing"), "simple_cnn", TINY)
+    with pytest.raises(ValueError, match="needs the synthetic set 'missing'"):
+        runs.execute_run("r3", cfg, imbalanced)
+    record = runs.load_record("r3")
+    assert record.status == "failed" and "needs the synthetic set 'missing'" in record.error
+
+
+def test_a_restart_marks_runs_of_dead_processes_interrupted(imbalanced: LabDataset) -> None:
+    cfg = runs.RunConfig(imbalanced.config)
+    dead = runs.RunRecord("dead", cfg, "running", pid=2**22 + 12345)
+    alive_cli = runs.RunRecord("cli", cfg, "running", pid=1)  # pid 1 is always alive
+    finished = runs.RunRecord("fine", cfg, "done", pid=2**22 + 12345)
+    for record in (dead, alive_cli, finished):
+        runs.save_record(record)
+    assert runs.mark_interrupted() == ["dead"]
+    assert runs.load_record("dead").status == "interrupted" and "stopped" in runs.load_record("dead").error
+    assert runs.load_record("cli").status == "running" and runs.load_record("fine").status == "done"
+
+
+def test_unreadable_run_folders_are_skipped(imbalanced: LabDataset) -> None:
+    runs.save_record(runs.RunRecord("ok", runs.RunConfig(imbalanced.config), "done"))
+    (runs.runs_dir() / "broken").mkdir()
+    (runs.runs_dir() / "broken" / "run.json").write_text("{not json")
+    assert [r.id for r in runs.list_records()] == ["ok"]
+    data = json.loads((runs.runs_dir() / "ok" / "run.json").read_text())
+    assert data["config"]["mix"]["kind"] == "real" and data["status"] == "done"

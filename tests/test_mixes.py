@@ -1,0 +1,93 @@
+"""Training mixes: exact counts, seeded sampling, and synthetic images only ever in training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.datasets import ImageSet, Provenance
+from engine.mixes import MixConfig, MixError, build_mix
+
+
+def image_set(counts: list[int], *, synthetic: bool = False, value: int = 0) -> ImageSet:
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)]).astype(np.int64)
+    n = len(labels)
+    prov = Provenance.real("test", [f"{'s' if synthetic else 'r'}{i}" for i in range(n)], [(4, 4)] * n, [""] * n)
+    if synthetic:
+        prov = Provenance(**{**prov.__dict__, "synthetic": np.ones(n, bool), "generator": np.full(n, "stub", object)})
+    images = torch.full((n, 1, 4, 4), value, dtype=torch.uint8)
+    return ImageSet(images, torch.from_numpy(labels), ("a", "b", "c"), prov)
+
+
+REAL = image_set([40, 8, 4])
+SYNTH = image_set([50, 50, 50], synthetic=True, value=200)
+
+
+def counts(mix_set: ImageSet, synthetic: bool) -> list[int]:
+    labels = mix_set.labels.numpy()[mix_set.provenance.synthetic == synthetic]
+    return np.bincount(labels, minlength=3).tolist()
+
+
+def test_real_and_reweight_keep_the_real_split() -> None:
+    base = build_mix(MixConfig("real"), REAL)
+    assert base.train is REAL and base.weights is None and base.synthetic_share == 0
+    weighted = build_mix(MixConfig("reweight"), REAL)
+    assert weighted.train is REAL and weighted.weights is not None
+    assert weighted.weights[2] / weighted.weights[0] == pytest.approx(10.0)
+
+
+def test_add_fills_every_class_up_to_the_largest_with_synthetic_images() -> None:
+    mix = build_mix(MixConfig("add", synthetic_set="s"), REAL, SYNTH, seed=1)
+    assert counts(mix.train, False) == [40, 8, 4] and counts(mix.train, True) == [0, 32, 36]
+    assert mix.real_counts == (40, 8, 4) and mix.synthetic_counts == (0, 32, 36)
+    assert mix.synthetic_share == pytest.approx(68 / 120)
+    again = build_mix(MixConfig("add", synthetic_set="s"), REAL, SYNTH, seed=1)
+    other = build_mix(MixConfig("add", synthetic_set="s"), REAL, SYNTH, seed=2)
+    assert list(again.train.provenance.origin) == list(mix.train.provenance.origin)
+    assert list(other.train.provenance.origin) != list(mix.train.provenance.origin)
+
+
+def test_add_n_per_class_and_a_pool_too_small_names_the_class() -> None:
+    mix = build_mix(MixConfig("add", per_class=10, synthetic_set="s"), REAL, SYNTH)
+    assert counts(mix.train, True) == [10, 10, 10]
+    small = image_set([50, 3, 50], synthetic=True)
+    with pytest.raises(MixError, match=r"has 3 images of class 'b'; mix 'add fill' needs 32"):
+        build_mix(MixConfig("add", synthetic_set="s"), REAL, small)
+
+
+def test_controls_reach_the_same_counts_as_add() -> None:
+    add = build_mix(MixConfig("add", synthetic_set="s"), REAL, SYNTH)
+    over = build_mix(MixConfig("oversample"), REAL)
+    aug = build_mix(MixConfig("augment"), REAL, seed=3)
+    totals = np.bincount(add.train.labels.numpy(), minlength=3).tolist()
+    assert np.bincount(over.train.labels.numpy(), minlength=3).tolist() == totals == [40, 40, 40]
+    assert np.bincount(aug.train.labels.numpy(), minlength=3).tolist() == totals
+    assert set(over.train.provenance.origin) == set(REAL.provenance.origin)  # only repeats of real images
+    assert not over.train.provenance.synthetic.any() and not aug.train.provenance.synthetic.any()
+    assert (aug.train.provenance.generator == "classic-augment").sum() == 68
+    assert aug.synthetic_counts == (0, 32, 36) and over.synthetic_counts == (0, 0, 0)
+
+
+def test_replace_gives_a_fixed_total_with_the_chosen_synthetic_share() -> None:
+    mix = build_mix(MixConfig("replace", synthetic_fraction=0.7, total_per_class=4, synthetic_set="s"), REAL, SYNTH)
+    assert counts(mix.train, False) == [1, 1, 1] and counts(mix.train, True) == [3, 3, 3]
+    assert mix.train.provenance.origin[0] != mix.train.provenance.origin[1]
+    only = build_mix(MixConfig("replace", synthetic_fraction=1.0, synthetic_set="s"), REAL, SYNTH)
+    assert counts(only.train, False) == [0, 0, 0] and counts(only.train, True) == [40, 8, 4]
+    assert MixConfig("replace", synthetic_fraction=0.7, synthetic_set="s").label == "replace 30/70"
+    with pytest.raises(MixError, match=r"needs 10 real and 10 synthetic images of class 'b'; there are 8 real"):
+        build_mix(MixConfig("replace", total_per_class=20, synthetic_set="s"), REAL, SYNTH)
+
+
+def test_bad_mixes_are_refused_with_a_clear_message() -> None:
+    with pytest.raises(MixError, match=r"mix.kind='smote' is not accepted"):
+        MixConfig("smote")
+    with pytest.raises(MixError, match=r"mix.synthetic_set='' is not accepted for mix 'add'"):
+        MixConfig("add")
+    with pytest.raises(MixError, match=r"needs the synthetic set 's'"):
+        build_mix(MixConfig("add", synthetic_set="s"), REAL, None)
+    with pytest.raises(MixError, match=r"holds images not marked synthetic"):
+        build_mix(MixConfig("add", synthetic_set="s"), REAL, image_set([50, 50, 50]))
+    with pytest.raises(MixError, match=r"real training split holds synthetic images"):
+        build_mix(MixConfig("real"), SYNTH)
