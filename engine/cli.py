@@ -67,6 +67,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     print(f"experiment {record.id}: {cfg.name or 'unnamed'} · {cfg.model} · seeds {list(cfg.seeds)}")
     print(f"minority classes: {', '.join(summary.minority) or 'none'}")
     print(_table(experiments.results_table(summary)))
+    short = experiments.unconverged_runs(summary)
+    if short:
+        print(
+            f"warning: {len(short)} run(s) were still improving at max_epochs ({', '.join(short[:4])}); "
+            "raise train.max_epochs so that differences are not down to training length"
+        )
     method = next((c.method for m in summary.mixes for c in m.comparisons.values()), "")
     if method:
         print(f"intervals: {method}")

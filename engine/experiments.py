@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from engine import runs, stats, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
+from engine.jobs import JobContext, JobRunner
 from engine.metrics import SCALAR_METRICS
 from engine.mixes import MixConfig
 from engine.models import MODEL_NAMES
@@ -202,6 +204,57 @@ def run_experiment(
     return record
 
 
+def submit_experiment(
+    runner: JobRunner,
+    cfg: ExperimentConfig,
+    dataset: LabDataset,
+    *,
+    owner: str,
+    synthetic: Callable[[str], ImageSet] | None = None,
+) -> ExperimentRecord:
+    """Plan the experiment and queue one heavy job per run on ``runner``; returns at once.
+
+    Each job reports every training event and its progress (steps done / steps if no early stop).
+    """
+    record = plan_experiment(cfg, dataset.identity)
+    lane = "cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else cfg.train.device
+    for label, seed, run_id in record.run_ids:
+        run_cfg = runs.load_record(run_id).config
+
+        def job(ctx: JobContext, run_id: str = run_id, run_cfg: runs.RunConfig = run_cfg) -> runs.RunRecord:
+            def on_event(event: TrainEvent) -> None:
+                ctx.emit(event)
+                if event.kind == "epoch":
+                    ctx.set_progress(
+                        event.step / max(1, event.total_steps),
+                        f"epoch {event.epoch}: val acc {event.values['val_acc']:.3f}",
+                    )
+
+            pool = synthetic(run_cfg.mix.synthetic_set) if synthetic and run_cfg.mix.synthetic_set else None
+            return runs.execute_run(
+                run_id,
+                run_cfg,
+                dataset,
+                synthetic=pool,
+                experiment=record.id,
+                on_event=on_event,
+                should_stop=ctx.should_stop,
+            )
+
+        runner.submit(f"{label} · seed {seed}", job, owner=owner, group=record.id, tag=run_id, lane=lane)
+    return record
+
+
+def cancel_run_job(runner: JobRunner, job_id: str, *, owner: str) -> None:
+    """Cancel a run's job; a run that never started is recorded as cancelled on disk too."""
+    runner.cancel(job_id, owner=owner)
+    snap = runner.snapshot(job_id)
+    if snap.status == "cancelled" and snap.tag:
+        record = runs.load_record(snap.tag)
+        if record.status == "queued":
+            runs.save_record(dataclasses.replace(record, status="cancelled", finished=time.time()))
+
+
 def minority_classes(counts: tuple[int, ...], names: tuple[str, ...]) -> tuple[str, ...]:
     """Classes whose real training count is below half the largest class's."""
     if not counts:
@@ -273,6 +326,21 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
     return ExperimentSummary(record, tuple(names), minority, tuple(summaries))
 
 
+def unconverged_runs(summary: ExperimentSummary) -> list[str]:
+    """Finished runs that hit the epoch limit while their validation loss was still at its best.
+
+    Such runs were cut short: a mix with more images took more optimiser steps per epoch than the
+    baseline, so a difference may come from training length rather than from the data.
+    """
+    limit = summary.experiment.config.train.max_epochs
+    out = []
+    for label, seed, run_id in summary.experiment.run_ids:
+        rec = runs.load_record(run_id)
+        if rec.status == "done" and rec.epochs >= limit and rec.best_epoch >= limit - 1:
+            out.append(f"{label} seed {seed}")
+    return out
+
+
 def _metric(record: runs.RunRecord, name: str) -> float:
     value = record.headline.get(name)
     return float("nan") if value is None else float(value)
@@ -285,7 +353,7 @@ def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "mix": mix.label,
             "runs": f"{mix.runs_done}/{mix.runs_total}",
-            "synthetic %": round(100 * mix.synthetic_share, 1),
+            "synthetic or augmented %": round(100 * mix.synthetic_share, 1),
         }
         for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
             row[metric] = f"{mix.means[metric]:.4f} ± {mix.stds[metric]:.4f}"

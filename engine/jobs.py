@@ -37,6 +37,7 @@ class JobSnapshot:
     title: str
     owner: str
     group: str  # e.g. the experiment id
+    tag: str  # the caller's name for what the job works on, e.g. a run id
     lane: str
     status: str
     progress: float  # 0..1
@@ -83,6 +84,7 @@ class _Job:
     title: str
     owner: str
     group: str
+    tag: str
     lane: str
     fn: Callable[[JobContext], Any]
     events: collections.deque[Any]
@@ -115,12 +117,13 @@ class JobRunner:
         *,
         owner: str,
         group: str = "",
+        tag: str = "",
         lane: str = "cpu",
         heavy: bool = True,
     ) -> str:
         """Queue ``fn``; returns the job id at once."""
         job_id = f"job-{next(self._ids)}-{int(time.time() * 1000) % 100000}"
-        job = _Job(job_id, title, owner, group, lane, fn, collections.deque(maxlen=self._max_events))
+        job = _Job(job_id, title, owner, group, tag, lane, fn, collections.deque(maxlen=self._max_events))
         with self._lock:
             self._jobs[job_id] = job
             if not heavy:
@@ -178,6 +181,7 @@ class JobRunner:
             job.title,
             job.owner,
             job.group,
+            job.tag,
             job.lane,
             job.status,
             job.progress,

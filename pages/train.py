@@ -1,6 +1,28 @@
-"""Train page: not built yet; says in one line what it will do."""
+"""Train page: choose model, hyperparameters, mixes and seeds; watch the runs train live."""
 
 import streamlit as st
 
+from engine.experiments import ExperimentError, submit_experiment
+from engine.mixes import MixError
+from engine.training import TrainConfigError
+from ui.jobs_panel import get_runner, job_panel, owner_token
+from ui.state import current_dataset, describe
+from ui.train_form import experiment_form
+
 st.title("Train")
-st.info("Coming soon. Train CNN classifiers on real and synthetic mixes in background jobs, with live curves.")
+dataset = current_dataset()
+if dataset is None:
+    st.stop()
+st.caption(f"Dataset: {describe(dataset)}. Validation and test sets hold real images only.")
+owner = owner_token()
+
+try:
+    cfg = experiment_form(dataset)
+except (TrainConfigError, ExperimentError, MixError) as err:
+    st.error(str(err))
+    cfg = None
+if cfg is not None:
+    record = submit_experiment(get_runner(), cfg, dataset, owner=owner)
+    st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds).")
+
+job_panel(owner)

@@ -1,0 +1,105 @@
+"""AppTest: the Train page queues real jobs and finds them again; Compare shows verdicts and exports."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from engine import experiments, runs
+from engine.config import DatasetConfig, ImbalanceConfig
+from engine.jobs import FINISHED
+from engine.mixes import MixConfig
+from engine.training import TrainConfig
+from ui.jobs_panel import get_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def page(name: str, **query: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def wait_for_jobs(owner: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while any(s.status not in FINISHED for s in get_runner().list(owner=owner)):
+        assert time.monotonic() < deadline, "jobs did not finish"
+        time.sleep(0.1)
+
+
+def start_tiny_experiment(at: AppTest) -> None:
+    at.number_input[2].set_value(2)  # max epochs
+    at.number_input[-1].set_value(1)  # seeds
+    at.checkbox(key="mix_reweight").uncheck()
+    at.button(key="FormSubmitter:train_form-Start").click().run()
+
+
+def test_train_page_runs_an_experiment_and_finds_it_again_after_a_reload() -> None:
+    at = page("train")
+    assert not at.exception
+    owner = at.query_params["lab"][0] if isinstance(at.query_params["lab"], list) else at.query_params["lab"]
+    start_tiny_experiment(at)
+    assert not at.exception and not at.error
+    wait_for_jobs(owner)
+    snaps = get_runner().list(owner=owner)
+    assert [s.title for s in snaps] == ["real · seed 0", "oversample fill · seed 0"]
+    assert {s.status for s in snaps} == {"done"}
+    assert {runs.load_record(s.tag).status for s in snaps} == {"done"}
+    reloaded = page("train", lab=owner)  # a new session with the same URL
+    assert any(f"Experiment {snaps[0].group}" in m.value for m in reloaded.markdown)
+    assert "All runs of this experiment have finished" in reloaded.success[0].value
+    charts = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in reloaded.get("plotly_chart")]
+    assert any(t.startswith("Training curves") for t in charts)
+    stranger = page("train")
+    assert any("No training jobs from this browser yet" in c.value for c in stranger.caption)
+
+
+def test_a_queued_run_can_be_cancelled_from_the_page() -> None:
+    at = page("train")
+    owner = str(at.session_state["owner"])
+    at.number_input[2].set_value(30)
+    at.number_input[-1].set_value(2)
+    at.button(key="FormSubmitter:train_form-Start").click().run()
+    queued = [s for s in get_runner().list(owner=owner) if s.status == "queued"]
+    assert queued, "later runs wait in the queue"
+    at.button(key=f"cancel-{queued[-1].id}").click().run()
+    assert get_runner().snapshot(queued[-1].id).status == "cancelled"
+    assert runs.load_record(queued[-1].tag).status == "cancelled"
+    for snap in get_runner().list(owner=owner):
+        if snap.status not in FINISHED:
+            get_runner().cancel(snap.id)
+    wait_for_jobs(owner)
+
+
+def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
+    cfg = experiments.ExperimentConfig(
+        dataset=DatasetConfig(imbalance=ImbalanceConfig(kind="step", minority=("0", "1"), keep_fraction=0.1)),
+        mixes=(MixConfig("oversample"),),
+        train=TrainConfig(max_epochs=2, batch_size=64, device="cpu", precision="fp32"),
+        seeds=(0, 1),
+    )
+    record = experiments.run_experiment(cfg)
+    at = page("compare")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["mix"]) == ["real", "oversample fill"]
+    assert table["verdict (accuracy)"][1] in ("helps", "no detectable effect", "hurts")
+    assert any("paired bootstrap over test images" in c.value for c in at.caption)
+    assert "minority classes (★): 0, 1" in at.caption[0].value
+    assert "still improving when they reached the epoch limit" in at.warning[0].value  # 2 epochs: cut short
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    for expected in ("Per-class recall", "Recall gain", "real: confusion", "ROC curve", "PR curve", "Dose-response"):
+        assert any(t.startswith(expected) for t in titles), expected
+    assert len(at.get("download_button")) == 2
+    assert at.selectbox[0].value == record.id
+
+
+def test_compare_page_without_experiments_says_where_to_start() -> None:
+    at = page("compare")
+    assert not at.exception and "No experiments yet" in at.info[0].value

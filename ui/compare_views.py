@@ -1,0 +1,147 @@
+"""Compare page helpers: cached experiment summaries and the figures that show them.
+
+Figures take engine objects (summaries, metrics) and return plotly figures; no widgets here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine import experiments, runs
+from engine.experiments import ExperimentSummary
+from engine.metrics import Metrics
+
+PALETTE = px.colors.qualitative.Safe
+
+
+@st.cache_data(show_spinner="Comparing runs…", max_entries=32)
+def cached_summary(exp_id: str, signature: tuple[tuple[str, str, float], ...]) -> ExperimentSummary:
+    """The summary of an experiment; ``signature`` (run id, status, finished) keys the cache."""
+    return experiments.summarize(exp_id)
+
+
+def summary_of(exp_id: str) -> ExperimentSummary:
+    record = experiments.load_experiment(exp_id)
+    recs = [runs.load_record(run_id) for _, _, run_id in record.run_ids]
+    return cached_summary(exp_id, tuple((r.id, r.status, r.finished) for r in recs))
+
+
+def run_metrics(summary: ExperimentSummary) -> dict[tuple[str, int], Metrics]:
+    """Metrics of every finished run, by (mix label, seed)."""
+    out = {}
+    for label, seed, run_id in summary.experiment.run_ids:
+        metrics = runs.load_metrics(run_id)
+        if metrics is not None and runs.load_record(run_id).status == "done":
+            out[(label, seed)] = metrics
+    return out
+
+
+def _ticks(summary: ExperimentSummary) -> list[str]:
+    return [f"{n} ★" if n in summary.minority else n for n in summary.class_names]
+
+
+def per_class_figure(summary: ExperimentSummary, metrics: dict[tuple[str, int], Metrics], score: str) -> go.Figure:
+    """Per-class recall or F1 per mix (mean over seeds, std as error bars); ★ marks minority classes."""
+    fig = go.Figure()
+    for i, mix in enumerate(summary.mixes):
+        values = np.array(
+            [[getattr(c, score) for c in m.per_class] for (lab, _), m in metrics.items() if lab == mix.label]
+        )
+        if not len(values):
+            continue
+        fig.add_bar(
+            x=_ticks(summary),
+            y=values.mean(0),
+            error_y={"array": values.std(0)},
+            name=mix.label,
+            marker_color=PALETTE[i % len(PALETTE)],
+        )
+    fig.update_layout(
+        barmode="group",
+        height=360,
+        title=f"Per-class {score} (mean ± std over seeds; ★ minority)",
+        margin={"t": 50, "b": 10},
+        yaxis_range=[0, 1.05],
+    )
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def recall_gain_figure(summary: ExperimentSummary) -> go.Figure:
+    """Per-class recall difference to the baseline for each mix, paired by seed."""
+    fig = go.Figure()
+    for i, mix in enumerate(summary.mixes):
+        if mix.recall_diff:
+            fig.add_bar(
+                x=_ticks(summary),
+                y=mix.recall_diff,
+                error_y={"array": mix.recall_diff_std},
+                name=mix.label,
+                marker_color=PALETTE[i % len(PALETTE)],
+            )
+    fig.add_hline(y=0, line_color="#888")
+    fig.update_layout(
+        barmode="group",
+        height=340,
+        title="Recall gain over the real baseline (± std over seeds; ★ minority)",
+        margin={"t": 50, "b": 10},
+    )
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, names: tuple[str, ...], title: str) -> go.Figure:
+    fig = px.imshow(
+        matrix,
+        x=list(names),
+        y=list(names),
+        text_auto=True,
+        color_continuous_scale="Blues",
+        labels={"x": "predicted", "y": "true", "color": "images"},
+        title=title,
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_layout(height=420, margin={"t": 50, "b": 10}, coloraxis_showscale=False)
+    return fig
+
+
+def curve_figure(curves: dict[str, Metrics], class_index: int, kind: str) -> go.Figure:
+    """ROC or PR curve of one class (one-vs-rest) for each named run."""
+    fig = go.Figure()
+    for i, (name, metrics) in enumerate(curves.items()):
+        curve = (metrics.roc if kind == "ROC" else metrics.pr)[class_index]
+        area = "AUC" if kind == "ROC" else "AP"
+        label = f"{name} ({area} {curve.auc:.3f})" if curve.auc is not None else name
+        fig.add_scatter(x=curve.x, y=curve.y, name=label, mode="lines", line={"color": PALETTE[i % len(PALETTE)]})
+    axes = ("false positive rate", "true positive rate") if kind == "ROC" else ("recall", "precision")
+    fig.update_layout(
+        height=360, title=f"{kind} curve", xaxis_title=axes[0], yaxis_title=axes[1], margin={"t": 50, "b": 10}
+    )
+    return fig
+
+
+def dose_figure(summary: ExperimentSummary, metric: str) -> go.Figure:
+    """Metric against the synthetic share of the training set, one point per mix."""
+    frame = pd.DataFrame(
+        [
+            {
+                "mix": m.label,
+                "synthetic or augmented %": 100 * m.synthetic_share,
+                metric: m.means[metric],
+                "std": m.stds[metric],
+            }
+            for m in summary.mixes
+            if m.runs_done
+        ]
+    )
+    fig = px.scatter(
+        frame, x="synthetic or augmented %", y=metric, error_y="std", text="mix", title=f"Dose-response: {metric}"
+    )
+    fig.update_traces(textposition="top center")
+    fig.update_layout(height=340, margin={"t": 50, "b": 10})
+    return fig

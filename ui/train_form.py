@@ -1,0 +1,73 @@
+"""Train page form: model, hyperparameters, mixes and seeds in; an ExperimentConfig out."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.datasets import LabDataset
+from engine.device import DEVICES, PRECISIONS
+from engine.experiments import ExperimentConfig
+from engine.mixes import MixConfig
+from engine.models import MODEL_LABELS, MODEL_NAMES
+from engine.training import TrainConfig
+
+CONTROLS = {
+    "oversample": "Oversample: repeat real minority images up to the largest class",
+    "augment": "Augment: classic augmentation of real images up to the same counts",
+    "reweight": "Reweight: class-weighted loss on the real data",
+}
+
+
+def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
+    """Widgets for an experiment on ``dataset``; returns its config when Start is pressed."""
+    defaults = TrainConfig()
+    with st.form("train_form"):
+        model = st.selectbox("Model", MODEL_NAMES, format_func=MODEL_LABELS.__getitem__)
+        cols = st.columns(4)
+        lr = cols[0].number_input("Learning rate", 1e-5, 1.0, defaults.lr, format="%.4f")
+        batch = cols[1].number_input("Batch size", 1, 8192, defaults.batch_size)
+        epochs = cols[2].number_input("Max epochs", 1, 1000, defaults.max_epochs)
+        patience = cols[3].number_input(
+            "Early-stop patience", 0, 1000, defaults.patience, help="Epochs without a better validation loss; 0 = off"
+        )
+        cols = st.columns(4)
+        decay = cols[0].number_input("Weight decay", 0.0, 1.0, defaults.weight_decay, format="%.5f")
+        smoothing = cols[1].number_input("Label smoothing", 0.0, 0.49, defaults.label_smoothing)
+        device = cols[2].selectbox("Device", DEVICES)
+        precision = cols[3].selectbox(
+            "Precision", PRECISIONS, help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32"
+        )
+        cols = st.columns(2)
+        augment = cols[0].checkbox("Random crop (padded)", True)
+        flip = cols[1].checkbox(
+            "Random horizontal flip",
+            dataset.channels == 3,
+            help="Off for digits and text, where a flip changes the class",
+        )
+        st.markdown("**Mixes** (the real baseline always runs)")
+        chosen = [kind for kind, label in CONTROLS.items() if st.checkbox(label, kind != "augment", key=f"mix_{kind}")]
+        st.checkbox(
+            "Add synthetic / replace with synthetic",
+            False,
+            disabled=True,
+            help="Needs a synthetic set; generators arrive with the Generate page",
+        )
+        cols = st.columns(2)
+        n_seeds = cols[0].number_input("Seeds", 1, 10, 3, help="Runs per mix; seeds 0 … n-1")
+        name = cols[1].text_input("Name (optional)")
+        if not st.form_submit_button("Start", type="primary"):
+            return None
+    train = TrainConfig(
+        lr=float(lr),
+        weight_decay=float(decay),
+        batch_size=int(batch),
+        max_epochs=int(epochs),
+        patience=int(patience),
+        label_smoothing=float(smoothing),
+        augment=augment,
+        flip=flip,
+        device=device,
+        precision=precision,
+    )
+    mixes = (MixConfig("real"), *(MixConfig(kind) for kind in chosen))
+    return ExperimentConfig(dataset.config, mixes, model, train, tuple(range(int(n_seeds))), name)
