@@ -1,4 +1,8 @@
-"""SynthLab entry point: page config, navigation over pages/, and the shared sidebar.
+"""SynthLab entry point: page config, navigation over app_pages/, and the shared sidebar.
+
+The page files live in ``app_pages/``, not ``pages/``: Streamlit 1.67 treats a folder named ``pages``
+as a legacy multipage app until some session has called ``st.navigation``, so a first visit straight
+to a page URL (a bookmark, a reload after a server restart) would run that page without this file.
 
 Run with ``make run`` (or ``streamlit run app.py``). Pages are thin; the work is in ``engine/``.
 """
@@ -13,12 +17,12 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
 
 PAGES = [
-    st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", default=True),
-    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
-    st.Page("pages/preprocess.py", title="Preprocess preview", icon=":material/crop:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
+    st.Page("app_pages/dataset.py", title="Dataset", icon=":material/dataset:", default=True),
+    st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+    st.Page("app_pages/preprocess.py", title="Preprocess preview", icon=":material/crop:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("app_pages/explain.py", title="Explain", icon=":material/visibility:"),
 ]
 navigation = st.navigation(PAGES)
 navigation.run()

@@ -37,17 +37,18 @@ def test_dataset_page_opens_with_digits_loaded_and_charted() -> None:
 @pytest.mark.parametrize("page", UNBUILT)
 def test_unbuilt_pages_say_what_they_will_do(page: str) -> None:
     at = app().run()
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception
     assert at.info[0].value.startswith("Coming soon.")
 
 
 def test_navigation_lists_the_six_pages_in_order() -> None:
     source = (ROOT / "app.py").read_text()
-    positions = [source.index(f'"pages/{p}.py"') for p in PAGES]
+    positions = [source.index(f'"app_pages/{p}.py"') for p in PAGES]
     assert positions == sorted(positions)
     for page in PAGES:
-        assert (ROOT / "pages" / f"{page}.py").is_file()
+        assert (ROOT / "app_pages" / f"{page}.py").is_file()
+    assert not (ROOT / "pages").exists()  # a pages/ folder switches Streamlit to its legacy page mode
 
 
 def test_step_imbalance_applies_to_training_counts() -> None:

@@ -23,7 +23,7 @@ def page(name: str, **query: str) -> AppTest:
     for key, value in query.items():
         at.query_params[key] = value
     at.run()
-    return at.switch_page(f"pages/{name}.py").run()
+    return at.switch_page(f"app_pages/{name}.py").run()
 
 
 def wait_for_jobs(owner: str, timeout: float = 120) -> None:

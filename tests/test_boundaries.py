@@ -1,4 +1,4 @@
-"""The engine never imports Streamlit, ui/ or pages/ (the layer rule of ../shared/STYLE.md)."""
+"""The engine never imports Streamlit, ui/ or app_pages/ (the layer rule of ../shared/STYLE.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN = ("streamlit", "ui", "pages")
+FORBIDDEN = ("streamlit", "ui", "app_pages")
 
 
 def test_engine_sources_import_no_streamlit_ui_or_pages() -> None:

@@ -78,11 +78,15 @@ def server(workspace: Path, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_dataset_page_shows_the_digits_class_chart_in_a_real_browser(server: str, tmp_path: Path) -> None:
+def _need_chromium() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"CI must install Debian's chromium; {CHROMIUM} is missing")
         pytest.skip(f"{CHROMIUM} not installed (make test installs it when run as root)")
+
+
+def test_dataset_page_shows_the_digits_class_chart_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    _need_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
@@ -99,3 +103,33 @@ def test_dataset_page_shows_the_digits_class_chart_in_a_real_browser(server: str
         page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT", tmp_path / "dataset.png")), full_page=True)
         browser.close()
     assert errors == []
+
+
+def test_train_page_runs_an_experiment_with_live_curves_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/train", wait_until="domcontentloaded")  # the server's first visit, straight to a page
+        expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=60_000)
+        nav = page.get_by_test_id("stSidebarNav")
+        expect(nav).to_contain_text("Preprocess preview")  # the app's navigation, not a folder listing
+        expect(page.get_by_test_id("stSidebar")).to_contain_text("built-in digits")
+        epochs = page.get_by_role("spinbutton", name="Max epochs")
+        epochs.fill("4")
+        epochs.press("Tab")
+        seeds = page.get_by_role("spinbutton", name="Seeds")
+        seeds.fill("1")
+        seeds.press("Tab")
+        page.get_by_role("button", name="Start").click()
+        curves = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Training curves")
+        expect(curves).to_be_visible(timeout=60_000)
+        expect(curves.locator(".scatterlayer .trace").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("All runs of this experiment have finished")).to_be_visible(timeout=120_000)
+        assert "lab=" in page.url  # the owner token that finds the jobs again after a reload
+        page.reload(wait_until="domcontentloaded")
+        expect(page.get_by_text("All runs of this experiment have finished")).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT_TRAIN", tmp_path / "train.png")), full_page=True)
+        browser.close()

@@ -22,7 +22,14 @@ from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot
 from engine.training import TrainEvent
 
 TOKEN = re.compile(r"[0-9a-f]{12}")
-STATUS_ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+STATUS_ICONS = {  # Streamlit's own icon font, so they render without system emoji fonts
+    "queued": ":material/schedule:",
+    "running": ":material/play_circle:",
+    "done": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/cancel:",
+    "interrupted": ":material/warning:",
+}
 
 
 @st.cache_resource(show_spinner=False)
