@@ -11,10 +11,12 @@ import logging
 
 import streamlit as st
 
+from ui.jobs_panel import get_runner
 from ui.state import current_dataset, describe
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
+get_runner()  # the first session after a start marks runs left running by a stopped process as interrupted
 
 PAGES = [
     st.Page("app_pages/dataset.py", title="Dataset", icon=":material/dataset:", default=True),

@@ -40,6 +40,9 @@ st.caption(
 )
 
 metrics = views.run_metrics(summary)
+if not metrics:
+    st.info("No run of this experiment has finished yet: figures appear as runs finish (see the Train page).")
+    st.stop()
 score = st.radio("Per-class score", ["recall", "f1"], horizontal=True)
 st.plotly_chart(views.per_class_figure(summary, metrics, score), key="per_class")
 st.plotly_chart(views.recall_gain_figure(summary), key="gain")

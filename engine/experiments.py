@@ -3,8 +3,8 @@
 :func:`plan_experiment` writes the experiment and one queued run record per (mix, seed);
 :func:`run_experiment` executes them in order (the CLI); the Train page submits the same runs as
 jobs. :func:`summarize` compares every mix with the real baseline, paired by seed: mean ± std,
-the 95% interval of the difference in accuracy and macro-F1 from a paired bootstrap over test
-images (seeds pooled), a paired t-interval over seeds as a second opinion, per-class recall
+the 95% interval of the difference in accuracy and macro-F1 from a two-level paired bootstrap
+(seeds and test images resampled), a paired t-interval over seeds as a second opinion, per-class recall
 differences with the minority classes marked, and a verdict: helps / no detectable effect / hurts.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from engine import runs, stats, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
+from engine.device import pick_device
 from engine.jobs import JobContext, JobRunner
 from engine.metrics import SCALAR_METRICS
 from engine.mixes import MixConfig
@@ -115,7 +115,7 @@ class MixSummary:
     synthetic_share: float
     means: dict[str, float]  # scalar metric -> mean over finished seeds
     stds: dict[str, float]
-    comparisons: dict[str, stats.Comparison]  # "accuracy" / "f1_macro" -> bootstrap over test images
+    comparisons: dict[str, stats.Comparison]  # "accuracy" / "f1_macro" -> two-level bootstrap
     seed_tests: dict[str, stats.Comparison]  # the same, paired t over seeds
     recall_diff: tuple[float, ...]  # per class, mean over seeds vs baseline
     recall_diff_std: tuple[float, ...]
@@ -217,12 +217,15 @@ def submit_experiment(
     Each job reports every training event and its progress (steps done / steps if no early stop).
     """
     record = plan_experiment(cfg, dataset.identity)
-    lane = "cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else cfg.train.device
+    lane = pick_device(cfg.train.device, cfg.train.precision).device.type  # "auto" and "cpu" share one queue
     for label, seed, run_id in record.run_ids:
         run_cfg = runs.load_record(run_id).config
 
         def job(ctx: JobContext, run_id: str = run_id, run_cfg: runs.RunConfig = run_cfg) -> runs.RunRecord:
             def on_event(event: TrainEvent) -> None:
+                if event.kind == "step":  # progress only: a long run has hundreds of thousands of steps
+                    ctx.set_progress(event.step / max(1, event.total_steps))
+                    return
                 ctx.emit(event)
                 if event.kind == "epoch":
                     ctx.set_progress(
@@ -272,19 +275,20 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
     base_label = BASELINE.label
     base_recs = [recs[rid] for (lab, _), rid in done.items() if lab == base_label]
     names = base_recs[0].class_names if base_recs else next(iter(recs.values())).class_names
-    minority = minority_classes(base_recs[0].real_counts, names) if base_recs else ()
+    imbalance = record.config.dataset.imbalance
+    if imbalance.kind == "step":  # the classes the user cut are the minority, whatever their counts
+        minority = tuple(n for n in names if n in imbalance.minority)
+    else:
+        minority = minority_classes(base_recs[0].real_counts, names) if base_recs else ()
     summaries = []
     for mix in record.config.mixes:
         seeds = [s for s in record.config.seeds if (mix.label, s) in done]
         mix_recs = [recs[done[(mix.label, s)]] for s in seeds]
-        means = {
-            m: float(np.nanmean([_metric(r, m) for r in mix_recs])) if mix_recs else float("nan")
-            for m in SCALAR_METRICS
-        }
-        stds = {
-            m: float(np.nanstd([_metric(r, m) for r in mix_recs], ddof=1)) if len(mix_recs) > 1 else 0.0
-            for m in SCALAR_METRICS
-        }
+        means, stds = {}, {}
+        for m in SCALAR_METRICS:  # a metric can be undefined (None) for some or all runs, e.g. ROC-AUC
+            values = [v for v in (_metric(r, m) for r in mix_recs) if not np.isnan(v)]
+            means[m] = float(np.mean(values)) if values else float("nan")
+            stds[m] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         paired = [s for s in seeds if (base_label, s) in done]
         comparisons: dict[str, stats.Comparison] = {}
         seed_tests: dict[str, stats.Comparison] = {}
@@ -359,7 +363,7 @@ def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
             row[metric] = f"{mix.means[metric]:.4f} ± {mix.stds[metric]:.4f}"
         for metric in COMPARED:
             comp = mix.comparisons.get(metric)
-            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp else "baseline"
+            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp else ("baseline" if mix.kind == "real" else "—")
             row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp else ""
             row[f"verdict ({metric})"] = comp.verdict if comp else ""
         rows.append(row)

@@ -86,7 +86,7 @@ class _Job:
     group: str
     tag: str
     lane: str
-    fn: Callable[[JobContext], Any]
+    fn: Callable[[JobContext], Any] | None  # dropped when the job ends, with whatever it holds
     events: collections.deque[Any]
     status: str = "queued"
     progress: float = 0.0
@@ -102,13 +102,14 @@ class _Job:
 class JobRunner:
     """Runs jobs on worker threads: one worker per lane for heavy jobs, a thread each for light ones."""
 
-    def __init__(self, *, max_events: int = 20_000) -> None:
+    def __init__(self, *, max_events: int = 20_000, keep_finished_s: float = 24 * 3600) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._queues: dict[str, collections.deque[_Job]] = {}
         self._wake: dict[str, threading.Condition] = {}
         self._ids = itertools.count(1)
         self._max_events = max_events
+        self._keep_finished_s = keep_finished_s
 
     def submit(
         self,
@@ -125,6 +126,7 @@ class JobRunner:
         job_id = f"job-{next(self._ids)}-{int(time.time() * 1000) % 100000}"
         job = _Job(job_id, title, owner, group, tag, lane, fn, collections.deque(maxlen=self._max_events))
         with self._lock:
+            self._forget_old()
             self._jobs[job_id] = job
             if not heavy:
                 threading.Thread(target=self._run, args=(job,), name=f"job-{job_id}", daemon=True).start()
@@ -141,10 +143,12 @@ class JobRunner:
         """Cancel a queued job at once, or ask a running one to stop at its next step."""
         with self._lock:
             job = self._get(job_id, owner)
-            if job.status == "queued":
-                self._queues[job.lane].remove(job)
-                job.status, job.finished = "cancelled", time.time()
             job.stop.set()
+            if job.status == "queued":  # still in its queue: the worker pops and starts under this lock
+                queue = self._queues.get(job.lane)
+                if queue is not None and job in queue:
+                    queue.remove(job)
+                job.status, job.finished, job.fn = "cancelled", time.time(), None
 
     def snapshot(self, job_id: str) -> JobSnapshot:
         with self._lock:
@@ -201,20 +205,30 @@ class JobRunner:
                 while not self._queues[lane]:
                     self._wake[lane].wait()
                 job = self._queues[lane].popleft()
+                job.status, job.started = "running", time.time()  # under the lock: a cancel now stops it
             self._run(job)
+
+    def _forget_old(self) -> None:
+        """Drop finished jobs older than ``keep_finished_s`` (their runs stay on disk)."""
+        cutoff = time.time() - self._keep_finished_s
+        for job_id in [j.id for j in self._jobs.values() if j.status in FINISHED and j.finished < cutoff]:
+            del self._jobs[job_id]
 
     def _run(self, job: _Job) -> None:
         with self._lock:
-            if job.status != "queued":
+            if job.status == "queued":  # light jobs start here; heavy ones were started by their worker
+                job.status, job.started = "running", time.time()
+            fn = job.fn
+            if job.status != "running" or fn is None:
                 return
-            job.status, job.started = "running", time.time()
         try:
-            result = job.fn(JobContext(job, self._lock))
+            result = fn(JobContext(job, self._lock))
             status, error = ("cancelled" if job.stop.is_set() else "done"), ""
         except Exception as err:  # kept on the job; the worker lives on for the next one
             log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
             result, status, error = None, "failed", f"{type(err).__name__}: {err}"
         with self._lock:
             job.result, job.status, job.error, job.finished = result, status, error, time.time()
+            job.fn = None  # the closure may hold a whole dataset
             if status == "done":
                 job.progress = 1.0

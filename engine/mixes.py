@@ -101,11 +101,12 @@ def _take(pool: np.ndarray, k: int, gen: torch.Generator, *, repeat: bool) -> np
 
 def _augmented_copies(real: ImageSet, index: np.ndarray, seed: int) -> ImageSet:
     """Classic augmentation (affine + colour jitter) of the chosen real images, one draw per image."""
-    torch.manual_seed(seed)
     transform = v2.Compose(
         [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.85, 1.15)), v2.ColorJitter(0.3, 0.3)]
     )
-    images = torch.stack([transform(real.images[int(i)]) for i in index]) if len(index) else real.images[:0]
+    with torch.random.fork_rng(devices=[]):  # v2 draws from the global RNG; leave it as it was
+        torch.manual_seed(seed)
+        images = torch.stack([transform(real.images[int(i)]) for i in index]) if len(index) else real.images[:0]
     prov = real.provenance.take(index)
     prov = Provenance(**{**prov.__dict__, "generator": np.full(len(index), "classic-augment", dtype=object)})
     return ImageSet(images, real.labels[torch.from_numpy(index)], real.class_names, prov)

@@ -34,6 +34,9 @@ SMALL_SIDE = 64  # images up to this side keep their native size when resolution
 PHOTO_RESOLUTION = 64  # auto working side for larger images
 HEADER_SAMPLE = 200  # files whose headers decide the auto resolution
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # more than 8 bits: scaled, not clipped
+TRAIN_DIRS = ("train", "val", "valid", "validation")  # a source's own validation folder joins the training pool
+SPLIT_DIRS = (*TRAIN_DIRS, "test")
 
 ProgressFn = Callable[[int, int], None]
 
@@ -50,6 +53,8 @@ class Limits:
     max_total_bytes: int = 16 * 2**30  # declared uncompressed bytes of all image files
     max_file_bytes: int = 100 * 2**20  # bytes of one image file
     max_pixels: int = 50_000_000  # width * height of one image
+    max_entries: int = 2_000_000  # files of any kind looked at in one folder or archive
+    max_decoded_bytes: int = 4 * 2**30  # the decoded uint8 array at the working resolution
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,12 @@ def load(cfg: SourceConfig, *, limits: Limits = Limits(), on_progress: ProgressF
     if cfg.kind == "zip":
         try:
             with zipfile.ZipFile(path) as archive:
-                entries, skipped = _zip_entries(archive, limits)
-                return _load_files(cfg, f"zip:{path.name}", entries, skipped, limits, on_progress)
+                entries, skipped, dirs = _zip_entries(archive, limits)
+                return _load_files(cfg, f"zip:{path.name}", entries, skipped, dirs, limits, on_progress)
         except zipfile.BadZipFile as err:
             raise SourceError(f"source.path={str(path)!r} is not a readable .zip archive ({err})") from err
-    entries, skipped = _folder_entries(path, limits)
-    return _load_files(cfg, f"folder:{path.name}", entries, skipped, limits, on_progress)
+    entries, skipped, dirs = _folder_entries(path, limits)
+    return _load_files(cfg, f"folder:{path.name}", entries, skipped, dirs, limits, on_progress)
 
 
 def content_identity(cfg: SourceConfig) -> str:
@@ -138,8 +143,9 @@ def _checked_path(cfg: SourceConfig) -> Path:
     path = Path(cfg.path).expanduser()
     if not store.is_readable_location(path):
         raise SourceError(
-            f"source.path={cfg.path!r} is outside the folders this server may read; "
-            f"allowed: the workspace and ${store.FOLDER_ROOTS_ENV}"
+            f"source.path={cfg.path!r} is outside the folders this server may read: "
+            f"{', '.join(str(p) for p in [store.home(), *store.folder_roots()])}; "
+            f"the server's ${store.FOLDER_ROOTS_ENV} sets them"
         )
     if cfg.kind == "zip" and not path.is_file():
         raise SourceError(f"source.path={cfg.path!r} is not a file; expected a .zip of class folders")
@@ -184,12 +190,19 @@ def _check_totals(where: str, entries: list[_Entry], limits: Limits) -> None:
         )
 
 
-def _zip_entries(archive: zipfile.ZipFile, limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]]]:
-    entries, skipped = [], []
-    for info in archive.infolist():
+def _zip_entries(archive: zipfile.ZipFile, limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]], set[str]]:
+    entries, skipped, dirs = [], [], set()
+    members = archive.infolist()
+    if len(members) > limits.max_entries:
+        raise SourceError(f"the archive holds {len(members):,} entries; the limit is {limits.max_entries:,}")
+    for info in members:
         name = info.filename
         reason = _unsafe_name(name)
-        if info.is_dir() or (reason is None and _ignored(name)):
+        if reason is None and _ignored(name):
+            continue
+        if info.is_dir():
+            if reason is None:
+                dirs.add(name.rstrip("/"))
             continue
         if reason is None and stat.S_ISLNK(info.external_attr >> 16):
             reason = "unsafe path: symbolic link"
@@ -201,8 +214,9 @@ def _zip_entries(archive: zipfile.ZipFile, limits: Limits) -> tuple[list[_Entry]
             skipped.append((name, reason))
             continue
         entries.append(_Entry(name, info.file_size, _zip_reader(archive, info, limits.max_file_bytes)))
+        dirs.update("/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1))
     _check_totals("the archive", entries, limits)
-    return entries, skipped
+    return entries, skipped, dirs
 
 
 def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> Callable[[], bytes]:
@@ -219,17 +233,28 @@ def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> Ca
     return read
 
 
-def _folder_entries(root: Path, limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]]]:
-    entries, skipped = [], []
+def _folder_entries(root: Path, limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]], set[str]]:
+    entries, skipped, dirs, seen = [], [], set(), 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        if rel_dir != "." and not _ignored(rel_dir):
+            dirs.add(rel_dir)
+        seen += len(filenames)
+        if seen > limits.max_entries:
+            raise SourceError(f"the folder {str(root)!r} holds more than {limits.max_entries:,} files")
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
             if _ignored(rel):
                 continue
             info = os.lstat(full)
-            reason = "unsafe path: symbolic link" if stat.S_ISLNK(info.st_mode) else _kind_of(rel)
+            if stat.S_ISLNK(info.st_mode):
+                reason: str | None = "unsafe path: symbolic link"
+            elif not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+                reason = "not a regular file"
+            else:
+                reason = _kind_of(rel)
             if reason is None and info.st_size > limits.max_file_bytes:
                 reason = f"too large: {info.st_size:,} bytes, limit {limits.max_file_bytes:,}"
             if reason:
@@ -240,35 +265,49 @@ def _folder_entries(root: Path, limits: Limits) -> tuple[list[_Entry], list[tupl
             if (Path(dirpath) / name).is_symlink():
                 skipped.append(((Path(dirpath) / name).relative_to(root).as_posix(), "unsafe path: symbolic link"))
     _check_totals(f"the folder {str(root)!r}", entries, limits)
-    return entries, skipped
+    return entries, skipped, dirs
 
 
 # 2. Finding the class folders -----------------------------------------------------------------
 
 
-def _assign(entries: list[_Entry]) -> tuple[list[tuple[_Entry, str, str]], list[tuple[str, str]], str]:
-    """Map each file to (split, class) from the folder layout; returns assigned, skipped, layout."""
+def _assign(
+    entries: list[_Entry], dirs: set[str]
+) -> tuple[list[tuple[_Entry, str, str]], list[tuple[str, str]], str, set[str]]:
+    """Map each file to (split, class) from the folder layout.
+
+    Returns the assigned files, skipped files, the layout found and the class folders seen (with or
+    without images). The split layout needs a ``train`` folder and only split-named folders beside it,
+    so a class that happens to be called "train" does not switch layouts.
+    """
     parts = [e.path.split("/") for e in entries]
     depth = 0  # strip wrapper folders such as "cifar10/" that hold everything
     while (
         parts
         and all(len(p) >= depth + 3 for p in parts)
         and len({p[depth] for p in parts}) == 1
-        and parts[0][depth].lower() not in ("train", "test")
+        and parts[0][depth].lower() not in SPLIT_DIRS
     ):
         depth += 1
     tops = {p[depth].lower() for p in parts if len(p) > depth + 1}
-    split_layout = "train" in tops
+    split_layout = "train" in tops and tops <= set(SPLIT_DIRS)
+    prefix = parts[0][:depth] if parts else []
+    class_dirs = set()
+    for d in dirs:
+        dp = d.split("/")
+        at_class_level = dp[:depth] == prefix and len(dp) == depth + (2 if split_layout else 1)
+        if at_class_level and (not split_layout or dp[depth].lower() in SPLIT_DIRS):
+            class_dirs.add(dp[-1])
     assigned, skipped = [], []
     for entry, p in zip(entries, parts, strict=True):
         rest = p[depth:]
         if split_layout:
-            if rest[0].lower() not in ("train", "test") or len(rest) < 3:
+            if rest[0].lower() not in SPLIT_DIRS or len(rest) < 3:
                 skipped.append(
                     (entry.path, "outside the layout: expected train/<class>/<image> or test/<class>/<image>")
                 )
                 continue
-            assigned.append((entry, rest[0].lower(), rest[1]))
+            assigned.append((entry, "test" if rest[0].lower() == "test" else "train", rest[1]))
         elif len(rest) < 2:
             skipped.append((entry.path, "outside the layout: not inside a class folder"))
         else:
@@ -276,7 +315,7 @@ def _assign(entries: list[_Entry]) -> tuple[list[tuple[_Entry, str, str]], list[
     layout = "<root>/train|test/<class>/<image>" if split_layout else "<root>/<class>/<image>"
     if depth:
         layout = layout.replace("<root>", "/".join(parts[0][:depth]))
-    return assigned, skipped, layout
+    return assigned, skipped, layout, class_dirs
 
 
 # 3. Decoding ----------------------------------------------------------------------------------
@@ -287,7 +326,7 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
-            image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
             width, height = image.size
             if width * height > limits.max_pixels:
                 raise _BadFile(
@@ -295,6 +334,7 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
                 )
             image.seek(0)
             image.load()  # decode fully: verify() lets truncated files through
+            image = ImageOps.exif_transpose(image)  # phone photos: the size and pixels as displayed
     except _BadFile:
         raise
     except Image.DecompressionBombError as err:
@@ -302,6 +342,15 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise _BadFile(f"corrupt or unreadable image: {err}") from err
     return image
+
+
+def _check_decoded_size(count: int, side: int, limits: Limits) -> None:
+    needed = count * side * side * 3
+    if needed > limits.max_decoded_bytes:
+        raise SourceError(
+            f"source.resolution={side}: decoding {count:,} images at {side} px needs {needed / 2**30:.1f} GiB, "
+            f"above the limit of {limits.max_decoded_bytes / 2**30:.1f} GiB; choose a smaller working resolution"
+        )
 
 
 def _is_gray(image: Image.Image) -> bool:
@@ -313,6 +362,10 @@ def _is_gray(image: Image.Image) -> bool:
 
 def _fit(image: Image.Image, side: int, fit: str, gray: bool) -> np.ndarray:
     """(side, side, 3) uint8 array of the image, made square by crop, stretch or pad."""
+    if image.mode in WIDE_MODES:  # 16-bit or float: scale to 8 bits instead of clipping at 255
+        wide = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if wide.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(wide * (255.0 / top), 0, 255).round().astype(np.uint8))
     image = image.convert("L" if gray else "RGB")
     if image.size != (side, side):
         if fit == "crop":
@@ -379,11 +432,12 @@ def _load_files(
     source: str,
     entries: list[_Entry],
     skipped: list[tuple[str, str]],
+    dirs: set[str],
     limits: Limits,
     on_progress: ProgressFn | None,
 ) -> Decoded:
     # 1. Assign files to splits and classes.
-    assigned, layout_skips, layout = _assign(entries)
+    assigned, layout_skips, layout, class_dirs = _assign(entries, dirs)
     skipped = skipped + layout_skips
     scanned = len(entries) + len(skipped) - len(layout_skips)
     if not assigned:
@@ -393,11 +447,12 @@ def _load_files(
         )
     # 2. Decode every file at the working resolution.
     side = cfg.resolution or _auto_side(_peek_sizes([a[0] for a in assigned], limits))
+    _check_decoded_size(len(assigned), side, limits)
     items = ((a[0].path, lambda e=a[0]: _open(e.read(), limits)) for a in assigned)
     images, kept, sizes, decode_skips = _decode_all(cfg, items, len(assigned), side, on_progress)
     skipped += decode_skips
     # 3. Classes: folders with no readable image are left out and reported.
-    all_classes = sorted({a[2] for a in assigned})
+    all_classes = sorted({a[2] for a in assigned} | class_dirs)
     present = sorted({assigned[i][2] for i in kept})
     for name in all_classes:
         if name not in present:

@@ -5,8 +5,10 @@ scored on the same real test set:
 
 * :func:`paired_seed_test`: a Student t-interval of the mean per-seed difference (variation between
   training runs; weak with 3 seeds, and says so with a wide interval).
-* :func:`paired_bootstrap`: test images resampled with replacement, the same indices for both arms and
-  all seeds (variation from the finite test set; blind to run-to-run variation beyond the seeds given).
+* :func:`paired_bootstrap`: a two-level bootstrap: each resample draws seeds (pairs of runs) and test
+  images with replacement, the same images for both arms, so both the run-to-run variation and the
+  finite test set widen the interval. (Resampling images alone treats the trained models as fixed and
+  called a no-effect mix "helps" or "hurts" about 30% of the time in a simulation with 3 seeds.)
 
 Each returns a :class:`Comparison` whose verdict follows the interval only (:func:`verdict_from_ci`).
 Where this stops: predictions and scores in, numbers out; no training, no plotting.
@@ -147,15 +149,15 @@ def paired_bootstrap(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> Comparison:
-    """Paired bootstrap over test images, seeds pooled.
+    """Two-level paired bootstrap over seeds and test images.
 
     ``y_true`` (N,) labels; ``baseline_preds[i]`` and ``treatment_preds[i]`` (N,) predicted labels of the
-    seed-i runs. Each resample draws N test indices with replacement, the same for both arms and all seeds,
-    and records mean-over-seeds score(treatment) - mean-over-seeds score(baseline). Interval: percentiles
-    alpha/2 and 1-alpha/2; p-value: 2 * min(share <= 0, share >= 0), capped at 1. Means, stds and ``diff``
-    come from the per-seed scores on the full test set. ``score`` is any ``score(y_true, y_pred) -> float``;
-    :func:`accuracy_score` and :class:`MacroF1` take a vectorised path (N=10,000, 3 seeds, 2,000 resamples
-    in well under a second), anything else is called once per resample, arm and seed.
+    seed-i runs. Each resample draws S seed indices and N test indices with replacement (the images are
+    the same for both arms and every drawn seed) and records the mean over the drawn seeds of
+    score(treatment) - score(baseline). Interval: percentiles alpha/2 and 1-alpha/2; p-value:
+    2 * min(share <= 0, share >= 0), capped at 1. Means, stds and ``diff`` come from the per-seed scores on
+    the full test set. ``score`` is any ``score(y_true, y_pred) -> float``; :func:`accuracy_score` and
+    :class:`MacroF1` take a vectorised path, anything else is called once per resample, arm and seed.
     """
     _check_alpha(alpha)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
@@ -166,24 +168,32 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     indicators = _f1_indicators(y, np.concatenate([treat, base]), num_classes) if num_classes else None
-    per_item = (treat == y).mean(axis=0) - (base == y).mean(axis=0)  # accuracy is a mean over items
-    chunk = max(1, 4_000_000 // n)  # bounds the (chunk, N) index block to a few tens of MB
+    per_item = (treat == y).astype(np.float32) - (base == y)  # (S, N): accuracy is a mean over items
+    chunk = max(1, 4_000_000 // (n * n_seeds))  # bounds the (S, chunk, N) block to a few tens of MB
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n), dtype=np.int32)
-        rows = slice(start, start + len(idx))
+        drawn = rng.integers(0, n_seeds, size=(len(idx), n_seeds))
+        weights = np.stack([np.bincount(row, minlength=n_seeds) for row in drawn]) / n_seeds  # (B, S)
         if score is accuracy_score:
-            diffs[rows] = per_item[idx].mean(axis=1)
+            per_seed = per_item[:, idx].mean(axis=2).T  # (B, S)
         elif num_classes and indicators is not None:
             f1 = _resampled_macro_f1(idx, indicators, num_classes)  # (B, 2 S): treatment runs, then baseline
-            diffs[rows] = f1[:, :n_seeds].mean(axis=1) - f1[:, n_seeds:].mean(axis=1)
+            per_seed = f1[:, :n_seeds] - f1[:, n_seeds:]
         else:
-            for j, row in enumerate(idx):
-                arm_means = [np.mean([score(y[row], p[row]) for p in arm]) for arm in (treat, base)]
-                diffs[start + j] = arm_means[0] - arm_means[1]
+            per_seed = np.array(
+                [
+                    [score(y[row], t[row]) - score(y[row], b[row]) for t, b in zip(treat, base, strict=True)]
+                    for row in idx
+                ]
+            )
+        diffs[start : start + len(idx)] = (weights * per_seed).sum(axis=1)
     low, high = (float(q) for q in np.quantile(diffs, [alpha / 2, 1 - alpha / 2]))
     p_value = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
     b_scores, t_scores = (np.array([score(y, p) for p in arm], dtype=float) for arm in (base, treat))
-    method = f"paired bootstrap over test images ({n_boot:,} resamples, {n_seeds} seed(s) pooled, {_pct(alpha)} CI)"
+    method = (
+        f"two-level paired bootstrap over seeds and test images ({n_boot:,} resamples, {n_seeds} seed(s), "
+        f"{_pct(alpha)} CI)"
+    )
     return _compare(metric, b_scores, t_scores, low, high, p_value, method)
 
 

@@ -73,17 +73,19 @@ def save_upload(name: str, data: bytes) -> Path:
     return target
 
 
-def folder_roots() -> list[Path] | None:
-    """Folders the server may read datasets from, or None for anywhere (``$SYNTHLAB_FOLDER_ROOTS``)."""
+def folder_roots() -> list[Path]:
+    """Folders the server may read datasets from, besides the workspace.
+
+    ``$SYNTHLAB_FOLDER_ROOTS`` (``:``-separated) when set, else the server user's home folder: on a
+    shared server, people should not be able to browse every folder the server account can read.
+    """
     raw = os.environ.get(FOLDER_ROOTS_ENV, "").strip()
     if not raw:
-        return None
+        return [Path.home().resolve()]
     return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def is_readable_location(path: Path) -> bool:
     """Whether a server path lies inside the workspace or an allowed folder root."""
-    roots = folder_roots()
     resolved = path.expanduser().resolve()
-    allowed = [home()] + (roots if roots is not None else [Path("/")])
-    return any(resolved == root or root in resolved.parents for root in allowed)
+    return any(resolved == root or root in resolved.parents for root in [home(), *folder_roots()])

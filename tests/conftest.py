@@ -14,10 +14,13 @@ from PIL import Image
 
 @pytest.fixture(autouse=True)
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own SYNTHLAB_HOME, so caches and uploads never leak between tests."""
+    """Every test gets its own SYNTHLAB_HOME, so caches and uploads never leak between tests.
+
+    Server folders may be read from the test's temporary folder (the default would be $HOME only).
+    """
     home = tmp_path / "workspace"
     monkeypatch.setenv("SYNTHLAB_HOME", str(home))
-    monkeypatch.delenv("SYNTHLAB_FOLDER_ROOTS", raising=False)
+    monkeypatch.setenv("SYNTHLAB_FOLDER_ROOTS", str(tmp_path))
     return home
 
 

@@ -90,7 +90,7 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
     table = at.dataframe[0].value
     assert list(table["mix"]) == ["real", "oversample fill"]
     assert table["verdict (accuracy)"][1] in ("helps", "no detectable effect", "hurts")
-    assert any("paired bootstrap over test images" in c.value for c in at.caption)
+    assert any("two-level paired bootstrap over seeds and test images" in c.value for c in at.caption)
     assert "minority classes (★): 0, 1" in at.caption[0].value
     assert "still improving when they reached the epoch limit" in at.warning[0].value  # 2 epochs: cut short
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
@@ -103,3 +103,20 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
 def test_compare_page_without_experiments_says_where_to_start() -> None:
     at = page("compare")
     assert not at.exception and "No experiments yet" in at.info[0].value
+
+
+def test_compare_page_with_runs_still_queued_does_not_fail() -> None:
+    cfg = experiments.ExperimentConfig(mixes=(MixConfig("oversample"),), seeds=(0,))
+    experiments.plan_experiment(cfg)
+    at = page("compare")
+    assert not at.exception
+    assert "No run of this experiment has finished yet" in at.info[0].value
+    assert list(at.dataframe[0].value["Δ accuracy"]) == ["baseline", "—"]
+
+
+def test_starting_the_app_marks_runs_of_a_stopped_process_interrupted() -> None:
+    cfg = runs.RunConfig(DatasetConfig())
+    runs.save_record(runs.RunRecord("orphan", cfg, "running", pid=2**22 + 4321))
+    get_runner.clear()  # as after a server restart
+    page("compare")
+    assert runs.load_record("orphan").status == "interrupted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def test_an_experiment_runs_and_is_summarised_against_the_baseline() -> None:
     assert base.label == "real" and base.comparisons == {} and base.runs_done == 2
     comp = over.comparisons["accuracy"]
     assert comp.ci_low <= comp.diff <= comp.ci_high and comp.verdict in ("helps", "no detectable effect", "hurts")
-    assert comp.n_seeds == 2 and comp.method.startswith("paired bootstrap over test images")
+    assert comp.n_seeds == 2 and comp.method.startswith("two-level paired bootstrap over seeds and test images")
     accs = [runs.load_record(r).headline["accuracy"] for label, _, r in record.run_ids if label == "oversample fill"]
     assert over.means["accuracy"] == pytest.approx(np.mean(accs))
     assert comp.diff == pytest.approx(over.means["accuracy"] - base.means["accuracy"])
@@ -93,7 +94,7 @@ def test_cli_runs_a_toml_config_and_re_runs_an_exported_bundle(
     assert main(["experiment", str(config), "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
     assert "oversample fill" in out and "verdict (accuracy)" in out and "minority classes: 0, 1" in out
-    assert "paired bootstrap over test images" in out
+    assert "two-level paired bootstrap over seeds and test images" in out
     assert len(runs.list_records()) == 4
     exp_id = experiments.list_experiments()[0].id
     bundle = tmp_path / "bundle.json"
@@ -109,3 +110,38 @@ def test_cli_rejects_a_bad_config_with_exit_status_2(tmp_path: Path, capsys: pyt
     assert main(["experiment", str(config)]) == 2
     assert "model='vgg' is not accepted" in capsys.readouterr().err
     assert main(["experiment", str(tmp_path / "missing.toml")]) == 2
+
+
+def fabricate(effect: float, seed_noise: float, n: int = 3000) -> str:
+    """An experiment whose runs are written directly, with predictions of known accuracy."""
+    cfg = experiments.ExperimentConfig(mixes=(MixConfig("oversample"),), seeds=(0, 1, 2))
+    record = experiments.plan_experiment(cfg)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, n)
+    for label, _, run_id in record.run_ids:
+        accuracy = 0.8 + (effect if label != "real" else 0.0) + rng.normal(0, seed_noise)
+        pred = np.where(rng.random(n) < accuracy, y, (y + 1) % 10)
+        probs = np.eye(10, dtype=np.float32)[pred]
+        folder = runs.runs_dir() / run_id
+        np.savez_compressed(folder / "predictions.npz", y_true=y, probs=probs)
+        rec = runs.load_record(run_id)
+        acc = float((pred == y).mean())
+        runs.save_record(
+            dataclasses.replace(
+                rec,
+                status="done",
+                class_names=tuple(map(str, range(10))),
+                real_counts=(100,) * 10,
+                headline={"accuracy": acc, "f1_macro": acc},
+            )
+        )
+    return record.id
+
+
+def test_a_real_gain_is_called_helps_and_no_gain_is_not() -> None:
+    gain = experiments.summarize(fabricate(0.05, 0.003)).mixes[1].comparisons["accuracy"]
+    assert gain.verdict == "helps" and gain.ci_low > 0.02 and abs(gain.diff - 0.05) < 0.02
+    loss = experiments.summarize(fabricate(-0.05, 0.003)).mixes[1].comparisons["accuracy"]
+    assert loss.verdict == "hurts"
+    null = experiments.summarize(fabricate(0.0, 0.003)).mixes[1].comparisons["accuracy"]
+    assert null.verdict == "no detectable effect" and null.ci_low < 0 < null.ci_high

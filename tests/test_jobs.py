@@ -13,7 +13,7 @@ from engine import runs
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
 from engine.jobs import JobContext, JobError, JobRunner
-from engine.mixes import MixConfig
+from engine.mixes import MixConfig, build_mix
 from engine.training import TrainConfig, TrainEvent, predict_proba
 
 TINY = TrainConfig(max_epochs=2, batch_size=64, patience=0, device="cpu", precision="fp32")
@@ -129,11 +129,18 @@ def test_a_run_saves_everything_atomically_and_the_model_reloads(imbalanced: Lab
 
 
 def test_synthetic_images_train_but_never_reach_validation_or_test(imbalanced: LabDataset) -> None:
+    synthetic = synthetic_digits(imbalanced)
+    mix = build_mix(MixConfig("add", synthetic_set="stub"), imbalanced.train, synthetic, seed=0)
+    held_out = set(imbalanced.val.provenance.origin) | set(imbalanced.test.provenance.origin)
+    assert mix.train.provenance.synthetic.sum() == sum(mix.synthetic_counts) > 0
+    assert not held_out & set(mix.train.provenance.origin)  # nothing held out is trained on, real or not
     cfg = runs.RunConfig(imbalanced.config, MixConfig("add", synthetic_set="stub"), "simple_cnn", TINY)
-    record = runs.execute_run("r2", cfg, imbalanced, synthetic=synthetic_digits(imbalanced))
-    assert record.status == "done" and sum(record.synthetic_counts) > 0
-    assert not imbalanced.val.provenance.synthetic.any() and not imbalanced.test.provenance.synthetic.any()
-    assert len(runs.load_predictions("r2")[0]) == len(imbalanced.test)
+    record = runs.execute_run("r2", cfg, imbalanced, synthetic=synthetic)
+    assert record.synthetic_counts == mix.synthetic_counts
+    y_true, probs = runs.load_predictions("r2")  # scored on the real test split, image for image
+    assert np.array_equal(y_true, imbalanced.test.labels.numpy()) and len(probs) == len(imbalanced.test)
+    reloaded = predict_proba(runs.load_model("r2"), imbalanced.test.images)
+    assert np.allclose(reloaded, probs, atol=1e-6)
 
 
 def test_a_failed_run_is_recorded_with_its_message(imbalanced: LabDataset) -> None:
@@ -163,3 +170,19 @@ def test_unreadable_run_folders_are_skipped(imbalanced: LabDataset) -> None:
     assert [r.id for r in runs.list_records()] == ["ok"]
     data = json.loads((runs.runs_dir() / "ok" / "run.json").read_text())
     assert data["config"]["mix"]["kind"] == "real" and data["status"] == "done"
+
+
+def test_a_finished_job_lets_go_of_what_its_function_held() -> None:
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    runner, big = JobRunner(), Big()
+    ref = weakref.ref(big)
+    job = runner.submit("holds", lambda ctx, b=big: id(b), owner="a")
+    del big
+    runner.wait(job)
+    gc.collect()
+    assert ref() is None  # a session's dataset is not pinned by its finished jobs

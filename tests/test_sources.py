@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import sources
+from engine import sources, store
 from engine.config import SourceConfig
 from engine.sources import Limits, SourceError
 from tests.conftest import class_files, image_bytes
@@ -177,6 +177,64 @@ def test_folder_roots_restrict_server_paths(make_folder, monkeypatch: pytest.Mon
         sources.load(SourceConfig(kind="folder", path=str(root)))
     monkeypatch.setenv("SYNTHLAB_FOLDER_ROOTS", str(tmp_path))
     assert len(sources.load(SourceConfig(kind="folder", path=str(root))).labels) == 4
+    monkeypatch.delenv("SYNTHLAB_FOLDER_ROOTS")  # default: the workspace and the server user's home only
+    assert store.folder_roots() == [Path.home().resolve()]
+    if not str(root.resolve()).startswith(str(Path.home().resolve())):
+        with pytest.raises(SourceError, match=r"outside the folders this server may read: .*SYNTHLAB_FOLDER_ROOTS"):
+            sources.load(SourceConfig(kind="folder", path=str(root)))
+
+
+def test_a_class_called_train_does_not_switch_layouts_and_val_joins_training(make_folder) -> None:  # type: ignore[no-untyped-def]
+    plain = sources.load(SourceConfig(kind="folder", path=str(make_folder(class_files({"bus": 2, "train": 3}), "voc"))))
+    assert plain.class_names == ("bus", "train") and set(plain.source_split) == {""}
+    files = class_files({"a": 3, "b": 3}, prefix="train/") | class_files({"a": 2, "b": 2}, prefix="val/")
+    files |= class_files({"a": 1, "b": 1}, prefix="test/")
+    split = sources.load(SourceConfig(kind="folder", path=str(make_folder(files, "splits"))))
+    assert split.source_split.count("train") == 10 and split.source_split.count("test") == 2
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(make_folder) -> None:  # type: ignore[no-untyped-def]
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    root = make_folder({"a/deep.png": buffer.getvalue(), "b/x.png": image_bytes(mode="L")})
+    decoded = sources.load(SourceConfig(kind="folder", path=str(root), resolution=8))
+    deep = decoded.images[decoded.origin.index("a/deep.png"), 0]
+    assert deep.min() == 0 and 240 <= deep.max() <= 255 and len(np.unique(deep)) > 50
+
+
+def test_exif_orientation_is_applied(make_folder) -> None:  # type: ignore[no-untyped-def]
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when displayed
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    root = make_folder({"a/phone.jpg": buffer.getvalue(), "b/x.png": image_bytes()})
+    decoded = sources.load(SourceConfig(kind="folder", path=str(root)))
+    assert decoded.sizes[decoded.origin.index("a/phone.jpg")] == (20, 40)
+
+
+def test_empty_class_folders_are_reported(make_folder, make_zip) -> None:  # type: ignore[no-untyped-def]
+    root = make_folder(class_files({"a": 2, "b": 2}))
+    (root / "c").mkdir()
+    assert reasons(sources.load(SourceConfig(kind="folder", path=str(root))))["c/"].startswith("empty class")
+    path = make_zip(class_files({"a": 2, "b": 2}))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(zipfile.ZipInfo("d/"), b"")
+    assert reasons(load_zip(path))["d/"].startswith("empty class")
+
+
+def test_fifos_are_skipped_not_read(make_folder) -> None:  # type: ignore[no-untyped-def]
+    root = make_folder(class_files({"a": 2, "b": 2}))
+    os.mkfifo(root / "a" / "pipe.png")
+    decoded = sources.load(SourceConfig(kind="folder", path=str(root)))
+    assert reasons(decoded)["a/pipe.png"] == "not a regular file" and len(decoded.labels) == 4
+
+
+def test_a_decoded_set_too_large_for_memory_is_refused(make_zip) -> None:  # type: ignore[no-untyped-def]
+    path = make_zip(class_files({"a": 3, "b": 3}))
+    with pytest.raises(SourceError, match=r"source.resolution=224: decoding 6 images at 224 px needs .* smaller"):
+        load_zip(path, resolution=224, limits=Limits(max_decoded_bytes=100_000))
 
 
 def test_torchvision_offline_gives_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -113,7 +113,7 @@ def test_verdict_from_ci(low: float, high: float, verdict: str) -> None:
     assert verdict_from_ci(low, high) == verdict
 
 
-# --- paired bootstrap over test images ---
+# --- two-level paired bootstrap over seeds and test images ---
 
 
 @pytest.mark.parametrize("score", [accuracy_score, MacroF1(5)], ids=["accuracy", "f1_macro"])
@@ -272,3 +272,21 @@ def test_helpers_refuse_mismatched_or_out_of_range_labels() -> None:
         macro_f1_score(np.array([0, 1]), np.array([-1, 1]), 2)
     with pytest.raises(ValueError, match=r"treatment_preds holds values 0\.\.3; expected .* \[0, 3\)"):
         per_class_recall_diff(np.array([0, 1, 2]), [np.array([0, 1, 2])], [np.array([0, 1, 3])], num_classes=3)
+
+
+def test_run_to_run_variation_widens_the_bootstrap_interval() -> None:
+    """Seeds that disagree (+6, -6, +6 points) must not give a confident verdict: the seeds are resampled too."""
+    rng = np.random.default_rng(0)
+    n = 5_000
+    y = rng.integers(0, 5, n)
+
+    def preds(accuracy: float) -> np.ndarray:
+        correct = rng.random(n) < accuracy
+        return np.where(correct, y, (y + 1) % 5)
+
+    base = [preds(0.80) for _ in range(3)]
+    treat = [preds(0.86), preds(0.74), preds(0.86)]
+    comp = paired_bootstrap("accuracy", y, base, treat, accuracy_score, n_boot=2000, seed=1)
+    assert comp.ci_low < 0 < comp.ci_high and comp.verdict == "no detectable effect"
+    steady = paired_bootstrap("accuracy", y, base, [preds(0.86) for _ in range(3)], accuracy_score, seed=1)
+    assert steady.ci_low > 0.03 and steady.verdict == "helps"

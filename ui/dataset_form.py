@@ -43,7 +43,10 @@ def source_form(current: SourceConfig, split: SplitConfig) -> tuple[SourceConfig
         upload = st.file_uploader("Zip of <class>/<image> or train|test/<class>/<image>", type=["zip"], key="ds_zip")
     elif kind == "folder":
         path = st.text_input(
-            "Folder path on the server", value=current.path if current.kind == "folder" else "", key="ds_path"
+            "Folder path on the server",
+            value=current.path if current.kind == "folder" else "",
+            key="ds_path",
+            help="Allowed under: " + ", ".join(str(p) for p in [store.home(), *store.folder_roots()]),
         )
     elif kind == "torchvision":
         name = st.selectbox("Dataset", TORCHVISION_NAMES, key="ds_tv")
