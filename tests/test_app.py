@@ -92,3 +92,14 @@ def test_zip_load_without_an_upload_says_what_is_missing() -> None:
     at.radio(key="ds_kind").set_value("zip").run()
     at.button(key="ds_load").click().run()
     assert "no .zip was uploaded" in at.error[0].value
+
+
+def test_the_decode_cache_can_be_cleared_from_the_page() -> None:
+    from engine.config import DatasetConfig
+    from engine.datasets import build_dataset
+
+    at = app().run()
+    assert build_dataset(DatasetConfig()).from_cache  # the page's load filled the cache
+    at.button(key="clear_cache").click().run()
+    assert not at.exception
+    assert not build_dataset(DatasetConfig()).from_cache
