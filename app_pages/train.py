@@ -4,6 +4,7 @@ import streamlit as st
 
 from engine.experiments import ExperimentError, submit_experiment
 from engine.mixes import MixError
+from engine.synth import sets
 from engine.training import TrainConfigError
 from ui.jobs_panel import get_runner, job_panel, owner_token
 from ui.state import current_dataset, describe
@@ -22,7 +23,7 @@ except (TrainConfigError, ExperimentError, MixError) as err:
     st.error(str(err))
     cfg = None
 if cfg is not None:
-    record = submit_experiment(get_runner(), cfg, dataset, owner=owner)
+    record = submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
     st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds).")
 
 job_panel(owner)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import experiments, runs
+from engine.synth import sets
 from engine.training import TrainEvent
 
 
@@ -61,7 +62,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             line = f"{state['run']}  epoch {event.epoch}  val_acc {event.values['val_acc']:.3f}"
             print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
 
-    record = experiments.run_experiment(cfg, on_run=on_run, on_event=on_event)
+    record = experiments.run_experiment(cfg, synthetic=sets.load_set, on_run=on_run, on_event=on_event)
     print(file=sys.stderr)
     summary = experiments.summarize(record.id, n_boot=args.n_boot)
     print(f"experiment {record.id}: {cfg.name or 'unnamed'} · {cfg.model} · seeds {list(cfg.seeds)}")

@@ -133,3 +133,25 @@ def test_train_page_runs_an_experiment_with_live_curves_in_a_real_browser(server
         expect(page.get_by_text("All runs of this experiment have finished")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT_TRAIN", tmp_path / "train.png")), full_page=True)
         browser.close()
+
+
+def test_generate_page_trains_a_gan_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/generate", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Generate")).to_be_visible(timeout=60_000)
+        for label, value in (("Steps", "30"), ("Width", "8"), ("Batch size", "16")):
+            box = page.get_by_role("spinbutton", name=label, exact=True)
+            box.fill(value)
+            box.press("Tab")
+        page.get_by_role("button", name="Train generator").click()
+        losses = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Generator training losses")
+        expect(losses).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("fixed noise, one row per class")).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("Train a generator first")).to_have_count(0, timeout=90_000)  # the generator is stored
+        page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT_GENERATE", tmp_path / "generate.png")))
+        browser.close()

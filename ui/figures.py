@@ -63,7 +63,7 @@ def sample_grid(
     for c, name in enumerate(images.class_names[:max_classes]):
         idx = np.flatnonzero(labels == c)
         chosen = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else idx
-        tiles = [_tile(images.images[i].numpy()) for i in chosen]
+        tiles = [tile(images.images[i].numpy()) for i in chosen]
         tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (per_class - len(tiles))
         rows.append(np.concatenate(tiles, axis=1))
         names.append(name)
@@ -79,7 +79,7 @@ def sample_grid_figure(images: ImageSet, *, per_class: int = 8, seed: int = 0) -
     return fig
 
 
-def _tile(chw: np.ndarray) -> np.ndarray:
+def tile(chw: np.ndarray) -> np.ndarray:
     """(C, H, W) uint8 -> (TILE, TILE, 3), nearest-neighbour scaled so pixels stay visible."""
     hwc = np.repeat(chw, 3, axis=0).transpose(1, 2, 0) if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
     ys = (np.arange(TILE) * hwc.shape[0] // TILE).clip(0, hwc.shape[0] - 1)

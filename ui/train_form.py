@@ -9,8 +9,10 @@ from engine.device import DEVICES, PRECISIONS
 from engine.experiments import ExperimentConfig
 from engine.mixes import MixConfig
 from engine.models import MODEL_LABELS, MODEL_NAMES
+from engine.synth import sets
 from engine.training import TrainConfig
 
+REPLACE = {"50/50": 0.5, "30/70": 0.7, "0/100 (synthetic only)": 1.0}
 CONTROLS = {
     "oversample": "Oversample: repeat real minority images up to the largest class",
     "augment": "Augment: classic augmentation of real images up to the same counts",
@@ -45,12 +47,30 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
             help="Off for digits and text, where a flip changes the class",
         )
         st.markdown("**Mixes** (the real baseline always runs)")
+        stored = sets.list_sets(dataset.identity)
+        set_labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}" for s in stored}
+        synthetic = st.selectbox(
+            "Synthetic set",
+            list(set_labels),
+            format_func=set_labels.__getitem__,
+            disabled=not stored,
+            help="Sets come from the Generate page",
+            key="mix_set",
+        )
+        add = st.checkbox("Add synthetic: real + synthetic images", bool(stored), disabled=not stored, key="mix_add")
+        replace = st.multiselect(
+            "Replace with synthetic (real/synthetic share of each class)",
+            list(REPLACE),
+            disabled=not stored,
+            key="mix_replace",
+        )
         chosen = [kind for kind, label in CONTROLS.items() if st.checkbox(label, kind != "augment", key=f"mix_{kind}")]
-        st.checkbox(
-            "Add synthetic / replace with synthetic",
-            False,
-            disabled=True,
-            help="Needs a synthetic set; generators arrive with the Generate page",
+        extra = st.number_input(
+            "Images added per class by add / oversample / augment (0 = fill to the largest class)",
+            0,
+            100_000,
+            0,
+            key="mix_extra",
         )
         cols = st.columns(2)
         n_seeds = cols[0].number_input("Seeds", 1, 10, 3, help="Runs per mix; seeds 0 … n-1")
@@ -69,5 +89,11 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         device=device,
         precision=precision,
     )
-    mixes = (MixConfig("real"), *(MixConfig(kind) for kind in chosen))
-    return ExperimentConfig(dataset.config, mixes, model, train, tuple(range(int(n_seeds))), name)
+    mixes = [MixConfig("real")]
+    if synthetic and add:
+        mixes.append(MixConfig("add", per_class=int(extra), synthetic_set=synthetic))
+    mixes += [
+        MixConfig("replace", synthetic_fraction=REPLACE[r], synthetic_set=synthetic) for r in replace if synthetic
+    ]
+    mixes += [MixConfig(kind, per_class=int(extra) if kind != "reweight" else 0) for kind in chosen]
+    return ExperimentConfig(dataset.config, tuple(mixes), model, train, tuple(range(int(n_seeds))), name)

@@ -1,0 +1,1 @@
+"""Synthetic image generators and synthetic sets."""

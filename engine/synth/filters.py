@@ -1,0 +1,181 @@
+"""Pseudo-labelling and the confidence filter: a classifier trained on real data judges synthetic labels.
+
+The WGAN-GP report found that labels decide whether synthetic images help. :func:`confidence_filter`
+turns class probabilities from a real-data classifier into a verdict per image: ``verify`` keeps an
+image whose given label the classifier agrees with at or above a threshold; ``assign`` relabels every
+image with the classifier's choice and keeps the confident ones. :func:`reference_classifier` trains
+that classifier on the real training split once per dataset and seed and keeps it in the workspace.
+Where this stops: no generation, no files other than the cached reference classifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from engine import store
+from engine.datasets import LabDataset
+from engine.models import build_model
+from engine.training import EventFn, StopFn, TrainConfig, channel_stats, train
+
+log = logging.getLogger(__name__)
+FILTER_MODES = ("verify", "assign")
+REFERENCE_RECIPE = 1  # bump when train_reference_classifier changes, so cached classifiers are retrained
+_TOLERANCE = 1e-6  # float32 probabilities: 0.95 stored as 0.9499999 still counts as "at the threshold"
+
+
+class FilterError(ValueError):
+    """Filter input is not accepted; the message names the field, the value and what would be."""
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """The verdict on N images."""
+
+    labels: np.ndarray  # (N,) int64 final labels: the given ones (verify) or the classifier's (assign)
+    scores: np.ndarray  # (N,) float64 probability of the final label
+    keep: np.ndarray  # (N,) bool
+    reasons: tuple[str, ...]  # "" when kept, else e.g. "classifier says 'cat' (p=0.97)" or "confidence 0.62 below 0.95"
+
+    def per_class(self, class_names: Sequence[str]) -> list[dict[str, Any]]:
+        """One row per class (by final label): class, kept, rejected."""
+        kept = np.bincount(self.labels[self.keep], minlength=len(class_names))
+        total = np.bincount(self.labels, minlength=len(class_names))
+        return [
+            {"class": name, "kept": int(kept[c]), "rejected": int(total[c] - kept[c])}
+            for c, name in enumerate(class_names)
+        ]
+
+
+def _below(p: float, threshold: float) -> str:
+    """``p`` with as few decimals as show it below ``threshold`` (0.949 is not "0.95 below 0.95")."""
+    for digits in (2, 3, 4, 5):
+        text = f"{p:.{digits}f}"
+        if float(text) < threshold:
+            return text
+    return f"{p:.6f}"
+
+
+def confidence_filter(
+    probs: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: Sequence[str],
+    *,
+    threshold: float = 0.95,
+    mode: str = "verify",
+) -> FilterResult:
+    """Judge N images from their class probabilities ``probs`` (N, C) under a real-data classifier.
+
+    verify: keep image n when its given label is the classifier's choice (ties count as agreement) and
+    ``probs[n, label] >= threshold``. assign: the label becomes the argmax; keep when its probability is
+    at least ``threshold``. ``labels`` may be None in assign mode.
+    """
+    # 1. Check inputs.
+    if mode not in FILTER_MODES:
+        raise FilterError(f"mode={mode!r} is not accepted: expected one of {', '.join(FILTER_MODES)}")
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise FilterError(f"threshold={threshold!r} is not accepted: expected a number in [0, 1]")
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(class_names) or not np.isfinite(probs).all():
+        raise FilterError(
+            f"probs of shape {probs.shape} are not accepted: expected finite (N, {len(class_names)}) probabilities"
+        )
+    n = len(probs)
+    if labels is None and mode == "verify":
+        raise FilterError("labels=None is not accepted in mode 'verify': give the labels to check, or use 'assign'")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= len(class_names))):
+            raise FilterError(
+                f"labels of shape {labels.shape} are not accepted: expected ({n},) labels in [0, {len(class_names)})"
+            )
+    # 2. Final labels and their scores.
+    top = probs.argmax(axis=1)
+    final = top if mode == "assign" or labels is None else labels.astype(np.int64)
+    scores = probs[np.arange(n), final]
+    agrees = scores >= probs.max(axis=1) if n else np.zeros(0, dtype=bool)
+    confident = scores >= threshold - _TOLERANCE
+    keep = agrees & confident
+    # 3. A reason for every rejection.
+    reasons = []
+    for i in range(n):
+        if keep[i]:
+            reasons.append("")
+        elif not agrees[i]:
+            reasons.append(f"classifier says {class_names[top[i]]!r} (p={probs[i, top[i]]:.2f})")
+        else:
+            reasons.append(f"confidence {_below(float(scores[i]), threshold)} below {threshold:g}")
+    return FilterResult(final.astype(np.int64), scores, keep, tuple(reasons))
+
+
+def train_reference_classifier(
+    dataset: LabDataset,
+    *,
+    seed: int = 0,
+    max_epochs: int = 60,
+    on_event: EventFn | None = None,
+    should_stop: StopFn | None = None,
+) -> nn.Module:
+    """A simple CNN trained on the real training split only (early stopping on the real validation split).
+
+    Returned on the CPU in eval mode. Raises :class:`FilterError` when ``should_stop`` cancels it: a
+    half-trained judge would reject good images and keep bad ones without saying so.
+    """
+    mean, std = channel_stats(dataset.train.images)
+    meta = _build_args(dataset)
+    model = build_model("simple_cnn", **meta, mean=mean, std=std, seed=seed)
+    result = train(
+        model,
+        dataset.train,
+        dataset.val,
+        TrainConfig(max_epochs=max_epochs),
+        seed=seed,
+        on_event=on_event,
+        should_stop=should_stop,
+    )
+    if result.cancelled:
+        raise FilterError(f"training of the reference classifier was cancelled after {len(result.history)} epoch(s)")
+    return result.model.cpu().eval()
+
+
+def _build_args(dataset: LabDataset) -> dict[str, int]:
+    return {"channels": dataset.channels, "num_classes": len(dataset.class_names), "resolution": dataset.resolution}
+
+
+def reference_classifier(dataset: LabDataset, *, seed: int = 0, on_event: EventFn | None = None) -> nn.Module:
+    """The real-data classifier for ``dataset`` and ``seed``: loaded from the workspace, or trained once and saved.
+
+    Kept under ``<workspace>/reference/<identity hash>-<dataset config key>-<seed>/`` as ``model.safetensors``
+    and ``model.json`` (build arguments); the key includes the imbalance profile, so a scarcer training
+    split gets its own classifier.
+    """
+    identity = hashlib.sha256(dataset.identity.encode()).hexdigest()[:16]
+    folder = store.subdir("reference") / f"{identity}-{dataset.config.cache_key()}-{seed}"
+    meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
+    if meta_path.is_file() and weights_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.pop("recipe", None) == REFERENCE_RECIPE:
+            loaded = build_model(meta.pop("name"), **meta)
+            loaded.load_state_dict(load_file(str(weights_path)))
+            return loaded.eval()
+        log.info("retraining reference classifier %s: its recipe changed", folder.name)
+    model = train_reference_classifier(dataset, seed=seed, on_event=on_event)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    part = folder / f".model-{uuid.uuid4().hex[:8]}.part"
+    save_file(state, str(part))
+    os.replace(part, weights_path)
+    meta_part = folder / f".meta-{uuid.uuid4().hex[:8]}.part"
+    meta_part.write_text(json.dumps({"name": "simple_cnn", "recipe": REFERENCE_RECIPE, **_build_args(dataset)}))
+    os.replace(meta_part, meta_path)  # written last: its presence marks a complete classifier
+    return model

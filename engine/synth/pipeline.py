@@ -1,0 +1,276 @@
+"""From a dataset to a filtered synthetic set: train (or reuse) a generator, generate, filter, store.
+
+:func:`train_generator` trains a GAN on the training split (the imbalanced one) and keeps it under
+``<workspace>/generators/<id>/``; the id is a hash of the generator config and the dataset, so the
+same request reuses the stored generator. :func:`make_set` generates N images per class, or fills
+every class up to the largest, filters them with a classifier trained on real data only, stores the
+set with one manifest record per image, and attaches a first quality report. Where this stops: no
+widgets, no threads (the pages run these as jobs), no training of classifiers on the sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import store
+from engine.datasets import LabDataset
+from engine.device import pick_device
+from engine.jobs import JobContext, JobRunner
+from engine.synth import filters, gan, quality, sets
+from engine.training import predict_proba
+
+log = logging.getLogger(__name__)
+MAX_ROUNDS = 4  # generation rounds to replace rejected images before giving up on a count
+CLASS_STRIDE = 1_000_000  # noise indices of class c start at c * CLASS_STRIDE: classes never share a latent
+
+
+class GenerateError(ValueError):
+    """A generation request cannot be carried out; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How many synthetic images to make per class, and how to filter them."""
+
+    generator: str  # id of a stored generator
+    per_class: int = 0  # images per class; 0 = fill every class up to the largest
+    classes: tuple[str, ...] = ()  # only these classes (default: all, or all below the largest when filling)
+    threshold: float = 0.95  # keep images whose real-classifier confidence for their label is at least this
+    seed: int = 0  # noise seed: the same seed gives the same images
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.generator:
+            raise GenerateError("generate.generator='' is not accepted: choose a trained generator")
+        if not isinstance(self.per_class, int) or not 0 <= self.per_class <= 100_000:
+            raise GenerateError(f"generate.per_class={self.per_class!r} is not accepted: 0 (fill) to 100,000")
+        if not 0 <= self.threshold <= 1:
+            raise GenerateError(f"generate.threshold={self.threshold!r} is not accepted: a number in [0, 1]")
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+
+def generators_dir() -> Path:
+    return store.subdir("generators")
+
+
+def generator_id(cfg: gan.GanConfig, dataset: LabDataset) -> str:
+    key = f"{cfg.cache_key()}-{dataset.identity}-{dataset.config.cache_key()}"
+    return f"{cfg.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def list_generators(dataset: LabDataset | None = None) -> list[dict[str, Any]]:
+    """Stored generators (newest first), optionally only those trained on ``dataset``."""
+    out = []
+    for meta_path in sorted(generators_dir().glob("*/origin.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        meta = json.loads(meta_path.read_text())
+        if dataset is None or (meta["dataset_identity"], meta["dataset_key"]) == (
+            dataset.identity,
+            dataset.config.cache_key(),
+        ):
+            out.append(meta)
+    return out
+
+
+def train_generator(
+    cfg: gan.GanConfig,
+    dataset: LabDataset,
+    *,
+    on_event: Callable[[gan.GanEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> str:
+    """Train a generator on the training split, or reuse the stored one; returns its id."""
+    gen_id = generator_id(cfg, dataset)
+    folder = generators_dir() / gen_id
+    if (folder / "origin.json").is_file():
+        log.info("reusing generator %s", gen_id)
+        return gen_id
+    result = gan.train_gan(
+        cfg, dataset.train, on_event=on_event, should_stop=should_stop, checkpoint_dir=folder / "checkpoint"
+    )
+    if result.cancelled:
+        step = int(result.history[-1]["step"]) if result.history else 0
+        raise GenerateError(f"training of generator {gen_id} was cancelled at step {step}; nothing was stored")
+    gan.save_generator(result, folder)
+    origin = {
+        "id": gen_id,
+        "kind": cfg.kind,
+        "config": asdict(cfg),
+        "dataset_identity": dataset.identity,
+        "dataset_key": dataset.config.cache_key(),
+        "class_names": list(dataset.class_names),
+        "seconds": result.seconds,
+        "warnings": result.warnings,
+    }
+    from engine.runs import write_json  # written last: its presence marks a complete generator
+
+    write_json(folder / "origin.json", origin)
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+    return gen_id
+
+
+def target_counts(dataset: LabDataset, cfg: GenerateConfig) -> np.ndarray:
+    """(num_classes,) synthetic images wanted per class."""
+    counts = dataset.train.class_counts()
+    unknown = [c for c in cfg.classes if c not in dataset.class_names]
+    if unknown:
+        raise GenerateError(f"generate.classes={unknown[0]!r} is not a class of this dataset")
+    chosen = np.array([not cfg.classes or n in cfg.classes for n in dataset.class_names])
+    wanted = np.full_like(counts, cfg.per_class) if cfg.per_class else counts.max() - counts
+    return np.where(chosen, wanted, 0)
+
+
+def make_set(
+    cfg: GenerateConfig,
+    dataset: LabDataset,
+    *,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> sets.SetInfo:
+    """Generate, filter and store a synthetic set for ``dataset``; returns its info."""
+    # 1. Check the request against the stored generator.
+    folder = generators_dir() / cfg.generator
+    if not (folder / "origin.json").is_file():
+        raise GenerateError(f"generate.generator={cfg.generator!r} is not a stored generator of this workspace")
+    origin = json.loads((folder / "origin.json").read_text())
+    if tuple(origin["class_names"]) != dataset.class_names:
+        raise GenerateError(f"generator {cfg.generator!r} was trained on other classes: {origin['class_names']}")
+    generator, meta = gan.load_generator(folder)
+    z_dim = int(meta["config"]["z_dim"])
+    config_hash = gan.GanConfig(**origin["config"]).cache_key()
+    wanted = target_counts(dataset, cfg)
+    report = on_progress or (lambda fraction, message: None)
+    stop = should_stop or (lambda: False)
+    # 2. A classifier trained on real data only judges the labels.
+    report(0.02, "training the real-data classifier that filters labels")
+    reference = filters.reference_classifier(dataset, seed=0)
+    # 3. Generate in rounds until every class has its count of kept images (or MAX_ROUNDS pass).
+    images, records = [], []
+    kept = np.zeros(len(wanted), dtype=np.int64)
+    next_index = np.zeros(len(wanted), dtype=np.int64)
+    for round_ in range(MAX_ROUNDS):
+        need = np.maximum(wanted - kept, 0)
+        if not need.any() or stop():
+            break
+        ask = np.ceil(need * (1.5 if round_ else 1.2)).astype(np.int64)
+        labels = np.repeat(np.arange(len(wanted)), ask)
+        offsets = np.concatenate([c * CLASS_STRIDE + next_index[c] + np.arange(k) for c, k in enumerate(ask)])
+        offsets = offsets.astype(np.int64)
+        batch = _generate_indexed(generator, labels, offsets, z_dim=z_dim, seed=cfg.seed)
+        next_index += ask
+        probs = predict_proba(reference, torch.from_numpy(batch))
+        verdict = filters.confidence_filter(probs, labels, dataset.class_names, threshold=cfg.threshold)
+        for i, label in enumerate(labels):
+            keep = bool(verdict.keep[i]) and kept[label] < wanted[label]
+            reason = verdict.reasons[i] or ("" if keep else "surplus beyond the requested count")
+            kept[label] += keep
+            records.append(
+                sets.ImageRecord(
+                    "",
+                    int(label),
+                    dataset.class_names[label],
+                    cfg.generator,
+                    config_hash,
+                    cfg.seed,
+                    int(offsets[i]),
+                    float(verdict.scores[i]),
+                    keep,
+                    reason,
+                )
+            )
+        images.append(batch)
+        report(
+            0.1 + 0.7 * (round_ + 1) / MAX_ROUNDS, f"round {round_ + 1}: kept {int(kept.sum())} of {int(wanted.sum())}"
+        )
+    if not images:
+        raise GenerateError("nothing to generate: every chosen class already has the requested count")
+    # 4. Store the set, then measure its quality per class.
+    settings = {
+        "generate": asdict(cfg),
+        "generator": origin["config"],
+        "kind": origin["kind"],
+        "wanted": wanted.tolist(),
+    }
+    info = sets.create_set(
+        cfg.name or f"{origin['kind']} {cfg.generator[-6:]}",
+        np.concatenate(images),
+        records,
+        dataset.class_names,
+        generator=cfg.generator,
+        dataset_identity=dataset.identity,
+        config=settings,
+    )
+    report(0.85, "measuring quality per class (train on synthetic, test on real)")
+    kept_set = sets.load_set(info.id)
+    if len(kept_set):
+        info = sets.update_quality(info.id, quality.quality_report(kept_set, dataset, reference, seed=0).to_dict())
+    report(1.0, f"stored set {info.id}")
+    return info
+
+
+def _generate_indexed(generator: Any, labels: np.ndarray, indices: np.ndarray, *, z_dim: int, seed: int) -> np.ndarray:
+    """Images for (label, noise index) pairs; each index's noise depends on the seed and the index only."""
+    out = []
+    for label in np.unique(labels):
+        mask = labels == label
+        idx = indices[mask]
+        start = int(idx.min())
+        block = gan.generate(
+            generator, np.full(int(idx.max()) - start + 1, label), z_dim=z_dim, seed=seed, noise_offset=start
+        )
+        out.append((np.flatnonzero(mask), block[idx - start]))
+    result = np.empty((len(labels), *out[0][1].shape[1:]), dtype=np.uint8)
+    for where, block in out:
+        result[where] = block
+    return result
+
+
+def submit_training(runner: JobRunner, cfg: gan.GanConfig, dataset: LabDataset, *, owner: str) -> str:
+    """Queue generator training as a heavy job; its events are loss rows, sample grids and warnings."""
+
+    def job(ctx: JobContext) -> str:
+        def on_event(event: gan.GanEvent) -> None:
+            if event.kind == "step":
+                ctx.set_progress(event.step / max(1, event.total_steps), f"step {event.step} of {event.total_steps}")
+                if event.step % 10 == 0:  # keep the curve, not every step
+                    ctx.emit(event)
+            else:
+                ctx.emit(event)
+
+        return train_generator(cfg, dataset, on_event=on_event, should_stop=ctx.should_stop)
+
+    lane = pick_device().device.type
+    return runner.submit(
+        f"train {cfg.kind} ({cfg.steps:,} steps)",
+        job,
+        owner=owner,
+        group="generate",
+        tag=generator_id(cfg, dataset),
+        lane=lane,
+    )
+
+
+def submit_generation(runner: JobRunner, cfg: GenerateConfig, dataset: LabDataset, *, owner: str) -> str:
+    """Queue the making of a synthetic set as a heavy job; its result is the set's info."""
+
+    def job(ctx: JobContext) -> sets.SetInfo:
+        return make_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
+
+    amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
+    return runner.submit(
+        f"generate {amount} with {cfg.generator}",
+        job,
+        owner=owner,
+        group="generate",
+        tag=cfg.generator,
+        lane=pick_device().device.type,
+    )

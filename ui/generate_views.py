@@ -1,0 +1,198 @@
+"""Generate page helpers: generator and generation forms, the live job panel, and the set browser.
+
+Forms return engine configs; the panel polls job snapshots from a fragment; the browser shows a
+stored synthetic set per class with filter scores and lets images be rejected or restored by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine.datasets import LabDataset
+from engine.jobs import FINISHED, JobError
+from engine.synth import gan, pipeline, sets
+from ui.figures import tile
+from ui.jobs_panel import STATUS_ICONS, get_runner
+
+KIND_LABELS = {"cgan": "Conditional GAN (projection discriminator)", "wgan-gp": "WGAN-GP (gradient penalty)"}
+
+
+def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
+    """Generator settings; returns a config when Train is pressed."""
+    d = gan.GanConfig()
+    with st.form("gan_form"):
+        kind = st.selectbox("Generator", gan.GAN_KINDS, format_func=KIND_LABELS.__getitem__)
+        cols = st.columns(4)
+        steps = cols[0].number_input("Steps", 10, 200_000, d.steps, step=500, key="gan_steps")
+        width = cols[1].number_input("Width", 8, 256, d.width, key="gan_width", help="Base channels of G and D")
+        batch = cols[2].number_input("Batch size", 8, 1024, d.batch_size, key="gan_batch")
+        seed = cols[3].number_input("Seed", 0, 2**31 - 1, d.seed)
+        cols = st.columns(4)
+        lr_g = cols[0].number_input("G learning rate", 1e-6, 1e-2, d.lr_g, format="%.5f")
+        lr_d = cols[1].number_input("D learning rate", 1e-6, 1e-2, d.lr_d, format="%.5f")
+        critic = cols[2].number_input("D steps per G step (0 = default)", 0, 20, d.critic_steps)
+        gp = cols[3].number_input("Gradient penalty λ (WGAN-GP)", 0.0, 100.0, d.gp_lambda)
+        policy = st.multiselect(
+            "DiffAugment on D's inputs",
+            ["translation", "cutout", "color"],
+            default=[p for p in d.diffaugment.split(",") if p],
+        )
+        cols = st.columns(3)
+        ema = cols[0].checkbox("EMA of G weights (0.999)", d.ema > 0)
+        sn = cols[1].checkbox("Spectral norm in D", d.spectral_norm)
+        conditional = cols[2].checkbox("Conditional (WGAN-GP may be unconditional)", True)
+        if not st.form_submit_button("Train generator", type="primary"):
+            return None
+    return gan.GanConfig(
+        kind=kind,
+        conditional=conditional or kind == "cgan",
+        z_dim=d.z_dim,
+        width=int(width),
+        steps=int(steps),
+        batch_size=int(batch),
+        lr_g=float(lr_g),
+        lr_d=float(lr_d),
+        critic_steps=int(critic),
+        gp_lambda=float(gp),
+        diffaugment=",".join(policy),
+        ema=0.999 if ema else 0.0,
+        spectral_norm=sn,
+        sample_every=d.sample_every,
+        seed=int(seed),
+    )
+
+
+def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> pipeline.GenerateConfig | None:
+    """Which generator, how many images per class, and the filter threshold."""
+    labels = {str(g["id"]): f"{g['id']} · {g['kind']} · {g.get('seconds', 0):.0f} s of training" for g in generators}
+    with st.form("generate_form"):
+        generator = st.selectbox("Generator", list(labels), format_func=labels.__getitem__)
+        fill = st.radio(
+            "How many", ["Fill every class up to the largest", "N per class"], horizontal=True, key="gen_mode"
+        )
+        cols = st.columns(3)
+        per_class = cols[0].number_input("N per class", 1, 100_000, 100, key="gen_n")
+        threshold = cols[1].slider("Keep when the real-data classifier is at least this sure", 0.0, 1.0, 0.95)
+        seed = cols[2].number_input("Noise seed", 0, 2**31 - 1, 0)
+        classes = st.multiselect("Only these classes (empty = all)", dataset.class_names)
+        name = st.text_input("Set name (optional)")
+        if not st.form_submit_button("Generate set", type="primary"):
+            return None
+    return pipeline.GenerateConfig(
+        generator=generator,
+        per_class=0 if fill.startswith("Fill") else int(per_class),
+        classes=tuple(classes),
+        threshold=float(threshold),
+        seed=int(seed),
+        name=name,
+    )
+
+
+def _loss_figure(rows: list[dict[str, float]]) -> go.Figure:
+    fig = go.Figure()
+    for key in ("d_loss", "g_loss", "gp"):
+        if rows and key in rows[0]:
+            fig.add_scatter(x=[r["step"] for r in rows], y=[r[key] for r in rows], name=key, mode="lines")
+    fig.update_layout(height=280, title="Generator training losses", xaxis_title="step", margin={"t": 40, "b": 10})
+    return fig
+
+
+@st.fragment(run_every=1.0)
+def generate_panel(owner: str) -> None:
+    """This browser's generator jobs: progress, cancel, live losses, the latest sample grid, warnings."""
+    runner = get_runner()
+    jobs = [j for j in runner.list(owner=owner) if j.group == "generate"][-4:]
+    if not jobs:
+        st.caption("No generator jobs from this browser yet.")
+        return
+    done = {j.id for j in jobs if j.status == "done"}
+    seen = st.session_state.get("generate_done")
+    st.session_state["generate_done"] = done
+    if seen is not None and done - seen:  # a new generator or set: redraw the forms and the set browser
+        st.rerun(scope="app")
+    for snap in reversed(jobs):
+        cols = st.columns([4, 6, 1])
+        cols[0].write(f"{STATUS_ICONS.get(snap.status, '')} {snap.title}")
+        text = snap.error or snap.message or snap.status
+        cols[1].progress(snap.progress, text=f"{text} · place {snap.queue_position}" if snap.queue_position else text)
+        if snap.status not in FINISHED and cols[2].button("Cancel", key=f"cancel-{snap.id}"):
+            try:
+                runner.cancel(snap.id, owner=owner)
+            except JobError as err:
+                st.error(str(err))
+        events = [e for e in snap.events if isinstance(e, gan.GanEvent)]
+        if events and (snap is jobs[-1] or snap.status == "running"):
+            rows = [{"step": e.step, **e.values} for e in events if e.kind == "step"]
+            grids = [e for e in events if e.kind == "samples" and e.grid is not None]
+            left, right = st.columns([3, 2])
+            left.plotly_chart(_loss_figure(rows), key=f"loss-{snap.id}")
+            if grids:
+                right.image(_upscale(grids[-1].grid), caption=f"step {grids[-1].step}: fixed noise, one row per class")
+            for warning in {e.message for e in events if e.kind == "warning"}:
+                st.warning(warning)
+        if isinstance(snap.result, sets.SetInfo):
+            st.success(
+                f"Stored set {snap.result.id}: kept {sum(snap.result.counts_kept):,} of "
+                f"{sum(snap.result.counts_total):,} images. Choose it on the Train page."
+            )
+
+
+def _upscale(grid: np.ndarray, factor: int = 4) -> np.ndarray:
+    small = grid.shape[0] < 256
+    return np.repeat(np.repeat(grid, factor, 0), factor, 1) if small else grid
+
+
+def set_browser(dataset: LabDataset) -> None:
+    """Choose a stored set: counts, quality per class, a gallery with scores, reject/restore, delete."""
+    stored = sets.list_sets(dataset.identity)
+    if not stored:
+        st.caption("No synthetic sets for this dataset yet.")
+        return
+    labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}/{sum(s.counts_total):,}" for s in stored}
+    set_id = st.selectbox("Synthetic set", list(labels), format_func=labels.__getitem__)
+    info = sets.load_info(set_id)
+    table = pd.DataFrame({"class": info.class_names, "generated": info.counts_total, "kept": info.counts_kept})
+    per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
+    table["label fidelity"] = [per_class.get(n, {}).get("label_fidelity") for n in info.class_names]
+    table["TSTR recall"] = [per_class.get(n, {}).get("tstr_recall") for n in info.class_names]
+    st.dataframe(table, hide_index=True)
+    st.caption(
+        "Label fidelity: share of a class's synthetic images that a classifier trained on real data assigns "
+        "to it. TSTR recall: recall on the real test set of a classifier trained on the synthetic set alone."
+    )
+    records = sets.load_manifest(set_id)
+    present = sorted({r.class_name for r in records}, key=info.class_names.index)
+    name = st.selectbox("Gallery class", present)
+    chosen = [r for r in records if r.class_name == name][:48]
+    images = sets.load_set(set_id, kept_only=False)
+    by_file = {f: i for i, f in enumerate(images.provenance.origin)}
+    st.image(
+        [tile(images.images[by_file[r.file]].numpy()) for r in chosen],
+        caption=[f"{'✓' if r.kept else '✗'} {r.score:.2f}" if r.score is not None else "" for r in chosen],
+    )
+    edited = st.data_editor(
+        pd.DataFrame(
+            {
+                "file": [r.file for r in chosen],
+                "score": [r.score for r in chosen],
+                "kept": [r.kept for r in chosen],
+                "reason": [r.reason for r in chosen],
+            }
+        ),
+        disabled=["file", "score", "reason"],
+        hide_index=True,
+        key=f"edit-{set_id}-{name}",
+    )
+    changed = [(f, k) for f, k, r in zip(edited["file"], edited["kept"], chosen, strict=True) if bool(k) != r.kept]
+    if changed and st.button("Save the kept / rejected choices", key="save_kept"):
+        for keep in (True, False):
+            files = [f for f, k in changed if bool(k) == keep]
+            if files:
+                sets.set_kept(set_id, files, keep, reason="" if keep else "rejected by hand")
+        st.rerun()
+    if st.checkbox("Delete this set", key="confirm_delete") and st.button("Delete now", key="delete_set"):
+        sets.delete_set(set_id)
+        st.rerun()
