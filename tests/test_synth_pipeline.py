@@ -98,3 +98,18 @@ def test_requests_are_validated_and_jobs_carry_the_work(digits: LabDataset) -> N
     made = runner.wait(job, timeout=120)
     assert made.status == "done", made.error
     assert isinstance(made.result, sets.SetInfo) and sets.list_sets(digits.identity)[0].id == made.result.id
+
+
+def test_an_unconditional_wgan_gets_its_labels_from_the_real_data_classifier(digits: LabDataset) -> None:
+    cfg = gan.GanConfig(kind="wgan-gp", conditional=False, steps=6, width=8, batch_size=16, sample_every=3)
+    gen_id = pipeline.train_generator(cfg, digits)
+    info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id, per_class=2, threshold=0.0), digits)
+    records = sets.load_manifest(info.id)
+    assert all(k <= 2 for k in info.counts_kept) and sum(info.counts_kept) > 0
+    reference = filters.reference_classifier(digits)
+    kept = sets.load_set(info.id)
+    from engine.training import predict_proba
+
+    assigned = predict_proba(reference, kept.images).argmax(1)
+    assert np.array_equal(assigned, kept.labels.numpy())  # each kept image carries the label the classifier gave
+    assert len({r.noise_index for r in records}) == len(records)

@@ -30,7 +30,8 @@ from engine.synth import filters, gan, quality, sets
 from engine.training import predict_proba
 
 log = logging.getLogger(__name__)
-MAX_ROUNDS = 4  # generation rounds to replace rejected images before giving up on a count
+MAX_ROUNDS = 8  # generation rounds to replace rejected images before giving up on a count
+MAX_ASK = 20  # at most this many candidates per image still needed, whatever the keep rate
 CLASS_STRIDE = 1_000_000  # noise indices of class c start at c * CLASS_STRIDE: classes never share a latent
 
 
@@ -156,20 +157,38 @@ def make_set(
     # 3. Generate in rounds until every class has its count of kept images (or MAX_ROUNDS pass).
     images, records = [], []
     kept = np.zeros(len(wanted), dtype=np.int64)
+    passed = np.zeros(len(wanted), dtype=np.int64)  # candidates the filter accepted, per class
     next_index = np.zeros(len(wanted), dtype=np.int64)
-    for round_ in range(MAX_ROUNDS):
+    conditional = bool(origin["config"].get("conditional", True))
+    rounds = MAX_ROUNDS if conditional else 2 * MAX_ROUNDS  # unconditional: classes arrive by chance
+    for round_ in range(rounds):
         need = np.maximum(wanted - kept, 0)
         if not need.any() or stop():
             break
-        ask = np.ceil(need * (1.5 if round_ else 1.2)).astype(np.int64)
-        labels = np.repeat(np.arange(len(wanted)), ask)
-        offsets = np.concatenate([c * CLASS_STRIDE + next_index[c] + np.arange(k) for c, k in enumerate(ask)])
-        offsets = offsets.astype(np.int64)
-        batch = _generate_indexed(generator, labels, offsets, z_dim=z_dim, seed=cfg.seed)
-        next_index += ask
-        probs = predict_proba(reference, torch.from_numpy(batch))
-        verdict = filters.confidence_filter(probs, labels, dataset.class_names, threshold=cfg.threshold)
+        if conditional:  # ask for each class, as many as its keep rate so far suggests; the filter verifies
+            rate = np.where(next_index > 0, passed / np.maximum(next_index, 1), 0.8)
+            ask = np.ceil(need * np.minimum(1.2 / np.maximum(rate, 1e-9), MAX_ASK)).astype(np.int64)
+            labels = np.repeat(np.arange(len(wanted)), ask)
+            offsets = np.concatenate([c * CLASS_STRIDE + next_index[c] + np.arange(k) for c, k in enumerate(ask)])
+            offsets = offsets.astype(np.int64)
+            batch = _generate_indexed(generator, labels, offsets, z_dim=z_dim, seed=cfg.seed)
+            next_index += ask
+            probs = predict_proba(reference, torch.from_numpy(batch))
+            verdict = filters.confidence_filter(probs, labels, dataset.class_names, threshold=cfg.threshold)
+        else:  # an unconditional generator: the real-data classifier assigns the label (pseudo-labelling)
+            total = int(max(64, 3 * need.sum()))
+            offsets = (int(next_index[0]) + np.arange(total)).astype(np.int64)
+            next_index[0] += total
+            batch = gan.generate(
+                generator, np.zeros(total, dtype=np.int64), z_dim=z_dim, seed=cfg.seed, noise_offset=int(offsets[0])
+            )
+            probs = predict_proba(reference, torch.from_numpy(batch))
+            verdict = filters.confidence_filter(
+                probs, None, dataset.class_names, threshold=cfg.threshold, mode="assign"
+            )
+            labels = verdict.labels
         for i, label in enumerate(labels):
+            passed[label] += bool(verdict.keep[i])
             keep = bool(verdict.keep[i]) and kept[label] < wanted[label]
             reason = verdict.reasons[i] or ("" if keep else "surplus beyond the requested count")
             kept[label] += keep
@@ -188,9 +207,7 @@ def make_set(
                 )
             )
         images.append(batch)
-        report(
-            0.1 + 0.7 * (round_ + 1) / MAX_ROUNDS, f"round {round_ + 1}: kept {int(kept.sum())} of {int(wanted.sum())}"
-        )
+        report(0.1 + 0.7 * (round_ + 1) / rounds, f"round {round_ + 1}: kept {int(kept.sum())} of {int(wanted.sum())}")
     if not images:
         raise GenerateError("nothing to generate: every chosen class already has the requested count")
     # 4. Store the set, then measure its quality per class.
