@@ -86,7 +86,8 @@ def main() -> None:
         print(f"minority recall gain, {mix.label}: {', '.join(gains)}")
     print(
         f"time: dataset {clock['dataset'] - clock['start']:.0f} s, GAN {clock['gan'] - clock['dataset']:.0f} s, "
-        f"set {clock['set'] - clock['gan']:.0f} s, {3 * args.seeds} classifier runs {clock['runs'] - clock['set']:.0f} s, "
+        f"set {clock['set'] - clock['gan']:.0f} s, "
+        f"{3 * args.seeds} classifier runs {clock['runs'] - clock['set']:.0f} s, "
         f"total {clock['runs'] - clock['start']:.0f} s on {os.cpu_count()} CPUs"
     )
 
