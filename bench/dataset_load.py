@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--minority", default="", help="comma-separated class names for a step profile")
     parser.add_argument("--keep", type=float, default=0.1, help="share each minority class keeps")
     args = parser.parse_args()
+    os.environ.setdefault("SYNTHLAB_FOLDER_ROOTS", os.sep)  # a benchmark reads what its user can read
     os.environ["SYNTHLAB_HOME"] = tempfile.mkdtemp(prefix="synthlab-bench-")
 
     from engine.config import DatasetConfig, ImbalanceConfig, SourceConfig

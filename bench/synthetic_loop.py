@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100, help="classifier max epochs (early stopping decides)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per mix")
     args = parser.parse_args()
+    os.environ.setdefault("SYNTHLAB_FOLDER_ROOTS", os.sep)  # a benchmark reads what its user can read
     os.environ.setdefault("SYNTHLAB_HOME", tempfile.mkdtemp(prefix="synthlab-loop-"))
 
     from engine import experiments

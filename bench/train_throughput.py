@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
     parser.add_argument("--precision", default="auto", help="our loop's precision: auto, fp32 or bf16")
     args = parser.parse_args()
+    os.environ.setdefault("SYNTHLAB_FOLDER_ROOTS", os.sep)  # a benchmark reads what its user can read
     os.environ.setdefault("SYNTHLAB_HOME", tempfile.mkdtemp(prefix="synthlab-bench-"))
 
     data, train, test = load_data(args.zip, args.train, args.test)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from engine import experiments, runs
+from engine import experiments, runs, store
 from engine.synth import sets
 from engine.training import TrainEvent
 
@@ -102,6 +103,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The folder-roots guard protects a shared web server from its visitors; the CLI runs as its own user.
+    os.environ.setdefault(store.FOLDER_ROOTS_ENV, os.sep)
     parser = argparse.ArgumentParser(prog="python -m engine", description="SynthLab headless runs")
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("experiment", help="run an experiment from a TOML config or an exported JSON bundle")
