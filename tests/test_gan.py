@@ -59,7 +59,7 @@ def test_training_changes_the_weights_and_leaves_the_global_rng_alone() -> None:
         initial = gan.build_generator(TINY, channels=1, resolution=8, num_classes=3)
     assert not same_state(result.generator, initial)
     # Each step runs G in training mode once for D's fakes and once for its own step.
-    assert int(result.generator.state_dict()["body.0.num_batches_tracked"]) == 2 * TINY.steps
+    assert int(result.generator.state_dict()["norms.0.bn.num_batches_tracked"]) == 2 * TINY.steps
     assert not result.generator.training and not result.cancelled
     assert [row["step"] for row in result.history] == [5.0] and set(result.history[0]) == {"step", "d_loss", "g_loss"}
 

@@ -30,8 +30,8 @@ from engine.synth import filters, gan, quality, sets
 from engine.training import predict_proba
 
 log = logging.getLogger(__name__)
-MAX_ROUNDS = 8  # generation rounds to replace rejected images before giving up on a count
-MAX_ASK = 20  # at most this many candidates per image still needed, whatever the keep rate
+MAX_ROUNDS = 12  # generation rounds to replace rejected images before giving up on a count
+MAX_ASK = 50  # at most this many candidates per image still needed, whatever the keep rate
 CLASS_STRIDE = 1_000_000  # noise indices of class c start at c * CLASS_STRIDE: classes never share a latent
 
 
