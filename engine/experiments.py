@@ -151,7 +151,7 @@ def plan_experiment(cfg: ExperimentConfig, dataset_identity: str = "") -> Experi
 def save_experiment(record: ExperimentRecord) -> None:
     data = dataclasses.asdict(record)
     data["config"] = record.config.to_dict()
-    runs.write_json(experiments_dir() / f"{record.id}.json", data)
+    store.write_json(experiments_dir() / f"{record.id}.json", data)
 
 
 def load_experiment(exp_id: str) -> ExperimentRecord:

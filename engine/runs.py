@@ -11,11 +11,11 @@ Where this stops: no threads (see :mod:`engine.jobs`), no statistics across runs
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from engine import store
 from engine.config import DatasetConfig
@@ -105,36 +105,10 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, value: Any) -> None:
-    _write_atomic(path, json.dumps(value, indent=1, default=_jsonable).encode())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def save_record(record: RunRecord) -> None:
     data = dataclasses.asdict(record)
     data["config"] = record.config.to_dict()
-    write_json(runs_dir() / record.id / "run.json", data)
+    store.write_json(runs_dir() / record.id / "run.json", data)
 
 
 def load_record(run_id: str) -> RunRecord:
@@ -240,7 +214,7 @@ def execute_run(
     def collect(event: TrainEvent) -> None:
         if event.kind == "epoch":
             history.append(event.values)
-            write_json(folder / "history.json", history)
+            store.write_json(folder / "history.json", history)
         if on_event:
             on_event(event)
 
@@ -268,15 +242,14 @@ def execute_run(
         y_true = dataset.test.labels.numpy()
         metrics = compute_metrics(y_true, probs, dataset.class_names)
         # 4. Save predictions, metrics and weights, then the final record.
-        buffer = folder / "predictions.npz"
-        with open(buffer.with_suffix(".tmp"), "wb") as handle:
-            np.savez_compressed(handle, y_true=y_true, probs=probs.astype(np.float32))
-        os.replace(buffer.with_suffix(".tmp"), buffer)
-        write_json(folder / "metrics.json", metrics.to_dict())
-        write_json(folder / "model.json", meta)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(folder / ".model.part"))
-        os.replace(folder / ".model.part", folder / "model.safetensors")
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, y_true=y_true, probs=probs.astype(np.float32))
+        store.write_atomic(folder / "predictions.npz", buffer.getvalue())
+        store.write_json(folder / "metrics.json", metrics.to_dict())
+        store.write_json(folder / "model.json", meta)
+        store.write_atomic(
+            folder / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()})
+        )
         record = dataclasses.replace(
             record,
             status="cancelled" if result.cancelled else "done",

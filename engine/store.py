@@ -9,6 +9,7 @@ Where this stops: it stores bytes and values; it does not know what a dataset or
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FOLDER_ROOTS_ENV = "SYNTHLAB_FOLDER_ROOTS"
@@ -60,16 +62,41 @@ def clear_cache() -> None:
         cache.clear()
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    """:func:`write_atomic` of ``value`` as JSON (numpy scalars and tuples allowed)."""
+    write_atomic(path, json.dumps(value, indent=1, default=_jsonable).encode())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def save_upload(name: str, data: bytes) -> Path:
     """Write uploaded bytes inside ``uploads/`` under a content-hashed name; returns the path."""
     digest = hashlib.sha256(data).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[-80:] or "upload"
     target = subdir("uploads") / f"{digest}-{stem}"
     if not target.exists():
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)
     return target
 
 

@@ -21,9 +21,7 @@ import itertools
 import json
 import logging
 import math
-import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from engine import store
 from engine.datasets import ImageSet
 from engine.device import pick_device
 
@@ -539,16 +538,6 @@ def _train(
     return final
 
 
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary sibling and rename it into place, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_generator(result: GanResult, folder: Path) -> None:
     """``folder/generator.safetensors`` (weights) and ``folder/generator.json`` (config, shape, history)."""
     folder = Path(folder)
@@ -564,8 +553,8 @@ def save_generator(result: GanResult, folder: Path) -> None:
         "cancelled": result.cancelled,
         "seconds": result.seconds,
     }
-    _replace(folder / "generator.safetensors", lambda tmp: save_file(state, str(tmp)))
-    _replace(folder / "generator.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    store.write_atomic(folder / "generator.safetensors", save(state))
+    store.write_json(folder / "generator.json", meta)
 
 
 def load_generator(folder: Path) -> tuple[nn.Module, dict[str, Any]]:

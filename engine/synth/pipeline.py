@@ -112,9 +112,7 @@ def train_generator(
         "seconds": result.seconds,
         "warnings": result.warnings,
     }
-    from engine.runs import write_json  # written last: its presence marks a complete generator
-
-    write_json(folder / "origin.json", origin)
+    store.write_json(folder / "origin.json", origin)  # written last: its presence marks a complete generator
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)
     return gen_id
 

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -99,20 +98,6 @@ def _class_folder(label: int, name: str) -> str:
     return f"{label}_{re.sub(r'[^0-9A-Za-z_-]+', '_', name)[:40] or 'class'}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Copied from engine.runs rather than imported: runs may come to load sets, and must not import in a circle.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_png(path: Path, image: np.ndarray) -> None:
     """Write one uint8 (C, R, R) image as a lossless PNG."""
     pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
@@ -127,7 +112,7 @@ def _read_png(path: Path, channels: int) -> np.ndarray:
 
 def _write_manifest(folder: Path, records: Sequence[ImageRecord]) -> None:
     lines = "".join(json.dumps(dataclasses.asdict(r), default=_plain) + "\n" for r in records)
-    _write_atomic(folder / "manifest.jsonl", lines.encode())
+    store.write_atomic(folder / "manifest.jsonl", lines.encode())
 
 
 def _plain(value: Any) -> Any:
@@ -138,7 +123,7 @@ def _plain(value: Any) -> Any:
 
 
 def _write_info(folder: Path, info: SetInfo) -> None:
-    _write_atomic(folder / "set.json", json.dumps(dataclasses.asdict(info), indent=1).encode())
+    store.write_atomic(folder / "set.json", json.dumps(dataclasses.asdict(info), indent=1).encode())
 
 
 def _counts(records: Sequence[ImageRecord], num_classes: int, *, kept_only: bool) -> tuple[int, ...]:
