@@ -2,11 +2,10 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine import experiments, runs
+from engine import experiments
 from ui import compare_views as views
 
 st.title("Compare")
@@ -54,23 +53,11 @@ class_index = right.selectbox(
     "Class for ROC / PR", range(len(summary.class_names)), format_func=summary.class_names.__getitem__
 )
 for column, label in zip(st.columns(2), ["real", other], strict=True):
-    mats = [np.array(m.confusion) for (lab, _), m in metrics.items() if lab == label]
-    if mats:
-        title = f"{label}: confusion, summed over {len(mats)} seed(s)"
-        column.plotly_chart(views.confusion_figure(sum(mats), summary.class_names, title), key=f"cm-{label}")
+    figure = views.summed_confusion_figure(summary, metrics, label)
+    if figure is not None:
+        column.plotly_chart(figure, key=f"cm-{label}")
 
-run_table = pd.DataFrame(
-    [
-        {
-            "mix": label,
-            "seed": seed,
-            "run": run_id,
-            "status": runs.load_record(run_id).status,
-            "accuracy": (metrics[(label, seed)].accuracy if (label, seed) in metrics else None),
-        }
-        for label, seed, run_id in summary.experiment.run_ids
-    ]
-)
+run_table = views.runs_table(summary, metrics)
 status = st.multiselect("Runs: filter by status", sorted(run_table["status"].unique()))
 shown = run_table[run_table["status"].isin(status)] if status else run_table
 picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs")

@@ -1,0 +1,1 @@
+"""SynthLab tests: unit, AppTest and one real-browser suite (see README)."""

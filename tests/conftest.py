@@ -1,8 +1,9 @@
-"""Shared fixtures: a private workspace per test and builders for tiny image folders and zips."""
+"""Shared fixtures and helpers: a private workspace per test, tiny image folders and zips, AppTest pages."""
 
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +69,26 @@ def make_zip(tmp_path: Path) -> Callable[[dict[str, bytes]], Path]:
         return path
 
     return make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def app_page(name: str, *, timeout: float = 120, **query: str) -> AppTest:
+    """The app run once (optionally with URL query parameters), then switched to ``app_pages/<name>.py``."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    return at.switch_page(f"app_pages/{name}.py").run()
+
+
+def wait_for_jobs(owner: str, timeout: float = 180) -> None:
+    """Block until every job of ``owner`` on the shared runner has finished."""
+    from engine.jobs import FINISHED
+    from ui.jobs_panel import get_runner
+
+    deadline = time.monotonic() + timeout
+    while any(s.status not in FINISHED for s in get_runner().list(owner=owner)):
+        assert time.monotonic() < deadline, "jobs did not finish"
+        time.sleep(0.1)

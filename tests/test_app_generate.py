@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
-from streamlit.testing.v1 import AppTest
-
 from engine import runs
-from engine.jobs import FINISHED
 from engine.synth import pipeline, sets
+from tests.conftest import app_page, wait_for_jobs
 from ui.jobs_panel import get_runner
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    return at.switch_page(f"app_pages/{name}.py").run()
-
-
-def wait(owner: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while any(s.status not in FINISHED for s in get_runner().list(owner=owner)):
-        assert time.monotonic() < deadline, "jobs did not finish"
-        time.sleep(0.1)
 
 
 def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
-    at = page("generate")
+    at = app_page("generate")
     assert not at.exception
     owner = str(at.session_state["owner"])
     assert any("Train a generator first" in c.value for c in at.caption)
@@ -37,7 +18,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     at.number_input(key="gan_batch").set_value(16)
     at.button(key="FormSubmitter:gan_form-Train generator").click().run()
     assert not at.exception and not at.error
-    wait(owner)
+    wait_for_jobs(owner)
     trained = [s for s in get_runner().list(owner=owner) if s.title.startswith("train cgan")]
     assert trained and trained[-1].status == "done", trained[-1].error
     at.run()
@@ -46,7 +27,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     at.radio(key="gen_mode").set_value("N per class")
     at.number_input(key="gen_n").set_value(4)
     at.button(key="FormSubmitter:generate_form-Generate set").click().run()
-    wait(owner)
+    wait_for_jobs(owner)
     made = [s for s in get_runner().list(owner=owner) if s.title.startswith("generate")][-1]
     assert made.status == "done", made.error
     at.run()
@@ -56,7 +37,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     assert list(table["class"]) == list(info.class_names) and list(table["kept"]) == list(info.counts_kept)
     assert any("Stored set" in s.value for s in at.success)
 
-    train = page("train")
+    train = app_page("train")
     assert train.selectbox(key="mix_set").value == info.id  # the new set is offered for the synthetic mixes
     train.number_input[2].set_value(2)  # max epochs
     train.number_input(key="mix_extra").set_value(min(info.counts_kept) or 1)
@@ -64,7 +45,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     train.checkbox(key="mix_reweight").uncheck()
     train.button(key="FormSubmitter:train_form-Start").click().run()
     assert not train.exception and not train.error
-    wait(str(train.session_state["owner"]))
+    wait_for_jobs(str(train.session_state["owner"]))
     statuses = {r.config.mix.kind: r.status for r in runs.list_records()}
     if min(info.counts_kept):
         assert statuses == {"real": "done", "add": "done", "oversample": "done"}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
@@ -13,24 +11,8 @@ from engine.config import DatasetConfig, ImbalanceConfig
 from engine.jobs import FINISHED
 from engine.mixes import MixConfig
 from engine.training import TrainConfig
+from tests.conftest import app_page, wait_for_jobs
 from ui.jobs_panel import get_runner
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def page(name: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    return at.switch_page(f"app_pages/{name}.py").run()
-
-
-def wait_for_jobs(owner: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while any(s.status not in FINISHED for s in get_runner().list(owner=owner)):
-        assert time.monotonic() < deadline, "jobs did not finish"
-        time.sleep(0.1)
 
 
 def start_tiny_experiment(at: AppTest) -> None:
@@ -41,7 +23,7 @@ def start_tiny_experiment(at: AppTest) -> None:
 
 
 def test_train_page_runs_an_experiment_and_finds_it_again_after_a_reload() -> None:
-    at = page("train")
+    at = app_page("train")
     assert not at.exception
     owner = at.query_params["lab"][0] if isinstance(at.query_params["lab"], list) else at.query_params["lab"]
     start_tiny_experiment(at)
@@ -51,17 +33,17 @@ def test_train_page_runs_an_experiment_and_finds_it_again_after_a_reload() -> No
     assert [s.title for s in snaps] == ["real · seed 0", "oversample fill · seed 0"]
     assert {s.status for s in snaps} == {"done"}
     assert {runs.load_record(s.tag).status for s in snaps} == {"done"}
-    reloaded = page("train", lab=owner)  # a new session with the same URL
+    reloaded = app_page("train", lab=owner)  # a new session with the same URL
     assert any(f"Experiment {snaps[0].group}" in m.value for m in reloaded.markdown)
     assert "All runs of this experiment have finished" in reloaded.success[0].value
     charts = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in reloaded.get("plotly_chart")]
     assert any(t.startswith("Training curves") for t in charts)
-    stranger = page("train")
+    stranger = app_page("train")
     assert any("No training jobs from this browser yet" in c.value for c in stranger.caption)
 
 
 def test_a_queued_run_can_be_cancelled_from_the_page() -> None:
-    at = page("train")
+    at = app_page("train")
     owner = str(at.session_state["owner"])
     at.number_input[2].set_value(30)
     at.number_input[-1].set_value(2)
@@ -85,7 +67,7 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
         seeds=(0, 1),
     )
     record = experiments.run_experiment(cfg)
-    at = page("compare")
+    at = app_page("compare")
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["mix"]) == ["real", "oversample fill"]
@@ -101,14 +83,14 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
 
 
 def test_compare_page_without_experiments_says_where_to_start() -> None:
-    at = page("compare")
+    at = app_page("compare")
     assert not at.exception and "No experiments yet" in at.info[0].value
 
 
 def test_compare_page_with_runs_still_queued_does_not_fail() -> None:
     cfg = experiments.ExperimentConfig(mixes=(MixConfig("oversample"),), seeds=(0,))
     experiments.plan_experiment(cfg)
-    at = page("compare")
+    at = app_page("compare")
     assert not at.exception
     assert "No run of this experiment has finished yet" in at.info[0].value
     assert list(at.dataframe[0].value["Δ accuracy"]) == ["baseline", "—"]
@@ -118,5 +100,5 @@ def test_starting_the_app_marks_runs_of_a_stopped_process_interrupted() -> None:
     cfg = runs.RunConfig(DatasetConfig())
     runs.save_record(runs.RunRecord("orphan", cfg, "running", pid=2**22 + 4321))
     get_runner.clear()  # as after a server restart
-    page("compare")
+    app_page("compare")
     assert runs.load_record("orphan").status == "interrupted"

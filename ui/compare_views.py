@@ -94,6 +94,32 @@ def recall_gain_figure(summary: ExperimentSummary) -> go.Figure:
     return fig
 
 
+def runs_table(summary: ExperimentSummary, metrics: dict[tuple[str, int], Metrics]) -> pd.DataFrame:
+    """One row per run of the experiment: mix, seed, id, status and test accuracy."""
+    rows = [
+        {
+            "mix": label,
+            "seed": seed,
+            "run": run_id,
+            "status": runs.load_record(run_id).status,
+            "accuracy": metrics[(label, seed)].accuracy if (label, seed) in metrics else None,
+        }
+        for label, seed, run_id in summary.experiment.run_ids
+    ]
+    return pd.DataFrame(rows)
+
+
+def summed_confusion_figure(
+    summary: ExperimentSummary, metrics: dict[tuple[str, int], Metrics], label: str
+) -> go.Figure | None:
+    """The confusion matrix of one mix summed over its finished seeds, or None when none finished."""
+    mats = [np.array(m.confusion) for (lab, _), m in metrics.items() if lab == label]
+    if not mats:
+        return None
+    title = f"{label}: confusion, summed over {len(mats)} seed(s)"
+    return confusion_figure(np.sum(mats, axis=0), summary.class_names, title)
+
+
 def confusion_figure(matrix: np.ndarray, names: tuple[str, ...], title: str) -> go.Figure:
     fig = px.imshow(
         matrix,
