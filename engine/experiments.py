@@ -197,9 +197,9 @@ def run_experiment(
         try:
             pool = synthetic(run_cfg.mix.synthetic_set) if synthetic and run_cfg.mix.synthetic_set else None
             runs.execute_run(run_id, run_cfg, dataset, synthetic=pool, experiment=record.id, on_event=on_event)
-        except Exception as err:  # recorded on the run by execute_run or here
-            if runs.load_record(run_id).status != "failed":
-                rec = runs.load_record(run_id)
+        except Exception as err:  # execute_run recorded it; a missing synthetic set fails before it starts
+            rec = runs.load_record(run_id)
+            if rec.status != "failed":
                 runs.save_record(dataclasses.replace(rec, status="failed", error=f"{type(err).__name__}: {err}"))
     return record
 
