@@ -1,11 +1,14 @@
-"""Generate page: train a generator on your training split, make a filtered synthetic set, inspect it."""
+"""Generate page: train a generator on the training split or prompt Stable Diffusion; make a set, inspect it."""
 
 import streamlit as st
 
-from engine.synth import pipeline
-from ui.generate_views import gan_form, generate_form, generate_panel, set_browser
+from engine.synth import diffusion, pipeline
+from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser
 from ui.jobs_panel import get_runner, owner_token
+from ui.sd_views import sd_form
 from ui.state import current_dataset, describe
+
+FAMILIES = ("GAN", "Small diffusion model", "Stable Diffusion")
 
 st.title("Generate")
 dataset = current_dataset()
@@ -13,30 +16,41 @@ if dataset is None:
     st.stop()
 owner = owner_token()
 st.caption(f"Dataset: {describe(dataset)}. Generators learn from the training split only (after imbalance).")
+family = st.radio("Generator family", FAMILIES, horizontal=True, key="gen_family")
 
-with st.expander("1 · Train a generator on this training split", expanded=True):
-    try:
-        cfg = gan_form(dataset)
-    except ValueError as err:  # config errors name the field and the accepted values
-        st.error(str(err))
-        cfg = None
-    if cfg is not None:
-        pipeline.submit_training(get_runner(), cfg, dataset, owner=owner)
-        st.toast("Generator training queued: curves and samples appear below.")
-
-generators = pipeline.list_generators(dataset)
-with st.expander("2 · Generate a synthetic set", expanded=bool(generators)):
-    if not generators:
-        st.caption("Train a generator first: stored generators for this dataset appear here.")
-    else:
+if family == "Stable Diffusion":
+    with st.expander("Stable Diffusion (diffusers): prompts per class, text-to-image or img2img", expanded=True):
+        request = sd_form(dataset)
+    if request is not None and request.action == "preview":
+        diffusion.submit_preview(get_runner(), request.config, dataset, owner=owner)
+        st.toast("Preview queued: one image per class appears below.")
+    elif request is not None:
+        diffusion.submit_sd_generation(get_runner(), request.config, dataset, owner=owner)
+        st.toast("Generation queued: images are written as they come; a stopped request resumes.")
+else:
+    with st.expander("1 · Train a generator on this training split", expanded=True):
         try:
-            request = generate_form(dataset, generators)
-        except pipeline.GenerateError as err:
+            cfg = gan_form(dataset) if family == "GAN" else ddpm_form(dataset)
+        except ValueError as err:  # config errors name the field and the accepted values
             st.error(str(err))
-            request = None
-        if request is not None:
-            pipeline.submit_generation(get_runner(), request, dataset, owner=owner)
-            st.toast("Generation queued.")
+            cfg = None
+        if cfg is not None:
+            pipeline.submit_training(get_runner(), cfg, dataset, owner=owner)
+            st.toast("Generator training queued: curves and samples appear below.")
+
+    generators = pipeline.list_generators(dataset)
+    with st.expander("2 · Generate a synthetic set", expanded=bool(generators)):
+        if not generators:
+            st.caption("Train a generator first: stored generators for this dataset appear here.")
+        else:
+            try:
+                generate = generate_form(dataset, generators)
+            except pipeline.GenerateError as err:
+                st.error(str(err))
+                generate = None
+            if generate is not None:
+                pipeline.submit_generation(get_runner(), generate, dataset, owner=owner)
+                st.toast("Generation queued.")
 
 generate_panel(owner)
 st.subheader("Synthetic sets")

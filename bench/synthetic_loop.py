@@ -1,12 +1,14 @@
-"""Benchmark: the whole synthetic-data loop, timed: train a GAN, fill to balance, compare with controls.
+"""Benchmark: the whole synthetic-data loop, timed: train a generator, fill to balance, compare with controls.
 
 On the built-in digits with 0, 1 and 2 cut to 10% (default), or a zip of class folders with chosen
-minority classes: train a conditional GAN on the training split, generate a filtered set that fills
-every class up to the largest, then run real vs add vs oversample over 3 seeds and print the results
-table with intervals and verdicts, the per-class recall gains of the minority classes, and how long
-each stage took. It uses a fresh temporary workspace unless SYNTHLAB_HOME is set.
+minority classes: train a conditional GAN (or, with --generator ddpm, the small diffusion model) on
+the training split, generate a filtered set that fills every class up to the largest, then run real
+vs add vs oversample over 3 seeds and print the results table with intervals and verdicts, the
+per-class recall gains of the minority classes, and how long each stage took. It uses a fresh temporary
+workspace unless SYNTHLAB_HOME is set.
 
 Usage: python bench/synthetic_loop.py [--zip PATH --minority bird,cat,deer] [--steps 3000] [--width 32]
+       [--generator cgan|ddpm] [--ddim-steps 50]
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ def main() -> None:
     parser.add_argument("--zip", default="", help="zip of class folders (default: built-in digits)")
     parser.add_argument("--minority", default="0,1,2", help="classes cut to --keep of their training images")
     parser.add_argument("--keep", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=3000, help="GAN generator steps")
-    parser.add_argument("--width", type=int, default=32, help="GAN base width")
+    parser.add_argument("--generator", choices=("cgan", "ddpm"), default="cgan")
+    parser.add_argument("--steps", type=int, default=3000, help="generator training steps")
+    parser.add_argument("--width", type=int, default=32, help="generator base width")
+    parser.add_argument("--ddim-steps", type=int, default=50, help="diffusion model: DDIM steps per image")
     parser.add_argument("--epochs", type=int, default=100, help="classifier max epochs (early stopping decides)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per mix")
     args = parser.parse_args()
@@ -38,7 +42,7 @@ def main() -> None:
     from engine.config import DatasetConfig, ImbalanceConfig, SourceConfig
     from engine.datasets import build_dataset
     from engine.mixes import MixConfig
-    from engine.synth import gan, pipeline, sets
+    from engine.synth import ddpm, gan, pipeline, sets
     from engine.training import TrainConfig
 
     source = SourceConfig(kind="zip", path=args.zip) if args.zip else SourceConfig()
@@ -52,10 +56,13 @@ def main() -> None:
         flush=True,
     )
 
-    cfg = gan.GanConfig(steps=args.steps, width=args.width)
+    if args.generator == "ddpm":
+        cfg: gan.GanConfig | ddpm.DdpmConfig = ddpm.DdpmConfig(steps=args.steps, width=args.width)
+    else:
+        cfg = gan.GanConfig(steps=args.steps, width=args.width)
     gen_id = pipeline.train_generator(cfg, dataset)
     clock["gan"] = time.perf_counter()
-    info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id), dataset)
+    info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id, sample_steps=args.ddim_steps), dataset)
     clock["set"] = time.perf_counter()
     kept, total = sum(info.counts_kept), sum(info.counts_total)
     print(
@@ -86,7 +93,8 @@ def main() -> None:
         ]
         print(f"minority recall gain, {mix.label}: {', '.join(gains)}")
     print(
-        f"time: dataset {clock['dataset'] - clock['start']:.0f} s, GAN {clock['gan'] - clock['dataset']:.0f} s, "
+        f"time: dataset {clock['dataset'] - clock['start']:.0f} s, "
+        f"{args.generator} {clock['gan'] - clock['dataset']:.0f} s, "
         f"set {clock['set'] - clock['gan']:.0f} s, "
         f"{3 * args.seeds} classifier runs {clock['runs'] - clock['set']:.0f} s, "
         f"total {clock['runs'] - clock['start']:.0f} s on {os.cpu_count()} CPUs"

@@ -3,6 +3,7 @@
 CUDA: float16 autocast with a gradient scaler (bfloat16 where the GPU supports it), channels_last.
 MPS: float32. CPU: channels_last, and bfloat16 autocast only where the CPU has native bf16
 instructions (AVX512-BF16 or AMX); elsewhere float32, which is always a working fallback.
+Diffusers pipelines (:func:`pipeline_dtype`): float16 weights on CUDA and MPS, float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -63,3 +64,8 @@ def pick_device(device: str = "auto", precision: str = "auto") -> DeviceSetup:
         raise ValueError("precision='fp16' is not supported on the CPU: use 'bf16', 'fp32' or 'auto'")
     use_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
     return DeviceSetup(torch.device("cpu"), torch.bfloat16 if use_bf16 else None, True, False)
+
+
+def pipeline_dtype(device: torch.device) -> torch.dtype:
+    """The weights dtype for a diffusers pipeline on ``device``: half precision on GPUs, float32 on the CPU."""
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32

@@ -225,8 +225,11 @@ class JobRunner:
             result = fn(JobContext(job, self._lock))
             status, error = ("cancelled" if job.stop.is_set() else "done"), ""
         except Exception as err:  # kept on the job; the worker lives on for the next one
-            log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
-            result, status, error = None, "failed", f"{type(err).__name__}: {err}"
+            if not job.stop.is_set():
+                log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
+            # a job that stops on cancel by raising was cancelled, not failed; its message is kept
+            result, status = None, ("cancelled" if job.stop.is_set() else "failed")
+            error = f"{type(err).__name__}: {err}"
         with self._lock:
             job.result, job.status, job.error, job.finished = result, status, error, time.time()
             job.fn = None  # the closure may hold a whole dataset

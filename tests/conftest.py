@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is first imported: tests never reach the hub
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +95,18 @@ def wait_for_jobs(owner: str, timeout: float = 180) -> None:
     while any(s.status not in FINISHED for s in get_runner().list(owner=owner)):
         assert time.monotonic() < deadline, "jobs did not finish"
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Stable Diffusion pipeline saved once per test session (see engine/synth/tiny_sd.py)."""
+    from engine.synth.tiny_sd import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("pipelines") / "tiny-sd")
+
+
+@pytest.fixture
+def tiny_sd(tiny_sd_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny pipeline's folder, readable under this test's folder roots."""
+    monkeypatch.setenv("SYNTHLAB_FOLDER_ROOTS", os.pathsep.join([str(tmp_path), str(tiny_sd_folder.parent)]))
+    return tiny_sd_folder

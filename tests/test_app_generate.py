@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine import runs
 from engine.synth import pipeline, sets
 from tests.conftest import app_page, wait_for_jobs
 from ui.jobs_panel import get_runner
+from ui.sd_views import OTHER
 
 
 def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
@@ -52,3 +55,78 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     else:  # a class with no kept image: the add run fails with a message naming the class
         assert statuses["add"] == "failed"
     assert pipeline.list_generators()[0]["id"] == trained[-1].result
+
+
+def test_generate_page_trains_the_small_diffusion_model_and_makes_a_set() -> None:
+    at = app_page("generate")
+    owner = str(at.session_state["owner"])
+    at.radio(key="gen_family").set_value("Small diffusion model").run()
+    at.number_input(key="ddpm_steps").set_value(4)
+    at.number_input(key="ddpm_width").set_value(8)
+    at.number_input(key="ddpm_batch").set_value(8)
+    at.button(key="FormSubmitter:ddpm_form-Train diffusion model").click().run()
+    assert not at.exception and not at.error
+    wait_for_jobs(owner)
+    trained = [s for s in get_runner().list(owner=owner) if s.title.startswith("train ddpm")][-1]
+    assert trained.status == "done", trained.error
+    at.run()
+    assert any("Generator training losses" in str(c.proto.spec) for c in at.get("plotly_chart"))
+    at.radio(key="gen_mode").set_value("N per class")
+    at.number_input(key="gen_n").set_value(2)
+    at.number_input(key="gen_ddim_steps").set_value(3)
+    at.slider(key="gen_threshold").set_value(0.0)
+    at.button(key="FormSubmitter:generate_form-Generate set").click().run()
+    wait_for_jobs(owner)
+    made = [s for s in get_runner().list(owner=owner) if s.title.startswith("generate")][-1]
+    assert made.status == "done", made.error
+    info = sets.list_sets()[0]
+    assert info.config["kind"] == "ddpm" and sum(info.counts_total) >= 2 * len(info.class_names)
+
+
+def test_generate_page_previews_and_makes_a_stable_diffusion_set(tiny_sd: Path) -> None:
+    at = app_page("generate")
+    owner = str(at.session_state["owner"])
+    at.radio(key="gen_family").set_value("Stable Diffusion").run()
+    at.selectbox(key="sd_model_choice").set_value(OTHER).run()
+    at.text_input(key="sd_model_other").set_value(str(tiny_sd))
+    at.number_input(key="sd_steps").set_value(2)
+    at.number_input(key="sd_size").set_value(32)
+    at.multiselect(key="sd_classes").set_value(["0", "1"])
+    at.number_input(key="sd_n").set_value(3).run()
+    assert not at.exception and not at.error
+    assert any("run a preview to measure" in i.value for i in at.info)
+    at.button(key="sd_preview").click().run()
+    wait_for_jobs(owner)
+    preview = [s for s in get_runner().list(owner=owner) if "preview" in s.title][-1]
+    assert preview.status == "done", preview.error
+    at.run()
+    assert ["0", "1"] in [[img.caption for img in i.proto.imgs] for i in at.image]
+    assert any("min on this server" in i.value for i in at.info)  # the preview measured the rate
+    at.button(key="sd_generate").click().run()
+    wait_for_jobs(owner)
+    made = [s for s in get_runner().list(owner=owner) if s.title.startswith("Stable Diffusion text2img")][-1]
+    assert made.status == "done", made.error
+    at.run()
+    info = sets.list_sets()[0]
+    assert info.counts_kept[:2] == (3, 3)
+    tables = [d.value for d in at.dataframe]
+    counts = next(t for t in tables if "generated" in t.columns)
+    assert list(counts["kept"])[:2] == [3, 3]
+    gallery = next(t for t in tables if "prompt" in t.columns)
+    assert all("a " in p and " 0" in p for p in gallery["prompt"])  # the gallery shows each image's prompt
+
+
+def test_stable_diffusion_errors_are_one_clear_line_on_the_page(tiny_sd: Path) -> None:
+    at = app_page("generate")
+    owner = str(at.session_state["owner"])
+    at.radio(key="gen_family").set_value("Stable Diffusion").run()
+    at.text_area(key="sd_templates").set_value("a photo without the placeholder").run()
+    assert any("templates=" in e.value and "{class}" in e.value for e in at.error)
+    at.text_area(key="sd_templates").set_value("a photo of a {class}")
+    at.selectbox(key="sd_model_choice").set_value("stabilityai/sd-turbo").run()
+    at.button(key="sd_generate").click().run()
+    wait_for_jobs(owner)
+    at.run()
+    failed = [s for s in get_runner().list(owner=owner) if s.status == "failed"][-1]
+    assert "stabilityai/sd-turbo is not available on this machine" in failed.error
+    assert not at.exception

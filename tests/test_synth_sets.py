@@ -150,7 +150,7 @@ def test_mismatched_input_is_refused() -> None:
 
 
 def test_failed_creation_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = sets._save_png
+    real_save = sets.save_png
     calls = []
 
     def failing_save(path: Path, image: np.ndarray) -> None:
@@ -159,7 +159,7 @@ def test_failed_creation_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) 
             raise OSError("disk full")
         real_save(path, image)
 
-    monkeypatch.setattr(sets, "_save_png", failing_save)
+    monkeypatch.setattr(sets, "save_png", failing_save)
     with pytest.raises(OSError, match="disk full"):
         create([0, 1, 2, 0, 1, 2])
     assert len(calls) == 4

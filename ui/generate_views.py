@@ -13,11 +13,44 @@ import streamlit as st
 
 from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobError
-from engine.synth import gan, pipeline, sets
+from engine.synth import ddpm, gan, pipeline, sets
 from ui.figures import tile
 from ui.jobs_panel import STATUS_ICONS, get_runner
 
 KIND_LABELS = {"cgan": "Conditional GAN (projection discriminator)", "wgan-gp": "WGAN-GP (gradient penalty)"}
+
+
+def ddpm_form(dataset: LabDataset) -> ddpm.DdpmConfig | None:
+    """Small diffusion model settings; returns a config when Train is pressed."""
+    d = ddpm.DdpmConfig()
+    with st.form("ddpm_form"):
+        st.caption(
+            "A class-conditional UNet (diffusers UNet2DModel) trained with the DDPM loss on this training split "
+            f"({dataset.resolution} px; the side must be a multiple of 4), sampled with DDIM and classifier-free "
+            "guidance."
+        )
+        cols = st.columns(4)
+        steps = cols[0].number_input("Steps", 1, 1_000_000, d.steps, step=500, key="ddpm_steps")
+        width = cols[1].number_input("Width (multiple of 8)", 8, 256, d.width, step=8, key="ddpm_width")
+        batch = cols[2].number_input("Batch size", 2, 4096, d.batch_size, key="ddpm_batch")
+        seed = cols[3].number_input("Seed", 0, 2**31 - 1, d.seed, key="ddpm_seed")
+        cols = st.columns(4)
+        lr = cols[0].number_input("Learning rate", 1e-6, 1e-2, d.lr, format="%.5f")
+        p_uncond = cols[1].number_input("Label dropout (for guidance)", 0.0, 0.9, d.p_uncond)
+        sample_steps = cols[2].number_input("DDIM steps for the sample grids", 1, 1000, d.sample_steps)
+        guidance = cols[3].number_input("Guidance for the sample grids", 0.0, 20.0, d.guidance)
+        if not st.form_submit_button("Train diffusion model", type="primary"):
+            return None
+    return ddpm.DdpmConfig(
+        width=int(width),
+        steps=int(steps),
+        batch_size=int(batch),
+        lr=float(lr),
+        p_uncond=float(p_uncond),
+        sample_steps=int(sample_steps),
+        guidance=float(guidance),
+        seed=int(seed),
+    )
 
 
 def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
@@ -75,8 +108,14 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> p
         )
         cols = st.columns(3)
         per_class = cols[0].number_input("N per class", 1, 100_000, 100, key="gen_n")
-        threshold = cols[1].slider("Keep when the real-data classifier is at least this sure", 0.0, 1.0, 0.95)
+        threshold = cols[1].slider(
+            "Keep when the real-data classifier is at least this sure", 0.0, 1.0, 0.95, key="gen_threshold"
+        )
         seed = cols[2].number_input("Noise seed", 0, 2**31 - 1, 0)
+        cols = st.columns(3)
+        dup = cols[0].slider("Reject near-duplicates above this similarity", 0.5, 1.0, 0.99, key="gen_dup")
+        sample_steps = cols[1].number_input("DDIM steps (diffusion model)", 1, 1000, 50, key="gen_ddim_steps")
+        guidance = cols[2].number_input("Guidance (diffusion model)", 0.0, 20.0, 2.0, key="gen_guidance")
         classes = st.multiselect("Only these classes (empty = all)", dataset.class_names)
         name = st.text_input("Set name (optional)")
         if not st.form_submit_button("Generate set", type="primary"):
@@ -88,12 +127,15 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> p
         threshold=float(threshold),
         seed=int(seed),
         name=name,
+        duplicate_threshold=float(dup),
+        sample_steps=int(sample_steps),
+        guidance=float(guidance),
     )
 
 
 def _loss_figure(rows: list[dict[str, float]]) -> go.Figure:
     fig = go.Figure()
-    for key in ("d_loss", "g_loss", "gp"):
+    for key in ("d_loss", "g_loss", "gp", "loss"):
         if rows and key in rows[0]:
             fig.add_scatter(x=[r["step"] for r in rows], y=[r[key] for r in rows], name=key, mode="lines")
     fig.update_layout(height=280, title="Generator training losses", xaxis_title="step", margin={"t": 40, "b": 10})
@@ -133,6 +175,8 @@ def generate_panel(owner: str) -> None:
                 right.image(_upscale(grids[-1].grid), caption=f"step {grids[-1].step}: fixed noise, one row per class")
             for warning in {e.message for e in events if e.kind == "warning"}:
                 st.warning(warning)
+        if isinstance(snap.result, dict) and snap.result:  # a Stable Diffusion preview: one image per class
+            st.image([tile(im) for im in snap.result.values()], caption=list(snap.result))
         if isinstance(snap.result, sets.SetInfo):
             st.success(
                 f"Stored set {snap.result.id}: kept {sum(snap.result.counts_kept):,} of "
@@ -180,9 +224,11 @@ def set_browser(dataset: LabDataset) -> None:
                 "score": [r.score for r in chosen],
                 "kept": [r.kept for r in chosen],
                 "reason": [r.reason for r in chosen],
+                "prompt": [r.details.get("prompt", "") for r in chosen],
+                "source": [r.details.get("source", "") for r in chosen],
             }
         ),
-        disabled=["file", "score", "reason"],
+        disabled=["file", "score", "reason", "prompt", "source"],
         hide_index=True,
         key=f"edit-{set_id}-{name}",
     )

@@ -5,6 +5,8 @@ turns class probabilities from a real-data classifier into a verdict per image: 
 image whose given label the classifier agrees with at or above a threshold; ``assign`` relabels every
 image with the classifier's choice and keeps the confident ones. :func:`reference_classifier` trains
 that classifier on the real training split once per dataset and seed and keeps it in the workspace.
+:class:`DuplicateIndex` catches near-duplicates, of a training image (memorisation, or img2img at a
+strength so low it copies its source) or of an image already kept in the set.
 Where this stops: no generation, no files other than the cached reference classifier.
 """
 
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -31,6 +35,7 @@ from engine.training import EventFn, StopFn, TrainConfig, channel_stats, train
 log = logging.getLogger(__name__)
 FILTER_MODES = ("verify", "assign")
 REFERENCE_RECIPE = 1  # bump when train_reference_classifier changes, so cached classifiers are retrained
+THUMB_SIDE = 16  # near-duplicate signatures compare images at this size, grayscale
 _TOLERANCE = 1e-6  # float32 probabilities: 0.95 stored as 0.9499999 still counts as "at the threshold"
 
 
@@ -179,3 +184,62 @@ def reference_classifier(dataset: LabDataset, *, seed: int = 0, on_event: EventF
     meta_part.write_text(json.dumps({"name": "simple_cnn", "recipe": REFERENCE_RECIPE, **_build_args(dataset)}))
     os.replace(meta_part, meta_path)  # written last: its presence marks a complete classifier
     return model
+
+
+def thumbnails(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Near-duplicate signatures of uint8 images (N, C, R, R): (N, d) float32 unit vectors.
+
+    Grayscale, area-resized to at most THUMB_SIDE px, mean-centred per image: insensitive to small
+    shifts of brightness and to compression, sensitive to content. Flat images get a zero vector.
+    """
+    x = (images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))).float() / 255.0
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise FilterError(f"images of shape {tuple(x.shape)} are not accepted: expected uint8 (N, 1 or 3, R, R)")
+    gray = x.mean(dim=1, keepdim=True)
+    side = min(THUMB_SIDE, gray.shape[-1])
+    flat = F.adaptive_avg_pool2d(gray, side).reshape(len(x), -1)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    norm = flat.norm(dim=1, keepdim=True)
+    return torch.where(norm > 1e-3, flat / norm.clamp_min(1e-12), torch.zeros_like(flat)).numpy()
+
+
+class DuplicateIndex:
+    """Judges synthetic candidates against the training images of their class and the images kept so far.
+
+    A candidate is a near-duplicate when the cosine similarity of its signature (:func:`thumbnails`)
+    to one of those images is at least ``threshold``; 1.0 or more turns the check off.
+    """
+
+    def __init__(
+        self, train_images: np.ndarray | torch.Tensor, train_labels: np.ndarray, names: Sequence[str], threshold: float
+    ) -> None:
+        if not isinstance(threshold, (int, float)) or threshold <= 0:
+            raise FilterError(f"duplicate threshold={threshold!r} is not accepted: a number in (0, 1], 1 = off")
+        self.threshold = float(threshold)
+        self.names = list(names)  # training image names (provenance), for the reasons
+        self._train_labels = np.asarray(train_labels)
+        self._train = thumbnails(train_images) if self.threshold < 1 else np.zeros((0, 1), np.float32)
+        self._kept: dict[int, list[np.ndarray]] = {}
+
+    def judge(self, thumb: np.ndarray, label: int) -> str:
+        """ "" when ``thumb`` (d,) is new for class ``label``, else why it is a near-duplicate."""
+        if self.threshold >= 1:
+            return ""
+        where = np.flatnonzero(self._train_labels == label)
+        if len(where):
+            sims = self._train[where] @ thumb
+            best = int(sims.argmax())
+            if sims[best] >= self.threshold:
+                return f"near-duplicate of training image {self.names[where[best]]!r} (similarity {sims[best]:.3f})"
+        kept = self._kept.get(int(label), [])
+        if kept:
+            sims = np.stack(kept) @ thumb
+            best = int(sims.argmax())
+            if sims[best] >= self.threshold:
+                return f"near-duplicate of an image already kept in this set (similarity {sims[best]:.3f})"
+        return ""
+
+    def add(self, thumb: np.ndarray, label: int) -> None:
+        """Remember a kept image, so later candidates are compared with it too."""
+        if self.threshold < 1:
+            self._kept.setdefault(int(label), []).append(thumb)

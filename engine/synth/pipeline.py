@@ -1,10 +1,11 @@
 """From a dataset to a filtered synthetic set: train (or reuse) a generator, generate, filter, store.
 
-:func:`train_generator` trains a GAN on the training split (the imbalanced one) and keeps it under
-``<workspace>/generators/<id>/``; the id is a hash of the generator config and the dataset, so the
-same request reuses the stored generator. :func:`make_set` generates N images per class, or fills
-every class up to the largest, filters them with a classifier trained on real data only, stores the
-set with one manifest record per image, and attaches a first quality report. Where this stops: no
+:func:`train_generator` trains a GAN or the small diffusion model on the training split (the
+imbalanced one) and keeps it under ``<workspace>/generators/<id>/``; the id is a hash of the generator
+config and the dataset, so the same request reuses the stored generator. :func:`make_set` generates N
+images per class, or fills every class up to the largest, filters them with a classifier trained on
+real data only and for near-duplicates (of training images and within the set), stores the set with
+one manifest record per image, and attaches a first quality report. Where this stops: no
 widgets, no threads (the pages run these as jobs), no training of classifiers on the sets.
 """
 
@@ -26,7 +27,7 @@ from engine import store
 from engine.datasets import LabDataset
 from engine.device import pick_device
 from engine.jobs import JobContext, JobRunner
-from engine.synth import filters, gan, quality, sets
+from engine.synth import ddpm, filters, gan, quality, sets
 from engine.training import predict_proba
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class GenerateConfig:
     threshold: float = 0.95  # keep images whose real-classifier confidence for their label is at least this
     seed: int = 0  # noise seed: the same seed gives the same images
     name: str = ""
+    duplicate_threshold: float = 0.99  # reject near-duplicates at this thumbnail similarity (1 = off)
+    sample_steps: int = 50  # diffusion model only: DDIM steps
+    guidance: float = 2.0  # diffusion model only: classifier-free guidance scale (1 = none)
 
     def __post_init__(self) -> None:
         if not self.generator:
@@ -57,14 +61,25 @@ class GenerateConfig:
             raise GenerateError(f"generate.per_class={self.per_class!r} is not accepted: 0 (fill) to 100,000")
         if not 0 <= self.threshold <= 1:
             raise GenerateError(f"generate.threshold={self.threshold!r} is not accepted: a number in [0, 1]")
+        if not 0.5 <= self.duplicate_threshold <= 1:
+            raise GenerateError(
+                f"generate.duplicate_threshold={self.duplicate_threshold!r} is not accepted: a number in [0.5, 1]"
+            )
+        if not isinstance(self.sample_steps, int) or not 1 <= self.sample_steps <= 1000:
+            raise GenerateError(f"generate.sample_steps={self.sample_steps!r} is not accepted: 1 to 1000")
+        if not 0 <= self.guidance <= 20:
+            raise GenerateError(f"generate.guidance={self.guidance!r} is not accepted: a number from 0 to 20")
         object.__setattr__(self, "classes", tuple(self.classes))
+
+
+GeneratorConfig = gan.GanConfig | ddpm.DdpmConfig
 
 
 def generators_dir() -> Path:
     return store.subdir("generators")
 
 
-def generator_id(cfg: gan.GanConfig, dataset: LabDataset) -> str:
+def generator_id(cfg: GeneratorConfig, dataset: LabDataset) -> str:
     key = f"{cfg.cache_key()}-{dataset.identity}-{dataset.config.cache_key()}"
     return f"{cfg.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
@@ -83,7 +98,7 @@ def list_generators(dataset: LabDataset | None = None) -> list[dict[str, Any]]:
 
 
 def train_generator(
-    cfg: gan.GanConfig,
+    cfg: GeneratorConfig,
     dataset: LabDataset,
     *,
     on_event: Callable[[gan.GanEvent], None] | None = None,
@@ -95,13 +110,22 @@ def train_generator(
     if (folder / "origin.json").is_file():
         log.info("reusing generator %s", gen_id)
         return gen_id
-    result = gan.train_gan(
-        cfg, dataset.train, on_event=on_event, should_stop=should_stop, checkpoint_dir=folder / "checkpoint"
-    )
+    result: gan.GanResult | ddpm.DdpmResult
+    if isinstance(cfg, ddpm.DdpmConfig):
+        result = ddpm.train_ddpm(
+            cfg, dataset.train, on_event=on_event, should_stop=should_stop, checkpoint_dir=folder / "checkpoint"
+        )
+    else:
+        result = gan.train_gan(
+            cfg, dataset.train, on_event=on_event, should_stop=should_stop, checkpoint_dir=folder / "checkpoint"
+        )
     if result.cancelled:
         step = int(result.history[-1]["step"]) if result.history else 0
         raise GenerateError(f"training of generator {gen_id} was cancelled at step {step}; nothing was stored")
-    gan.save_generator(result, folder)
+    if isinstance(result, ddpm.DdpmResult):
+        ddpm.save_model(result, folder)
+    else:
+        gan.save_generator(result, folder)
     origin = {
         "id": gen_id,
         "kind": cfg.kind,
@@ -143,15 +167,22 @@ def make_set(
     origin = json.loads((folder / "origin.json").read_text())
     if tuple(origin["class_names"]) != dataset.class_names:
         raise GenerateError(f"generator {cfg.generator!r} was trained on other classes: {origin['class_names']}")
-    generator, meta = gan.load_generator(folder)
-    z_dim = int(meta["config"]["z_dim"])
-    config_hash = gan.GanConfig(**origin["config"]).cache_key()
+    is_diffusion = origin["kind"] == "ddpm"
+    if is_diffusion:
+        generator, meta = ddpm.load_model(folder)
+        config_hash = ddpm.DdpmConfig(**origin["config"]).cache_key()
+    else:
+        generator, meta = gan.load_generator(folder)
+        config_hash = gan.GanConfig(**origin["config"]).cache_key()
     wanted = target_counts(dataset, cfg)
     report = on_progress or (lambda fraction, message: None)
     stop = should_stop or (lambda: False)
     # 2. A classifier trained on real data only judges the labels.
     report(0.02, "training the real-data classifier that filters labels")
     reference = filters.reference_classifier(dataset, seed=0)
+    train = dataset.train
+    names = [Path(o).name for o in train.provenance.origin]
+    duplicates = filters.DuplicateIndex(train.images, train.labels.numpy(), names, cfg.duplicate_threshold)
     # 3. Generate in rounds until every class has its count of kept images (or MAX_ROUNDS pass).
     images, records = [], []
     kept = np.zeros(len(wanted), dtype=np.int64)
@@ -169,7 +200,19 @@ def make_set(
             labels = np.repeat(np.arange(len(wanted)), ask)
             offsets = np.concatenate([c * CLASS_STRIDE + next_index[c] + np.arange(k) for c, k in enumerate(ask)])
             offsets = offsets.astype(np.int64)
-            batch = _generate_indexed(generator, labels, offsets, z_dim=z_dim, seed=cfg.seed)
+            if is_diffusion:
+                batch = ddpm.sample(
+                    generator,
+                    labels,
+                    seed=cfg.seed,
+                    noise_indices=offsets,
+                    steps=cfg.sample_steps,
+                    guidance=cfg.guidance,
+                    timesteps=int(origin["config"]["timesteps"]),
+                    should_stop=stop,
+                )
+            else:
+                batch = _generate_indexed(generator, labels, offsets, z_dim=int(meta["config"]["z_dim"]), seed=cfg.seed)
             next_index += ask
             probs = predict_proba(reference, torch.from_numpy(batch))
             verdict = filters.confidence_filter(probs, labels, dataset.class_names, threshold=cfg.threshold)
@@ -178,17 +221,27 @@ def make_set(
             offsets = (int(next_index[0]) + np.arange(total)).astype(np.int64)
             next_index[0] += total
             batch = gan.generate(
-                generator, np.zeros(total, dtype=np.int64), z_dim=z_dim, seed=cfg.seed, noise_offset=int(offsets[0])
+                generator,
+                np.zeros(total, dtype=np.int64),
+                z_dim=int(meta["config"]["z_dim"]),
+                seed=cfg.seed,
+                noise_offset=int(offsets[0]),
             )
             probs = predict_proba(reference, torch.from_numpy(batch))
             verdict = filters.confidence_filter(
                 probs, None, dataset.class_names, threshold=cfg.threshold, mode="assign"
             )
             labels = verdict.labels
+        thumbs = filters.thumbnails(batch)
         for i, label in enumerate(labels):
             passed[label] += bool(verdict.keep[i])
-            keep = bool(verdict.keep[i]) and kept[label] < wanted[label]
-            reason = verdict.reasons[i] or ("" if keep else "surplus beyond the requested count")
+            reason = verdict.reasons[i]
+            if not reason and kept[label] >= wanted[label]:
+                reason = "surplus beyond the requested count"
+            reason = reason or duplicates.judge(thumbs[i], int(label))
+            keep = not reason
+            if keep:
+                duplicates.add(thumbs[i], int(label))
             kept[label] += keep
             records.append(
                 sets.ImageRecord(
@@ -249,7 +302,7 @@ def _generate_indexed(generator: Any, labels: np.ndarray, indices: np.ndarray, *
     return result
 
 
-def submit_training(runner: JobRunner, cfg: gan.GanConfig, dataset: LabDataset, *, owner: str) -> str:
+def submit_training(runner: JobRunner, cfg: GeneratorConfig, dataset: LabDataset, *, owner: str) -> str:
     """Queue generator training as a heavy job; its events are loss rows, sample grids and warnings."""
 
     def job(ctx: JobContext) -> str:

@@ -53,6 +53,7 @@ class ImageRecord:
     score: float | None  # filter confidence for the label (None when no filter ran)
     kept: bool
     reason: str  # why rejected ("" when kept), e.g. "classifier says 'seven' (p=0.91)", "rejected by hand"
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. prompt, steps, source image (diffusion)
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,13 @@ def _class_folder(label: int, name: str) -> str:
     return f"{label}_{re.sub(r'[^0-9A-Za-z_-]+', '_', name)[:40] or 'class'}"
 
 
-def _save_png(path: Path, image: np.ndarray) -> None:
+def save_png(path: Path, image: np.ndarray) -> None:
     """Write one uint8 (C, R, R) image as a lossless PNG."""
     pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
     Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
 
 
-def _read_png(path: Path, channels: int) -> np.ndarray:
+def read_png(path: Path, channels: int) -> np.ndarray:
     with Image.open(path) as img:
         pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
@@ -186,7 +187,7 @@ def create_set(
         for i, (image, record) in enumerate(zip(images, records, strict=True)):
             rel = f"images/{_class_folder(record.label, record.class_name)}/{i:06d}.png"
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            _save_png(tmp / rel, image)
+            save_png(tmp / rel, image)
             saved.append(dataclasses.replace(record, file=rel))
         _write_manifest(tmp, saved)
         info = SetInfo(
@@ -250,7 +251,7 @@ def load_set(set_id: str, *, kept_only: bool = True) -> ImageSet:
     folder, side, shape = _folder(set_id), info.resolution, (info.channels, info.resolution, info.resolution)
     images = np.zeros((len(records), *shape), dtype=np.uint8)
     for i, record in enumerate(records):
-        pixels = _read_png(folder / record.file, info.channels)
+        pixels = read_png(folder / record.file, info.channels)
         if pixels.shape != shape:
             raise SetError(f"image {record.file!r} of set {set_id!r} has shape {pixels.shape}, expected {shape}")
         images[i] = pixels

@@ -1,0 +1,118 @@
+"""The small class-conditional diffusion model: shapes, training, DDIM sampling, health, and sets from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import DatasetConfig, ImbalanceConfig
+from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
+from engine.synth import ddpm, filters, pipeline, sets
+
+TINY = ddpm.DdpmConfig(width=8, steps=4, batch_size=8, sample_every=2, sample_steps=3, timesteps=50)
+
+
+def tiny_set(channels: int, side: int, n: int = 12, classes: int = 3) -> ImageSet:
+    rng = np.random.default_rng(side + channels)
+    images = torch.from_numpy(rng.integers(0, 256, (n, channels, side, side), dtype=np.uint8))
+    names = tuple(f"c{i}" for i in range(classes))
+    origins = [f"x{i}.png" for i in range(n)]
+    provenance = Provenance.real("test", origins, [(side, side)] * n, [""] * n)
+    return ImageSet(images, torch.arange(n) % classes, names, provenance)
+
+
+@pytest.mark.parametrize(("channels", "side"), [(1, 8), (3, 16), (1, 12), (3, 32)])
+def test_samples_have_the_training_images_shape(channels: int, side: int) -> None:
+    result = ddpm.train_ddpm(TINY, tiny_set(channels, side))
+    images = ddpm.sample(result.model, np.array([0, 2]), seed=0, steps=2, timesteps=TINY.timesteps)
+    assert images.shape == (2, channels, side, side) and images.dtype == np.uint8
+
+
+def test_training_changes_the_weights_and_repeats_for_a_seed() -> None:
+    data = tiny_set(1, 8)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    first = ddpm.train_ddpm(TINY, data)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG is left alone
+    second = ddpm.train_ddpm(TINY, data)
+    other = ddpm.train_ddpm(ddpm.DdpmConfig(**{**TINY.__dict__, "seed": 1}), data)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY.seed)
+        init = ddpm.build_unet(TINY, channels=1, resolution=8, num_classes=3)
+    a, b, c = first.model.state_dict(), second.model.state_dict(), other.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], init.state_dict()[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert len(first.history) == 1 and first.history[0]["step"] == 4
+
+
+def test_ddim_samples_repeat_at_any_batch_size_and_guidance_matters() -> None:
+    model = ddpm.train_ddpm(TINY, tiny_set(1, 8)).model
+    labels = np.array([0, 1, 2, 1])
+    whole = ddpm.sample(model, labels, seed=5, steps=3, timesteps=50)
+    parts = ddpm.sample(model, labels[2:], seed=5, noise_indices=np.array([2, 3]), steps=3, timesteps=50, batch_size=1)
+    assert np.array_equal(whole[2:], parts)
+    assert not np.array_equal(whole, ddpm.sample(model, labels, seed=6, steps=3, timesteps=50))
+    unguided = ddpm.sample(model, labels, seed=5, steps=3, guidance=1.0, timesteps=50)
+    assert not np.array_equal(whole, unguided)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        ddpm.sample(model, np.array([3]), seed=0, steps=2, timesteps=50)
+
+
+def test_events_carry_losses_and_sample_grids() -> None:
+    events: list = []
+    ddpm.train_ddpm(TINY, tiny_set(3, 8), on_event=events.append)
+    steps = [e for e in events if e.kind == "step"]
+    grids = [e for e in events if e.kind == "samples"]
+    assert [e.step for e in steps] == [1, 2, 3, 4] and all(np.isfinite(e.values["loss"]) for e in steps)
+    assert [g.step for g in grids] == [2, 4] and grids[0].grid.shape == (3 * 8, ddpm.SAMPLES_PER_CLASS * 8, 3)
+
+
+def test_a_nan_loss_stops_with_an_error_naming_the_checkpoint(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = ddpm.F.mse_loss
+    calls = {"n": 0}
+
+    def poisoned(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_loss(pred, target)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(ddpm.F, "mse_loss", poisoned)
+    with pytest.raises(ddpm.DdpmDiverged, match=r"diverged at step 3 of 4.*last good checkpoint at step 2"):
+        ddpm.train_ddpm(TINY, tiny_set(1, 8), checkpoint_dir=tmp_path / "ck")
+    model, meta = ddpm.load_model(tmp_path / "ck")
+    assert meta["resolution"] == 8 and model.config.num_class_embeds == 4
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"width": 12}, "ddpm.width"), ({"p_uncond": 1.5}, "ddpm.p_uncond"), ({"steps": 0}, "ddpm.steps")],
+)
+def test_bad_settings_name_the_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(ddpm.DdpmConfigError, match=field):
+        ddpm.DdpmConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_a_side_that_is_not_a_multiple_of_4_is_refused_clearly() -> None:
+    with pytest.raises(ddpm.DdpmConfigError, match="multiple of 4"):
+        ddpm.train_ddpm(TINY, tiny_set(1, 10))
+
+
+def test_a_set_from_the_diffusion_model_fills_counts_and_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    def keep_all(probs, labels, class_names, *, threshold=0.95, mode="verify"):  # type: ignore[no-untyped-def]
+        n = len(labels)
+        return filters.FilterResult(labels, np.ones(n), np.ones(n, bool), ("",) * n)
+
+    monkeypatch.setattr(filters, "confidence_filter", keep_all)
+    digits: LabDataset = build_dataset(
+        DatasetConfig(imbalance=ImbalanceConfig(kind="step", minority=("0",), keep_fraction=0.1))
+    )
+    gen_id = pipeline.train_generator(TINY, digits)
+    assert gen_id.startswith("ddpm-") and pipeline.list_generators(digits)[0]["kind"] == "ddpm"
+    request = pipeline.GenerateConfig(generator=gen_id, per_class=2, classes=("0", "1"), sample_steps=3)
+    info = pipeline.make_set(request, digits)
+    again = pipeline.make_set(request, digits)
+    assert info.counts_kept[:2] == (2, 2) and info.config["kind"] == "ddpm"
+    assert torch.equal(sets.load_set(info.id).images, sets.load_set(again.id).images)

@@ -1,0 +1,127 @@
+"""Generate page, Stable Diffusion mode: model, prompts per class, counts, estimate, preview and generate.
+
+Plain widgets rather than a form, so the time estimate and the prompt preview follow every change.
+Returns what the user asked for; the page submits the jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from engine import store
+from engine.datasets import LabDataset
+from engine.synth import diffusion
+from engine.synth.tiny_sd import build_tiny_pipeline
+
+OTHER = "Other: a Hugging Face id or a local folder"
+DEMO_FOLDER = "pipelines/tiny-sd"
+
+
+@dataclass(frozen=True)
+class SDRequest:
+    """What the buttons asked for: a preview or a whole set, with its config."""
+
+    action: str  # "preview" or "generate"
+    config: diffusion.SDConfig
+
+
+def _model_field() -> str:
+    choices = [*diffusion.PRESETS, OTHER]
+    choice = st.selectbox("Model", choices, key="sd_model_choice")
+    if choice != OTHER:
+        preset = diffusion.PRESETS[choice]
+        st.caption(f"{preset['note']}; suggested: {preset['steps']} steps, guidance {preset['guidance']}.")
+        return choice
+    model = st.text_input("Hugging Face id or pipeline folder on the server", key="sd_model_other")
+    if st.button("Make a tiny offline demo pipeline (random weights: it draws noise, but runs every step)"):
+        folder = store.home() / DEMO_FOLDER
+        build_tiny_pipeline(folder)
+        st.session_state["sd_model_other"] = str(folder)
+        st.rerun()
+    return model
+
+
+def _prompt_editor(dataset: LabDataset) -> tuple[tuple[str, str], ...]:
+    st.caption(
+        "Describe vague class names (the fruit report's 'Ginger' drew a person): the description replaces {class}."
+    )
+    table = pd.DataFrame({"class": list(dataset.class_names), "description": [""] * len(dataset.class_names)})
+    edited = st.data_editor(table, disabled=["class"], hide_index=True, key="sd_prompts")
+    return tuple((c, d) for c, d in zip(edited["class"], edited["description"], strict=True) if str(d or "").strip())
+
+
+def sd_form(dataset: LabDataset) -> SDRequest | None:
+    """The Stable Diffusion settings; returns a request when Preview or Generate is pressed."""
+    d = diffusion.SDConfig("a/b")
+    model = _model_field()
+    cols = st.columns([2, 3])
+    mode = cols[0].radio("Start from", diffusion.MODES, horizontal=True, key="sd_mode", help="img2img: real images")
+    strength = cols[1].slider(
+        "img2img strength (0 copies the source, 1 ignores it)", 0.05, 1.0, d.strength, key="sd_strength"
+    )
+    templates = st.text_area(
+        "Prompt templates, one per line (one is drawn per image)", "\n".join(d.templates), key="sd_templates"
+    )
+    class_prompts = _prompt_editor(dataset)
+    negative = st.text_input("Negative prompt", d.negative_prompt, key="sd_negative")
+    cols = st.columns(5)
+    steps = cols[0].number_input("Steps", 1, 1000, d.steps, key="sd_steps")
+    guidance = cols[1].number_input("Guidance", 0.0, 50.0, d.guidance, key="sd_guidance")
+    size = cols[2].number_input("Output size (px)", 16, 2048, d.size, step=8, key="sd_size")
+    batch = cols[3].number_input("Batch size", 1, 256, d.batch_size, key="sd_batch")
+    seed = cols[4].number_input("Seed", 0, 2**31 - 1, d.seed, key="sd_seed")
+    fill = st.radio("How many", ["N per class", "Fill every class up to the largest"], horizontal=True, key="sd_fill")
+    cols = st.columns(3)
+    per_class = cols[0].number_input("N per class", 1, 100_000, d.per_class, key="sd_n")
+    threshold = cols[1].slider(
+        "Keep when the real-data classifier is at least this sure (0 = off)", 0.0, 1.0, 0.0, key="sd_threshold"
+    )
+    dup = cols[2].slider("Reject near-duplicates above this similarity", 0.5, 1.0, d.duplicate_threshold, key="sd_dup")
+    classes = st.multiselect("Only these classes (empty = all)", dataset.class_names, key="sd_classes")
+    name = st.text_input("Set name (optional)", key="sd_name")
+    try:
+        cfg = diffusion.SDConfig(
+            model=model,
+            mode=mode,
+            templates=tuple(templates.splitlines()),
+            class_prompts=class_prompts,
+            negative_prompt=negative,
+            guidance=float(guidance),
+            steps=int(steps),
+            strength=float(strength),
+            size=int(size),
+            batch_size=int(batch),
+            per_class=0 if fill.startswith("Fill") else int(per_class),
+            classes=tuple(classes),
+            threshold=float(threshold),
+            duplicate_threshold=float(dup),
+            seed=int(seed),
+            name=name,
+        )
+        wanted = diffusion.wanted_counts(dataset, cfg.per_class, cfg.classes)
+    except diffusion.DiffusionError as err:
+        st.error(str(err))
+        return None
+    first = next((n for n in dataset.class_names if not cfg.classes or n in cfg.classes), dataset.class_names[0])
+    st.caption(
+        f"Example prompt for {first!r}: “{diffusion.prompt_for(cfg, first, diffusion.image_seed(cfg.seed, 0, 0))}”"
+    )
+    seconds = diffusion.estimate_seconds(cfg, int(wanted.sum()))
+    estimate = (
+        f"about {seconds / 60:.1f} min on this server (measured rate)"
+        if seconds is not None
+        else "run a preview to measure the rate here"
+    )
+    st.info(
+        f"{int(wanted.sum()):,} images wanted; estimated time: {estimate}. "
+        f"Filters may ask for up to {cfg.max_factor}× more."
+    )
+    cols = st.columns(2)
+    if cols[0].button("Preview one image per class", key="sd_preview"):
+        return SDRequest("preview", cfg)
+    if cols[1].button("Generate set", type="primary", key="sd_generate"):
+        return SDRequest("generate", cfg)
+    return None
