@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from engine import runs
-from engine.synth import pipeline, sets
+from engine.synth import diffusion, pipeline, sets
 from tests.conftest import app_page, wait_for_jobs
 from ui.jobs_panel import get_runner
 from ui.sd_views import OTHER
@@ -83,11 +85,19 @@ def test_generate_page_trains_the_small_diffusion_model_and_makes_a_set() -> Non
     assert info.config["kind"] == "ddpm" and sum(info.counts_total) >= 2 * len(info.class_names)
 
 
-def test_generate_page_previews_and_makes_a_stable_diffusion_set(tiny_sd: Path) -> None:
+def test_generate_page_previews_and_makes_a_stable_diffusion_set(
+    tiny_sd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diffusion, "_seconds_per_image", {})  # no rate measured yet by earlier tests
     at = app_page("generate")
     owner = str(at.session_state["owner"])
     at.radio(key="gen_family").set_value("Stable Diffusion").run()
+    assert at.number_input(key="sd_steps").value == diffusion.PRESETS["stabilityai/sd-turbo"]["steps"]
+    at.selectbox(key="sd_model_choice").set_value("stable-diffusion-v1-5/stable-diffusion-v1-5").run()
+    assert at.number_input(key="sd_steps").value == 25 and at.number_input(key="sd_guidance").value == 7.5
     at.selectbox(key="sd_model_choice").set_value(OTHER).run()
+    at.button(key="sd_demo").click().run()  # builds the tiny offline pipeline into the workspace
+    assert not at.exception and at.text_input(key="sd_model_other").value.endswith("pipelines/tiny-sd")
     at.text_input(key="sd_model_other").set_value(str(tiny_sd))
     at.number_input(key="sd_steps").set_value(2)
     at.number_input(key="sd_size").set_value(32)

@@ -64,10 +64,13 @@ def test_img2img_starts_from_training_images_of_the_same_class(tiny_sd: Path, di
 
 
 def test_the_same_seed_gives_the_same_image_at_any_batch_size(tiny_sd: Path, digits: LabDataset) -> None:
-    one = diffusion.make_sd_set(request(tiny_sd, batch_size=1, per_class=2, classes=("0",)), digits)
-    three = diffusion.make_sd_set(request(tiny_sd, batch_size=3, per_class=2, classes=("0",), name="b"), digits)
-    assert one.id != three.id
-    assert torch.equal(sets.load_set(one.id).images, sets.load_set(three.id).images)
+    one = diffusion.make_sd_set(request(tiny_sd, batch_size=1, per_class=4, classes=("0",)), digits)
+    first = sets.load_set(one.id).images
+    sets.delete_set(one.id)  # otherwise the next request is served from the cache: batch size is not in its key
+    three = diffusion.make_sd_set(request(tiny_sd, batch_size=3, per_class=4, classes=("0",)), digits)
+    assert one.id != three.id and torch.equal(first, sets.load_set(three.id).images)
+    other_seed = diffusion.make_sd_set(request(tiny_sd, batch_size=3, per_class=4, classes=("0",), seed=1), digits)
+    assert not torch.equal(first, sets.load_set(other_seed.id).images)
 
 
 def test_a_fulfilled_request_is_served_from_the_cache(
@@ -93,9 +96,9 @@ def test_an_interrupted_request_continues_where_it_stopped(
     real_render = diffusion._render
 
     def counting(pipe, cfg_, prompts, seeds, sources, stop):  # type: ignore[no-untyped-def]
-        images = real_render(pipe, cfg_, prompts, seeds, sources, stop)
+        out = real_render(pipe, cfg_, prompts, seeds, sources, stop)
         batches.append(len(prompts))  # counted once finished: the stop below comes between batches
-        return images
+        return out
 
     monkeypatch.setattr(diffusion, "_render", counting)
     with pytest.raises(diffusion.DiffusionError, match="continue where it stopped"):
@@ -182,13 +185,29 @@ def test_copies_of_training_images_are_rejected_as_near_duplicates(
     tiny_sd: Path, digits: LabDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def copy_source(pipe, cfg, prompts, seeds, sources, stop):  # type: ignore[no-untyped-def]
-        return np.stack([np.asarray(s, dtype=np.float32) / 255 for s in sources])  # img2img that copies its source
+        copies = np.stack([np.asarray(s, dtype=np.float32) / 255 for s in sources])  # img2img that copies its source
+        return copies, [False] * len(sources)
 
     monkeypatch.setattr(diffusion, "_render", copy_source)
     info = diffusion.make_sd_set(request(tiny_sd, mode="img2img", strength=0.5, steps=4, max_factor=1.0), digits)
     records = sets.load_manifest(info.id)
     assert sum(info.counts_kept) == 0 and len(records) == 6
     assert all(r.reason.startswith("near-duplicate of training image") for r in records)
+
+
+def test_blank_and_safety_checked_images_are_rejected_with_the_reason(
+    tiny_sd: Path, digits: LabDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def blank_then_flagged(pipe, cfg, prompts, seeds, sources, stop):  # type: ignore[no-untyped-def]
+        images = np.random.default_rng(seeds[0] % 1000).random((len(prompts), 32, 32, 3)).astype(np.float32)
+        images[0] = 0.0  # what a safety checker's black image, or a broken model, gives
+        return images, [False] + [True] * (len(prompts) - 1)
+
+    monkeypatch.setattr(diffusion, "_render", blank_then_flagged)
+    info = diffusion.make_sd_set(request(tiny_sd, per_class=2, classes=("0",), max_factor=1.0), digits)
+    reasons = [r.reason for r in sets.load_manifest(info.id)]
+    assert reasons == ["blank image (no content)", "blacked out by the pipeline's safety checker"]
+    assert info.counts_kept[0] == 0
 
 
 def test_duplicate_index_catches_copies_within_a_set_and_passes_new_images() -> None:
@@ -207,6 +226,14 @@ def test_duplicate_index_catches_copies_within_a_set_and_passes_new_images() -> 
     assert off.judge(thumbs[0], 0) == ""
 
 
-def test_memory_savers_are_a_known_plan() -> None:
-    plan = diffusion.memory_plan(torch.device("cpu"))
-    assert set(plan) <= {"attention_slicing", "vae_slicing", "vae_tiling", "model_cpu_offload"} and plan
+def test_memory_savers_follow_the_memory_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert diffusion._available_ram_gib() > 0.1  # read from /proc/meminfo on this machine
+    monkeypatch.setattr(diffusion, "_available_ram_gib", lambda: 64.0)
+    assert diffusion.memory_plan(torch.device("cpu")) == ("vae_slicing",)
+    monkeypatch.setattr(diffusion, "_available_ram_gib", lambda: 3.0)
+    assert diffusion.memory_plan(torch.device("cpu")) == ("attention_slicing", "vae_slicing", "vae_tiling")
+
+
+def test_whole_number_settings_refuse_fractions() -> None:
+    with pytest.raises(diffusion.DiffusionError, match=r"steps=2\.5 is not accepted: a whole number"):
+        diffusion.SDConfig("a/b", steps=2.5)  # type: ignore[arg-type]

@@ -28,19 +28,38 @@ class SDRequest:
     config: diffusion.SDConfig
 
 
+def _apply_preset() -> None:
+    """On a model change: the preset's suggested steps, guidance and size go into the widgets."""
+    preset = diffusion.PRESETS.get(st.session_state.get("sd_model_choice", ""))
+    if preset:
+        st.session_state["sd_steps"] = int(preset["steps"])
+        st.session_state["sd_guidance"] = float(preset["guidance"])
+        st.session_state["sd_size"] = int(preset["size"])
+
+
+def _make_demo_pipeline() -> None:
+    folder = store.home() / DEMO_FOLDER
+    build_tiny_pipeline(folder)
+    st.session_state["sd_model_other"] = str(folder)
+    st.session_state["sd_size"], st.session_state["sd_steps"] = 64, 4
+
+
 def _model_field() -> str:
     choices = [*diffusion.PRESETS, OTHER]
-    choice = st.selectbox("Model", choices, key="sd_model_choice")
+    if "sd_steps" not in st.session_state:  # first visit: the first preset's settings
+        st.session_state["sd_model_choice"] = choices[0]
+        _apply_preset()
+    choice = st.selectbox("Model", choices, key="sd_model_choice", on_change=_apply_preset)
     if choice != OTHER:
         preset = diffusion.PRESETS[choice]
-        st.caption(f"{preset['note']}; suggested: {preset['steps']} steps, guidance {preset['guidance']}.")
+        st.caption(f"{preset['note']}; its suggested steps, guidance and size are filled in below.")
         return choice
     model = st.text_input("Hugging Face id or pipeline folder on the server", key="sd_model_other")
-    if st.button("Make a tiny offline demo pipeline (random weights: it draws noise, but runs every step)"):
-        folder = store.home() / DEMO_FOLDER
-        build_tiny_pipeline(folder)
-        st.session_state["sd_model_other"] = str(folder)
-        st.rerun()
+    st.button(
+        "Make a tiny offline demo pipeline (random weights: it draws noise, but runs every step)",
+        on_click=_make_demo_pipeline,
+        key="sd_demo",
+    )
     return model
 
 
@@ -68,9 +87,9 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     class_prompts = _prompt_editor(dataset)
     negative = st.text_input("Negative prompt", d.negative_prompt, key="sd_negative")
     cols = st.columns(5)
-    steps = cols[0].number_input("Steps", 1, 1000, d.steps, key="sd_steps")
-    guidance = cols[1].number_input("Guidance", 0.0, 50.0, d.guidance, key="sd_guidance")
-    size = cols[2].number_input("Output size (px)", 16, 2048, d.size, step=8, key="sd_size")
+    steps = cols[0].number_input("Steps", 1, 1000, key="sd_steps")
+    guidance = cols[1].number_input("Guidance", 0.0, 50.0, key="sd_guidance")
+    size = cols[2].number_input("Output size (px)", 16, 2048, step=8, key="sd_size")
     batch = cols[3].number_input("Batch size", 1, 256, d.batch_size, key="sd_batch")
     seed = cols[4].number_input("Seed", 0, 2**31 - 1, d.seed, key="sd_seed")
     fill = st.radio("How many", ["N per class", "Fill every class up to the largest"], horizontal=True, key="sd_fill")

@@ -134,7 +134,8 @@ def _schedulers(cfg: DdpmConfig) -> tuple[Any, Any]:
     from diffusers import DDIMScheduler, DDPMScheduler
 
     ddpm: Any = DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule="squaredcos_cap_v2", clip_sample=True)
-    return ddpm, DDIMScheduler.from_config(ddpm.config)
+    # trailing spacing: a few DDIM steps still start from pure noise (t = T - 1), not from t = 800 or 900
+    return ddpm, DDIMScheduler.from_config(ddpm.config, timestep_spacing="trailing")
 
 
 def _noise(seed: int, indices: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

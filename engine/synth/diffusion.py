@@ -65,7 +65,7 @@ MODES = ("text2img", "img2img")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 UNAVAILABLE = (
     "{model} is not available on this machine: download it on a connected machine "
-    "(huggingface-cli download {model}) and copy the folder here, or point to a local folder"
+    "(hf download {model}) and copy the folder here, or point to a local folder"
 )
 
 
@@ -118,6 +118,10 @@ class SDConfig:
         object.__setattr__(self, "templates", templates)
         object.__setattr__(self, "class_prompts", tuple((str(c), str(p).strip()) for c, p in self.class_prompts))
         object.__setattr__(self, "classes", tuple(self.classes))
+        whole = (("steps", self.steps), ("size", self.size), ("batch_size", self.batch_size), ("seed", self.seed))
+        for name, count in (*whole, ("per_class", self.per_class)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise DiffusionError(f"{name}={count!r} is not accepted: a whole number >= 0")
         checks = [
             ("guidance", self.guidance, 0, 50),
             ("steps", self.steps, 1, 1000),
@@ -145,8 +149,8 @@ class SDConfig:
         return dict(self.class_prompts).get(class_name) or class_name
 
     def cache_key(self) -> str:
-        """Hash of every setting that changes the images (not the name, not the device)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "device")}
+        """Hash of every setting that changes the images (not the name, the device or the batch size)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "device", "batch_size")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -193,15 +197,22 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def memory_plan(device: torch.device) -> tuple[str, ...]:
     """Memory savers to apply on ``device``: none with room to spare, more as memory gets short."""
     if device.type == "cuda":
-        total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
-        if total_gib < 8:
+        free_gib = torch.cuda.mem_get_info(device)[0] / 2**30
+        if free_gib < 8:
             return ("attention_slicing", "vae_slicing", "vae_tiling", "model_cpu_offload")
-        return ("vae_slicing",) if total_gib < 16 else ()
+        return ("vae_slicing",) if free_gib < 16 else ()
+    return ("attention_slicing", "vae_slicing", "vae_tiling") if _available_ram_gib() < 8 else ("vae_slicing",)
+
+
+def _available_ram_gib() -> float:
+    """MemAvailable (free memory including reclaimable page cache); 16 when it cannot be read."""
     try:
-        available_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    except (ValueError, OSError):
-        available_gib = 16.0
-    return ("attention_slicing", "vae_slicing", "vae_tiling") if available_gib < 8 else ("vae_slicing",)
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return 16.0
 
 
 def _load_text2img(source: str, local: bool, dtype: torch.dtype) -> Any:
@@ -220,7 +231,8 @@ def _load_text2img(source: str, local: bool, dtype: torch.dtype) -> Any:
     try:
         return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        raise ModelUnavailable(f"{source} could not be loaded from the Hugging Face hub: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelUnavailable(f"{source} could not be loaded from the Hugging Face hub: {first}") from err
 
 
 def load_pipeline(model: str, mode: str = "text2img", *, device: str = "auto") -> tuple[Any, threading.Lock]:
@@ -238,6 +250,9 @@ def load_pipeline(model: str, mode: str = "text2img", *, device: str = "auto") -
     with lock:
         base_key = (source, dev.type, "text2img")
         if base_key not in _pipes:
+            with _registry:  # one model per device: drop the others (a thread still using one keeps it alive)
+                for key in [k for k in _pipes if k[1] == dev.type and k[0] != source]:
+                    del _pipes[key]
             pipe = _load_text2img(source, local, pipeline_dtype(dev))
             plan = memory_plan(dev)
             if "attention_slicing" in plan:
@@ -257,6 +272,8 @@ def load_pipeline(model: str, mode: str = "text2img", *, device: str = "auto") -
             from diffusers import AutoPipelineForImage2Image
 
             i2i = AutoPipelineForImage2Image.from_pipe(_pipes[base_key])
+            if "model_cpu_offload" in memory_plan(dev):  # from_pipe does not carry the offload hooks over
+                i2i.enable_model_cpu_offload()
             i2i.set_progress_bar_config(disable=True)
             _pipes[(source, dev.type, mode)] = i2i
         return _pipes[(source, dev.type, mode)], lock
@@ -306,9 +323,17 @@ def _source_image(image: torch.Tensor, size: int) -> Image.Image:
 
 
 def _render(
-    pipe: Any, cfg: SDConfig, prompts: list[str], seeds: list[int], sources: list[Image.Image], stop: Callable[[], bool]
-) -> np.ndarray:
-    """One batch through the pipeline: (N, size, size, 3) floats in [0, 1]; raises _Stopped on cancel."""
+    pipe: Any,
+    cfg: SDConfig,
+    prompts: list[str],
+    seeds: list[int],
+    sources: list[Image.Image],
+    stop: Callable[[], bool],
+) -> tuple[np.ndarray, list[bool]]:
+    """One batch through the pipeline: (N, size, size, 3) floats in [0, 1] and the safety checker's flags.
+
+    Raises _Stopped on cancel, within one denoising step.
+    """
 
     def on_step(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if stop():
@@ -331,7 +356,9 @@ def _render(
     else:
         args.update(height=cfg.size, width=cfg.size)
     with torch.inference_mode():
-        return np.asarray(pipe(**args).images, dtype=np.float32)
+        out = pipe(**args)
+    flagged = getattr(out, "nsfw_content_detected", None) or [False] * len(prompts)
+    return np.asarray(out.images, dtype=np.float32), [bool(f) for f in flagged]
 
 
 # Timing, for estimates before a request starts -----------------------------------------------------
@@ -367,6 +394,17 @@ def request_key(cfg: SDConfig, dataset: LabDataset) -> str:
     """The cache key of a request: every setting that changes the images, and the dataset."""
     key = f"{cfg.cache_key()}-{dataset.identity}-{dataset.config.cache_key()}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def cached_set(cfg: SDConfig, dataset: LabDataset) -> sets.SetInfo | None:
+    """The stored set that already fulfils this request, if any (a deleted set is not served)."""
+    set_id = store.cache_get(("sd-set", request_key(cfg, dataset)))
+    if not set_id:
+        return None
+    try:
+        return sets.load_info(set_id)
+    except sets.SetError:
+        return None
 
 
 def _partial_folder(key: str) -> Path:
@@ -407,23 +445,19 @@ def make_sd_set(
     if not wanted.any():
         raise DiffusionError("nothing to generate: every chosen class already has the requested count")
     key = request_key(cfg, dataset)
-    cached = store.cache_get(("sd-set", key))
-    if cached:
-        try:
-            info = sets.load_info(cached)
-            report(1.0, f"served from the cache: set {info.id}")
-            return info
-        except sets.SetError:
-            log.info("cached set %s is gone; generating again", cached)
-    # 2. Pick up what an interrupted run of this request wrote.
+    cached = cached_set(cfg, dataset)
+    if cached is not None:
+        report(1.0, f"served from the cache: set {cached.id}")
+        return cached
+    # 2. The pipeline (a model that cannot be loaded leaves nothing behind), then what an interrupted run wrote.
+    report(0.01, "loading the pipeline")
+    pipe, lock = load_pipeline(cfg.model, cfg.mode, device=cfg.device)
     folder = _partial_folder(key)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     store.write_json(folder / "request.json", {"config": dataclasses.asdict(cfg), "dataset": dataset.identity})
     records = _read_partial(folder)
     store.write_atomic(folder / "manifest.jsonl", "".join(_line(r) for r in records).encode())
-    # 3. The pipeline, the filters and the img2img sources.
-    report(0.01, "loading the pipeline")
-    pipe, lock = load_pipeline(cfg.model, cfg.mode, device=cfg.device)
+    # 3. The filters and the img2img sources.
     reference = None
     if cfg.threshold > 0:
         report(0.02, "training the real-data classifier that filters labels")
@@ -461,7 +495,7 @@ def make_sd_set(
                 t0 = time.perf_counter()
                 try:
                     with lock:
-                        raw = _render(pipe, cfg, prompts, seeds, sources, stop)
+                        raw, flagged = _render(pipe, cfg, prompts, seeds, sources, stop)
                 except _Stopped:
                     raise DiffusionError(_interrupted(int(kept.sum()), total)) from None
                 _seconds_per_image[_timing_key(cfg)] = (time.perf_counter() - t0) / n
@@ -473,7 +507,8 @@ def make_sd_set(
                     verdict = filters.confidence_filter(probs, labels, dataset.class_names, threshold=cfg.threshold)
                 thumbs = filters.thumbnails(images)
                 for j in range(n):
-                    reason = verdict.reasons[j] if verdict is not None else ""
+                    reason = "blacked out by the pipeline's safety checker" if flagged[j] else ""
+                    reason = reason or (verdict.reasons[j] if verdict is not None else "")
                     reason = reason or duplicates.judge(thumbs[j], int(label))
                     if not reason:
                         duplicates.add(thumbs[j], int(label))
@@ -575,7 +610,9 @@ def preview(
         t0 = time.perf_counter()
         try:
             with lock:
-                raw = _render(pipe, cfg, [prompt_for(cfg, name, seed)], [seed], sources, should_stop or (lambda: False))
+                raw, _ = _render(
+                    pipe, cfg, [prompt_for(cfg, name, seed)], [seed], sources, should_stop or (lambda: False)
+                )
         except _Stopped:
             break
         _seconds_per_image[_timing_key(cfg)] = time.perf_counter() - t0
@@ -590,6 +627,7 @@ def submit_sd_generation(runner: JobRunner, cfg: SDConfig, dataset: LabDataset, 
         return make_sd_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
 
     amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
+    cached = cached_set(cfg, dataset) is not None  # served at once, not queued behind heavy jobs
     return runner.submit(
         f"Stable Diffusion {cfg.mode}: {amount} with {Path(cfg.model).name}",
         job,
@@ -597,6 +635,7 @@ def submit_sd_generation(runner: JobRunner, cfg: SDConfig, dataset: LabDataset, 
         group="generate",
         tag=request_key(cfg, dataset),
         lane=pick_device(cfg.device).device.type,
+        heavy=not cached,
     )
 
 

@@ -207,7 +207,8 @@ class DuplicateIndex:
     """Judges synthetic candidates against the training images of their class and the images kept so far.
 
     A candidate is a near-duplicate when the cosine similarity of its signature (:func:`thumbnails`)
-    to one of those images is at least ``threshold``; 1.0 or more turns the check off.
+    to one of those images is at least ``threshold``; 1.0 or more turns the check off. A blank (flat)
+    candidate is rejected as such whatever the threshold: it carries no content.
     """
 
     def __init__(
@@ -218,11 +219,16 @@ class DuplicateIndex:
         self.threshold = float(threshold)
         self.names = list(names)  # training image names (provenance), for the reasons
         self._train_labels = np.asarray(train_labels)
-        self._train = thumbnails(train_images) if self.threshold < 1 else np.zeros((0, 1), np.float32)
-        self._kept: dict[int, list[np.ndarray]] = {}
+        n = len(self._train_labels)
+        chunks = [thumbnails(train_images[i : i + 4096]) for i in range(0, n, 4096)] if self.threshold < 1 else []
+        self._train = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+        self._kept: dict[int, np.ndarray] = {}  # per class: a growing matrix of kept signatures
+        self._count: dict[int, int] = {}
 
     def judge(self, thumb: np.ndarray, label: int) -> str:
-        """ "" when ``thumb`` (d,) is new for class ``label``, else why it is a near-duplicate."""
+        """ "" when ``thumb`` (d,) is new for class ``label``, else why it is rejected."""
+        if not thumb.any():
+            return "blank image (no content)"
         if self.threshold >= 1:
             return ""
         where = np.flatnonzero(self._train_labels == label)
@@ -231,9 +237,9 @@ class DuplicateIndex:
             best = int(sims.argmax())
             if sims[best] >= self.threshold:
                 return f"near-duplicate of training image {self.names[where[best]]!r} (similarity {sims[best]:.3f})"
-        kept = self._kept.get(int(label), [])
-        if kept:
-            sims = np.stack(kept) @ thumb
+        count = self._count.get(int(label), 0)
+        if count:
+            sims = self._kept[int(label)][:count] @ thumb
             best = int(sims.argmax())
             if sims[best] >= self.threshold:
                 return f"near-duplicate of an image already kept in this set (similarity {sims[best]:.3f})"
@@ -241,5 +247,14 @@ class DuplicateIndex:
 
     def add(self, thumb: np.ndarray, label: int) -> None:
         """Remember a kept image, so later candidates are compared with it too."""
-        if self.threshold < 1:
-            self._kept.setdefault(int(label), []).append(thumb)
+        if self.threshold >= 1:
+            return
+        label, count = int(label), self._count.get(int(label), 0)
+        matrix = self._kept.get(label)
+        if matrix is None or count == len(matrix):  # grow by doubling: adding stays cheap
+            grown = np.zeros((max(64, 2 * count), len(thumb)), np.float32)
+            if matrix is not None:
+                grown[:count] = matrix
+            self._kept[label] = matrix = grown
+        matrix[count] = thumb
+        self._count[label] = count + 1

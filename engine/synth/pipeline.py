@@ -170,6 +170,7 @@ def make_set(
     is_diffusion = origin["kind"] == "ddpm"
     if is_diffusion:
         generator, meta = ddpm.load_model(folder)
+        generator = generator.to(pick_device().device)  # sampling runs on the job's device
         config_hash = ddpm.DdpmConfig(**origin["config"]).cache_key()
     else:
         generator, meta = gan.load_generator(folder)
