@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load_file, save
 
-from engine import store
+from engine import preprocess, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset
 from engine.metrics import Metrics, compute_metrics
@@ -226,11 +226,13 @@ def execute_run(
         mean, std = channel_stats(mix.train.images)
         meta = {"channels": dataset.channels, "num_classes": len(dataset.class_names), "resolution": dataset.resolution}
         model = build_model(cfg.model, **meta, mean=mean, std=std, seed=cfg.seed)
-        # 3. Train, then score the real test set.
+        # 3. Train, then score the real test set (with the deterministic part of the real images' preset).
+        evaluation = preprocess.evaluation_preset(cfg.train.preprocess_real)
+        val_set = dataclasses.replace(dataset.val, images=preprocess.apply(dataset.val.images, evaluation))
         result = train(
             model,
             mix.train,
-            dataset.val,
+            val_set,
             cfg.train,
             seed=cfg.seed,
             weights=mix.weights,
@@ -238,7 +240,7 @@ def execute_run(
             should_stop=should_stop,
         )
         result.model.cpu()
-        probs = predict_proba(model, dataset.test.images)
+        probs = predict_proba(model, preprocess.apply(dataset.test.images, evaluation))
         y_true = dataset.test.labels.numpy()
         metrics = compute_metrics(y_true, probs, dataset.class_names)
         # 4. Save predictions, metrics and weights, then the final record.

@@ -23,6 +23,7 @@ from torch import nn
 
 from engine.datasets import ImageSet
 from engine.device import DeviceSetup, pick_device
+from engine.preprocess import Preset, PresetError, apply_mixed, real_aspects
 
 EventFn = Callable[["TrainEvent"], None]
 StopFn = Callable[[], bool]
@@ -49,6 +50,8 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips (off by default: wrong for digits and text)
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see engine.device)
+    preprocess_real: str = ""  # preset spec for real training images ("" = none), see engine.preprocess
+    preprocess_synthetic: str = ""  # preset spec for synthetic training images, e.g. "resize=margins"
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, Any, bool, str]] = [
@@ -87,6 +90,11 @@ class TrainConfig:
             pick_device(self.device, self.precision)
         except ValueError as err:
             raise TrainConfigError(f"train.{err}") from err
+        for name in ("preprocess_real", "preprocess_synthetic"):
+            try:
+                Preset.parse(getattr(self, name))
+            except PresetError as err:
+                raise TrainConfigError(f"train.{name}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,11 @@ def train(
         model.to(memory_format=torch.channels_last)
     images = train_set.images.to(setup.device)
     labels = train_set.labels.to(setup.device)
+    real_preset, synthetic_preset = Preset.parse(cfg.preprocess_real), Preset.parse(cfg.preprocess_synthetic)
+    preprocessing = not (real_preset.is_identity and synthetic_preset.is_identity)
+    synthetic = torch.from_numpy(np.asarray(train_set.provenance.synthetic, dtype=bool))
+    real_rows = ~synthetic.numpy()
+    pool = real_aspects(train_set.provenance.orig_width[real_rows], train_set.provenance.orig_height[real_rows])
     weight = torch.tensor(weights, dtype=torch.float32, device=setup.device) if weights is not None else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -232,7 +245,10 @@ def train(
                 cancelled = True
                 break
             idx = idx.to(setup.device)
-            x = _to_input(augment_batch(images[idx], padding, cfg.flip, gen), setup)
+            batch = images[idx]
+            if preprocessing:  # the presets of the Preprocess preview, per image by its origin
+                batch = apply_mixed(batch, synthetic[idx.cpu()], real_preset, synthetic_preset, pool=pool, gen=gen)
+            x = _to_input(augment_batch(batch, padding, cfg.flip, gen), setup)
             y = labels[idx]
             with _autocast(setup):
                 logits = model(x)

@@ -46,6 +46,17 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
             dataset.channels == 3,
             help="Off for digits and text, where a flip changes the class",
         )
+        cols = st.columns(2)
+        pre_real = cols[0].text_input(
+            "Preprocess real training images (preset)",
+            key="train_pre_real",
+            help="Set on the Preprocess preview page, e.g. 'jitter=0.2'; empty = none",
+        )
+        pre_synthetic = cols[1].text_input(
+            "Preprocess synthetic training images (preset)",
+            key="train_pre_synthetic",
+            help="Set on the Preprocess preview page, e.g. 'resize=margins;margin_scale=0.6'; empty = none",
+        )
         st.markdown("**Mixes** (the real baseline always runs)")
         stored = sets.list_sets(dataset.identity)
         set_labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}" for s in stored}
@@ -88,6 +99,8 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         flip=flip,
         device=device,
         precision=precision,
+        preprocess_real=pre_real.strip(),
+        preprocess_synthetic=pre_synthetic.strip(),
     )
     mixes = [MixConfig("real")]
     if synthetic and add:

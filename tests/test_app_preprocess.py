@@ -1,0 +1,64 @@
+"""AppTest: the Preprocess preview page shows real and synthetic images before and after, measures the gap,
+and hands its presets to the Train page."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.config import DatasetConfig
+from engine.datasets import build_dataset
+from engine.synth import sets
+from tests.conftest import app_page, wait_for_jobs
+from ui.jobs_panel import get_runner
+
+
+def make_square_set() -> str:
+    """A synthetic set for the digits: every training image of classes 0-2, brightened (squares, known shift)."""
+    dataset = build_dataset(DatasetConfig())
+    keep = dataset.train.labels < 3
+    images = (dataset.train.images[keep].int() * 3 // 2).clamp(0, 255).to(torch.uint8).numpy()[:90]
+    labels = dataset.train.labels[keep].numpy()[:90]
+    records = [
+        sets.ImageRecord("", int(y), dataset.class_names[y], "test", "h", 0, i, None, True, "")
+        for i, y in enumerate(labels)
+    ]
+    info = sets.create_set(
+        "squares", images, records, dataset.class_names, generator="test", dataset_identity=dataset.identity, config={}
+    )
+    return info.id
+
+
+def test_without_a_synthetic_set_the_page_says_where_to_make_one() -> None:
+    at = app_page("preprocess")
+    assert not at.exception and "Generate page" in at.info[0].value
+
+
+def test_preview_shows_before_and_after_measures_the_gap_and_feeds_training() -> None:
+    set_id = make_square_set()
+    at = app_page("preprocess")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="pp_set").value == set_id
+    captions = [c.value for c in at.caption]
+    for name in ("Real, as stored", "Real, after the preset", "Synthetic, as generated", "Synthetic, after the preset"):
+        assert name in captions
+    assert len(at.image) == 4  # four grids: real and synthetic, before and after
+    at.button(key="pp_redraw").click().run()
+    assert at.session_state["pp_seed"] == 1 and not at.exception
+    table = at.dataframe[0].value
+    assert set(table["images"]) == {"real", "synthetic before", "synthetic after"}
+    at.selectbox(key="pp_synth_resize").set_value("letterbox")
+    at.slider(key="pp_synth_jitter").set_value(0.2).run()
+    at.button(key="pp_gap").click().run()
+    wait_for_jobs(str(at.session_state["owner"]))
+    at.run()
+    job = [j for j in get_runner().list(group="preprocess")][-1]
+    assert job.status == "done", job.error
+    scores = next(d.value for d in at.dataframe if "domain-gap accuracy" in d.value.columns)
+    assert list(scores[""]) == ["before", "after"] and (scores["frechet"] >= 0).all()
+    at.button(key="pp_use").click().run()
+    assert any("letterbox" in s.value for s in at.success)
+
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    assert at.text_input(key="train_pre_synthetic").value == "resize=letterbox;jitter=0.2"
+    assert at.text_input(key="train_pre_real").value == ""

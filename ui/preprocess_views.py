@@ -1,0 +1,126 @@
+"""Preprocess preview helpers: preset widgets, before/after grids, gap histograms and the gap job.
+
+The preset widgets build :class:`engine.preprocess.Preset` objects; the same presets go to training
+through their spec strings (the Train page shows them), so what is previewed is what trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from engine import gap, preprocess
+from engine.datasets import ImageSet, LabDataset
+from engine.device import pick_device
+from engine.jobs import JobContext, JobRunner
+from engine.synth import filters
+from ui.figures import tile
+
+RESIZE_LABELS = {
+    "none": "none (as stored)",
+    "stretch": "stretch to the square",
+    "letterbox": "letterbox (keep aspect, pad)",
+    "center_crop": "centre crop (keep aspect)",
+    "margins": "keep aspect + random margins",
+}
+
+
+def preset_form(prefix: str, title: str, default: preprocess.Preset) -> preprocess.Preset:
+    """Widgets for one preset (keys start with ``prefix``); raises PresetError naming a bad value."""
+    st.markdown(f"**{title}**")
+    resize = st.selectbox(
+        "Resize mode",
+        preprocess.RESIZE_MODES,
+        index=preprocess.RESIZE_MODES.index(default.resize),
+        format_func=RESIZE_LABELS.__getitem__,
+        key=f"{prefix}_resize",
+    )
+    cols = st.columns(2)
+    fill = cols[0].number_input("Fill (grey 0-255)", 0, 255, default.fill, key=f"{prefix}_fill")
+    margin = cols[1].slider("Smallest margin scale", 0.1, 1.0, default.margin_scale, key=f"{prefix}_margin")
+    crop = cols[0].slider(
+        "Random resized crop: smallest area (1 = off)", 0.05, 1.0, default.crop_scale, key=f"{prefix}_crop"
+    )
+    jitter = cols[1].slider("Colour jitter (0 = off)", 0.0, 0.9, default.jitter, key=f"{prefix}_jitter")
+    gray = st.checkbox("Grayscale", default.grayscale, key=f"{prefix}_gray")
+    return preprocess.Preset(
+        resize=resize,
+        fill=int(fill),
+        margin_scale=float(margin),
+        crop_scale=float(crop),
+        grayscale=gray,
+        jitter=float(jitter),
+    )
+
+
+def draw(images: ImageSet, label: int, count: int, seed: int) -> torch.Tensor:
+    """Indices of up to ``count`` images of class ``label``, the same for the same seed."""
+    where = torch.nonzero(images.labels == label).flatten()
+    order = torch.randperm(len(where), generator=torch.Generator().manual_seed(seed))
+    return where[order[:count]]
+
+
+def show_grid(caption: str, images: torch.Tensor) -> None:
+    st.caption(caption)
+    st.image([tile(im.numpy()) for im in images], width=72)
+
+
+def _histogram(title: str, series: dict[str, np.ndarray]) -> go.Figure:
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_histogram(x=values, name=name, opacity=0.55, histnorm="probability")
+    fig.update_layout(barmode="overlay", height=240, title=title, margin={"t": 40, "b": 10, "l": 10, "r": 10})
+    return fig
+
+
+def gap_pictures(
+    real: torch.Tensor, before: torch.Tensor, after: torch.Tensor, aspects: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """Histograms of aspect, brightness, colour and sharpness (real vs synthetic before / after); returns the table."""
+    stats = {
+        "real": gap.image_stats(real),
+        "synthetic before": gap.image_stats(before),
+        "synthetic after": gap.image_stats(after),
+    }
+    cols = st.columns(2)
+    cols[0].plotly_chart(_histogram("Aspect ratio (width / height)", aspects), key="gap_aspect")
+    cols[1].plotly_chart(_histogram("Brightness", {k: v["brightness"] for k, v in stats.items()}), key="gap_brightness")
+    cols = st.columns(2)
+    cols[0].plotly_chart(
+        _histogram("Sharpness (variance of the Laplacian)", {k: v["sharpness"] for k, v in stats.items()}),
+        key="gap_sharp",
+    )
+    channel = {
+        k: v["colour"].mean(axis=1) if v["colour"].shape[1] == 1 else v["colour"][:, 0] for k, v in stats.items()
+    }
+    cols[1].plotly_chart(_histogram("Colour (red channel mean, or grey)", channel), key="gap_colour")
+    rows = []
+    for side, values in stats.items():
+        for measure in ("brightness", "sharpness"):
+            rows.append({"images": side, **gap.summary_row(measure, values[measure])})
+    return pd.DataFrame(rows)
+
+
+def submit_gap_job(
+    runner: JobRunner, dataset: LabDataset, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], *, owner: str
+) -> str:
+    """Queue the domain-gap scores and feature distances; ``sides`` maps "before"/"after" to (real, synthetic)."""
+
+    def job(ctx: JobContext) -> dict[str, Any]:
+        ctx.set_progress(0.05, "training the real-data classifier for features")
+        reference = filters.reference_classifier(dataset, seed=0)
+        out: dict[str, Any] = {}
+        for i, (name, (real, synthetic)) in enumerate(sides.items()):
+            ctx.set_progress(0.2 + 0.4 * i, f"real vs synthetic classifier, {name} the presets")
+            score = gap.domain_gap_score(real, synthetic, seed=0)
+            distances = gap.feature_distances(reference, real, synthetic)
+            out[name] = {"domain-gap accuracy": score.accuracy, "held-out images": score.held_out, **distances}
+        return out
+
+    lane = pick_device().device.type
+    return runner.submit("measure the domain gap", job, owner=owner, group="preprocess", tag="gap", lane=lane)
