@@ -1,9 +1,96 @@
-"""Explain page: not built yet; says in one line what it will do."""
+"""Explain page: where the real-only model and the augmented model look, on the same images."""
 
+import numpy as np
 import streamlit as st
 
-st.title("Explain")
-st.info(
-    "Coming soon. See where the real-only and the augmented model look (Grad-CAM, integrated "
-    "gradients, occlusion) on the same image."
+from engine import explain
+from engine.synth import sets
+from ui.explain_views import (
+    cached_maps,
+    cached_model,
+    cached_predictions,
+    class_means,
+    default_pair,
+    finished_runs,
+    run_label,
+    show_pair,
 )
+from ui.state import current_dataset, describe
+
+st.title("Explain")
+dataset = current_dataset()
+if dataset is None:
+    st.stop()
+st.caption(f"Dataset: {describe(dataset)}. Attributions through captum, on the real test set.")
+records = finished_runs(dataset)
+if len(records) < 2:
+    st.info("Train at least two runs on this dataset (a real baseline and an augmented mix) on the Train page.")
+    st.stop()
+labels = {r.id: run_label(r) for r in records}
+first, second = default_pair(records)
+cols = st.columns(2)
+run_a = cols[0].selectbox("Model A", list(labels), list(labels).index(first), format_func=labels.get, key="ex_a")
+run_b = cols[1].selectbox("Model B", list(labels), list(labels).index(second), format_func=labels.get, key="ex_b")
+if run_a == run_b:
+    st.info("Choose two different runs to compare.")
+    st.stop()
+name_a, name_b = f"A ({labels[run_a].split(' · ')[0]})", f"B ({labels[run_b].split(' · ')[0]})"
+models = {name_a: cached_model(run_a), name_b: cached_model(run_b)}
+method = st.selectbox("Method", explain.METHODS, format_func=explain.METHOD_LABELS.get, key="ex_method")
+
+tab_test, tab_means, tab_own = st.tabs(["Test images", "Per-class mean maps", "Your own image"])
+with tab_test:
+    cols = st.columns([2, 2, 1])
+    how = cols[0].radio("Which images", explain.SELECTIONS, horizontal=True, key="ex_how")
+    label = cols[1].selectbox("Class", dataset.class_names, key="ex_class", disabled=how != "by class")
+    count = cols[2].number_input("How many", 1, 32, 6, key="ex_count")
+    y_true, probs_a = cached_predictions(run_a)
+    _, probs_b = cached_predictions(run_b)
+    chosen = explain.select(
+        how, y_true, probs_a, probs_b, label=dataset.class_names.index(label), count=int(count), seed=0
+    )
+    if not len(chosen):
+        st.info(f"No test image fits '{how}' for these two models.")
+    key = tuple(int(i) for i in chosen)
+    images = dataset.test.images[list(key)]
+    maps = {name_a: cached_maps(run_a, method, key, images), name_b: cached_maps(run_b, method, key, images)}
+    for row, i in enumerate(key):
+        heats = {name: m[row] for name, m in maps.items()}
+        show_pair(images[row], models, heats, dataset.class_names, truth=dataset.class_names[y_true[i]])
+
+with tab_means:
+    if st.button("Compute the per-class mean maps (16 test images per class)", key="ex_means"):
+        means = class_means(models, dataset, method)
+        for name, per_class in means.items():
+            st.markdown(f"**{name}**")
+            st.image(
+                [np.repeat(np.repeat(m, 8, 0), 8, 1) for m in per_class], caption=list(dataset.class_names), clamp=True
+            )
+
+with tab_own:
+    upload = st.file_uploader(
+        "Upload an image (any size or mode)",
+        type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"],
+        key="ex_upload",
+    )
+    stored = sets.list_sets(dataset.identity)
+    pick = st.selectbox("…or pick a synthetic image from a set", ["", *[s.id for s in stored]], key="ex_set")
+    image = None
+    if upload is not None:
+        try:
+            image = explain.prepare_upload(
+                upload.getvalue(),
+                upload.name,
+                channels=dataset.channels,
+                resolution=dataset.resolution,
+                fit=dataset.config.source.fit,
+            )[0]
+        except explain.ExplainError as err:
+            st.error(str(err))
+    elif pick:
+        synthetic = sets.load_set(pick)
+        index = st.number_input("Image number", 0, max(0, len(synthetic) - 1), 0, key="ex_index")
+        image = synthetic.images[int(index)] if len(synthetic) else None
+    if image is not None:
+        heats = {name: explain.normalise(explain.attribute(m, image[None], method))[0] for name, m in models.items()}
+        show_pair(image, models, heats, dataset.class_names)

@@ -63,16 +63,26 @@ with grid[1]:
     drawn = preprocess.draw_aspects(pool, len(synth_idx), gen)
     show_grid("Synthetic, after the preset", preview(synth_before, synthetic_preset, drawn))
 
-st.subheader("Gap measures (all classes, up to 500 images a side)")
+st.subheader("Gap measures (the same number of images per class on both sides, up to 500)")
+# Real images come from the test split: the real-data classifier whose features are compared never trained on them.
 rng = torch.Generator().manual_seed(seed)
-real_all = train.images[torch.randperm(len(train), generator=rng)[:500]]
-synth_all = synthetic.images[torch.randperm(len(synthetic), generator=rng)[:500]]
+test = dataset.test
+shared = [c for c in range(len(dataset.class_names)) if (test.labels == c).any() and (synthetic.labels == c).any()]
+per_class = max(1, 500 // max(1, len(shared)))
+real_rows, synth_rows = [], []
+for c in shared:
+    k = min(per_class, int((test.labels == c).sum()), int((synthetic.labels == c).sum()))
+    real_rows.append(draw(test, c, k, seed))
+    synth_rows.append(draw(synthetic, c, k, seed))
+real_all = test.images[torch.cat(real_rows)] if real_rows else test.images[:0]
+synth_all = synthetic.images[torch.cat(synth_rows)] if synth_rows else synthetic.images[:0]
 aspects_all = preprocess.draw_aspects(pool, len(synth_all), rng)
 real_after = preview(real_all, real_preset, None)
 synth_after = preview(synth_all, synthetic_preset, aspects_all)
 content_aspect = aspects_all.numpy() if synthetic_preset.resize in ("letterbox", "margins") else np.ones(len(synth_all))
 table = gap_pictures(
-    real_all, synth_all, synth_after, {"real (original files)": pool.numpy(), "synthetic after": content_aspect}
+    {"real": real_all, "real after": real_after, "synthetic before": synth_all, "synthetic after": synth_after},
+    {"real (original files)": pool.numpy(), "synthetic after": content_aspect},
 )
 st.dataframe(table, hide_index=True)
 cols = st.columns(2)
@@ -80,8 +90,8 @@ if cols[0].button("Measure the domain gap (background job)", key="pp_gap"):
     sides = {"before": (real_all, synth_all), "after": (real_after, synth_after)}
     submit_gap_job(get_runner(), dataset, sides, owner=owner)
 if cols[1].button("Use these presets for training", key="pp_use", type="primary"):
-    st.session_state["train_pre_real"] = real_preset.spec()
-    st.session_state["train_pre_synthetic"] = synthetic_preset.spec()
+    st.session_state["presets_real"] = st.session_state["train_pre_real"] = real_preset.spec()
+    st.session_state["presets_synthetic"] = st.session_state["train_pre_synthetic"] = synthetic_preset.spec()
     st.success(f"The Train page will use real: '{real_preset.spec()}', synthetic: '{synthetic_preset.spec()}'.")
 results = [j for j in get_runner().list(owner=owner, group="preprocess")]
 if results:

@@ -93,6 +93,8 @@ class Preset:
                 raise PresetError(f"preset part {part!r} is not accepted: known settings are {', '.join(types)}")
             try:
                 kind = types[name]
+                if kind == "bool" and raw.strip().lower() not in ("", "true", "1", "yes", "false", "0", "no"):
+                    raise ValueError
                 values[name] = (
                     (raw.strip().lower() in ("", "true", "1", "yes"))
                     if kind == "bool"
@@ -237,7 +239,9 @@ def apply(
     b, c = images.shape[:2]
     x = images.float()
     if preset.resize != "none":
-        a = torch.ones(b) if aspects is None else torch.as_tensor(aspects, dtype=torch.float32).reshape(b)
+        a = torch.ones(b) if aspects is None else torch.as_tensor(aspects, dtype=torch.float32).flatten()
+        if len(a) != b:
+            raise PresetError(f"aspects of length {len(a)} are not accepted: one per image ({b})")
         x = _geometry(x, preset, a, gen)
     if preset.crop_scale < 1:
         x = _resized_crop(x, preset.crop_scale, gen)

@@ -236,6 +236,9 @@ def execute_run(
             cfg.train,
             seed=cfg.seed,
             weights=mix.weights,
+            aspect_pool=preprocess.real_aspects(
+                dataset.train.provenance.orig_width, dataset.train.provenance.orig_height
+            ),
             on_event=collect,
             should_stop=should_stop,
         )

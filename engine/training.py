@@ -200,12 +200,15 @@ def train(
     *,
     seed: int,
     weights: np.ndarray | None = None,
+    aspect_pool: torch.Tensor | None = None,
     on_event: EventFn | None = None,
     should_stop: StopFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return it with the best validation epoch restored.
 
     ``weights`` (num_classes,) weights the training loss per class; validation loss is unweighted.
+    ``aspect_pool`` holds the real images' aspects that the synthetic preset draws from (default: those
+    of the real images in ``train_set``; a synthetic-only mix needs them passed in).
     """
     # 1. Check inputs and set up the device, data and optimiser.
     if len(train_set) == 0 or len(val_set) == 0:
@@ -222,7 +225,9 @@ def train(
     preprocessing = not (real_preset.is_identity and synthetic_preset.is_identity)
     synthetic = torch.from_numpy(np.asarray(train_set.provenance.synthetic, dtype=bool))
     real_rows = ~synthetic.numpy()
-    pool = real_aspects(train_set.provenance.orig_width[real_rows], train_set.provenance.orig_height[real_rows])
+    pool = aspect_pool
+    if pool is None:
+        pool = real_aspects(train_set.provenance.orig_width[real_rows], train_set.provenance.orig_height[real_rows])
     weight = torch.tensor(weights, dtype=torch.float32, device=setup.device) if weights is not None else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import class_files
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["dataset", "generate", "preprocess", "train", "compare", "explain"]
-UNBUILT = ["explain"]
 
 
 def app() -> AppTest:
@@ -32,14 +30,6 @@ def test_dataset_page_opens_with_digits_loaded_and_charted() -> None:
     assert "built-in digits · 10 classes · 8px × 1ch" in at.sidebar.caption[0].value
     table = at.dataframe[0].value
     assert list(table["class"]) == [str(i) for i in range(10)] and table["train"].sum() == 1259
-
-
-@pytest.mark.parametrize("page", UNBUILT)
-def test_unbuilt_pages_say_what_they_will_do(page: str) -> None:
-    at = app().run()
-    at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception
-    assert at.info[0].value.startswith("Coming soon.")
 
 
 def test_navigation_lists_the_six_pages_in_order() -> None:

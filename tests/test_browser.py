@@ -124,7 +124,9 @@ def test_train_page_runs_an_experiment_with_live_curves_in_a_real_browser(server
         seeds.fill("1")
         seeds.press("Tab")
         page.get_by_role("button", name="Start").click()
-        curves = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Training curves")
+        curves = (
+            page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Training curves").first
+        )  # one per live run; at least one
         expect(curves).to_be_visible(timeout=60_000)
         expect(curves.locator(".scatterlayer .trace").first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("All runs of this experiment have finished")).to_be_visible(timeout=120_000)

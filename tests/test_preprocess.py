@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -121,6 +124,11 @@ def test_spec_strings_round_trip_and_name_bad_parts() -> None:
     assert Preset.parse(preset.spec()) == preset and Preset.parse("") == Preset()
     with pytest.raises(preprocess.PresetError, match=r"'zoom=2'.*known settings"):
         Preset.parse("zoom=2")
+    with pytest.raises(preprocess.PresetError, match="'grayscale=maybe'"):
+        Preset.parse("grayscale=maybe")
+    assert Preset.parse("grayscale=no") == Preset() and Preset.parse("grayscale").grayscale
+    with pytest.raises(preprocess.PresetError, match="aspects of length 2"):
+        preprocess.apply(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), Preset(resize="stretch"), aspects=torch.ones(2))
     with pytest.raises(preprocess.PresetError, match="resize='squash'"):
         Preset.parse("resize=squash")
     with pytest.raises(TrainConfigError, match=r"train\.preprocess_synthetic.*fill=300"):
@@ -143,3 +151,47 @@ def test_a_run_records_and_trains_with_the_presets(monkeypatch: pytest.MonkeyPat
     assert record.status == "done" and calls and all(s == 0 for _, s in calls)  # every batch went through it
     stored = runs.load_record(record.id).config.train
     assert (stored.preprocess_real, stored.preprocess_synthetic) == ("jitter=0.2", "resize=margins")
+
+
+def test_synthetic_images_get_their_preset_in_training_and_test_images_only_the_deterministic_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.datasets import ImageSet, Provenance
+
+    calls: list[tuple[int, int]] = []
+    real_apply = preprocess.apply_mixed
+
+    def counting(images, synthetic, real_preset, synthetic_preset, *, pool, gen):  # type: ignore[no-untyped-def]
+        calls.append((int((~synthetic).sum()), int(synthetic.sum())))
+        assert len(pool) == len(dataset.train)  # the real aspects come from the dataset, whatever the mix
+        return real_apply(images, synthetic, real_preset, synthetic_preset, pool=pool, gen=gen)
+
+    seen: list[torch.Tensor] = []
+    real_predict = runs.predict_proba
+
+    def recording(model, images, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(images)
+        return real_predict(model, images, **kwargs)
+
+    monkeypatch.setattr("engine.training.apply_mixed", counting)
+    monkeypatch.setattr(runs, "predict_proba", recording)
+    dataset = build_dataset(
+        DatasetConfig(source=__import__("engine.config", fromlist=["x"]).SourceConfig(kind="digits"))
+    )
+    n = len(dataset.train)  # a synthetic copy of every training image: enough of each class to replace it
+    synthetic = ImageSet(
+        dataset.train.images[:n].clone(),
+        dataset.train.labels[:n].clone(),
+        dataset.class_names,
+        dataclasses.replace(
+            Provenance.real("synthetic:test", [str(i) for i in range(n)], [(8, 8)] * n, [""] * n),
+            synthetic=np.ones(n, dtype=bool),
+        ),
+    )
+    train = TrainConfig(max_epochs=1, preprocess_real="grayscale", preprocess_synthetic="resize=margins;jitter=0.5")
+    mix = MixConfig("replace", synthetic_fraction=1.0, synthetic_set="test")
+    cfg = runs.RunConfig(dataset=dataset.config, mix=mix, model="simple_cnn", train=train, seed=0)
+    record = runs.execute_run("pre2", cfg, dataset, synthetic=synthetic)
+    assert record.status == "done", record.error
+    assert calls and sum(s for _, s in calls) > 0 and sum(r for r, _ in calls) == 0  # a synthetic-only mix
+    assert torch.equal(seen[-1], dataset.test.images)  # grayscale of 1-channel digits changes nothing; no jitter

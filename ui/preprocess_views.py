@@ -78,23 +78,16 @@ def _histogram(title: str, series: dict[str, np.ndarray]) -> go.Figure:
     return fig
 
 
-def gap_pictures(
-    real: torch.Tensor, before: torch.Tensor, after: torch.Tensor, aspects: dict[str, np.ndarray]
-) -> pd.DataFrame:
-    """Histograms of aspect, brightness, colour and sharpness (real vs synthetic before / after); returns the table."""
-    stats = {
-        "real": gap.image_stats(real),
-        "synthetic before": gap.image_stats(before),
-        "synthetic after": gap.image_stats(after),
-    }
+def gap_pictures(sides: dict[str, torch.Tensor], aspects: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Histograms of aspect, brightness, colour and sharpness for each side (real and synthetic, before and
+    after the presets); returns a table of their summaries."""
+    stats = {name: gap.image_stats(images) for name, images in sides.items()}
     cols = st.columns(2)
     cols[0].plotly_chart(_histogram("Aspect ratio (width / height)", aspects), key="gap_aspect")
     cols[1].plotly_chart(_histogram("Brightness", {k: v["brightness"] for k, v in stats.items()}), key="gap_brightness")
     cols = st.columns(2)
-    cols[0].plotly_chart(
-        _histogram("Sharpness (variance of the Laplacian)", {k: v["sharpness"] for k, v in stats.items()}),
-        key="gap_sharp",
-    )
+    sharpness = {k: v["sharpness"] for k, v in stats.items()}
+    cols[0].plotly_chart(_histogram("Sharpness (variance of the Laplacian)", sharpness), key="gap_sharp")
     channel = {
         k: v["colour"].mean(axis=1) if v["colour"].shape[1] == 1 else v["colour"][:, 0] for k, v in stats.items()
     }

@@ -23,6 +23,9 @@ CONTROLS = {
 def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
     """Widgets for an experiment on ``dataset``; returns its config when Start is pressed."""
     defaults = TrainConfig()
+    for key, kept in (("train_pre_real", "presets_real"), ("train_pre_synthetic", "presets_synthetic")):
+        if key not in st.session_state:  # widget state is dropped on other pages; the chosen presets are not
+            st.session_state[key] = st.session_state.get(kept, "")
     with st.form("train_form"):
         model = st.selectbox("Model", MODEL_NAMES, format_func=MODEL_LABELS.__getitem__)
         cols = st.columns(4)
@@ -88,6 +91,7 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         name = cols[1].text_input("Name (optional)")
         if not st.form_submit_button("Start", type="primary"):
             return None
+    st.session_state["presets_real"], st.session_state["presets_synthetic"] = pre_real, pre_synthetic
     train = TrainConfig(
         lr=float(lr),
         weight_decay=float(decay),
