@@ -88,7 +88,8 @@ st.dataframe(table, hide_index=True)
 cols = st.columns(2)
 if cols[0].button("Measure the domain gap (background job)", key="pp_gap"):
     sides = {"before": (real_all, synth_all), "after": (real_after, synth_after)}
-    submit_gap_job(get_runner(), dataset, sides, owner=owner)
+    presets = f"real: '{real_preset.spec()}', synthetic: '{synthetic_preset.spec()}'"
+    submit_gap_job(get_runner(), dataset, sides, owner=owner, presets=presets)
 if cols[1].button("Use these presets for training", key="pp_use", type="primary"):
     st.session_state["presets_real"] = st.session_state["train_pre_real"] = real_preset.spec()
     st.session_state["presets_synthetic"] = st.session_state["train_pre_synthetic"] = synthetic_preset.spec()
@@ -96,7 +97,7 @@ if cols[1].button("Use these presets for training", key="pp_use", type="primary"
 results = [j for j in get_runner().list(owner=owner, group="preprocess")]
 if results:
     latest = results[-1]
-    st.caption(f"Domain gap job: {latest.status} {latest.message or ''} {latest.error or ''}")
+    st.caption(f"{latest.title}: {latest.status} {latest.message or ''} {latest.error or ''}")
     if isinstance(latest.result, dict):
         st.dataframe([{"": k, **v} for k, v in latest.result.items()], hide_index=True)
         st.caption(

@@ -100,7 +100,12 @@ def gap_pictures(sides: dict[str, torch.Tensor], aspects: dict[str, np.ndarray])
 
 
 def submit_gap_job(
-    runner: JobRunner, dataset: LabDataset, sides: dict[str, tuple[torch.Tensor, torch.Tensor]], *, owner: str
+    runner: JobRunner,
+    dataset: LabDataset,
+    sides: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    owner: str,
+    presets: str = "",
 ) -> str:
     """Queue the domain-gap scores and feature distances; ``sides`` maps "before"/"after" to (real, synthetic)."""
 
@@ -116,4 +121,5 @@ def submit_gap_job(
         return out
 
     lane = pick_device().device.type
-    return runner.submit("measure the domain gap", job, owner=owner, group="preprocess", tag="gap", lane=lane)
+    title = f"domain gap ({presets})" if presets else "domain gap"
+    return runner.submit(title, job, owner=owner, group="preprocess", tag="gap", lane=lane)
