@@ -52,6 +52,7 @@ def test_text2img_gives_the_requested_count_size_and_manifest(tiny_sd: Path, dig
     assert record.details["model"] == str(tiny_sd) and record.details["steps"] == 2
     assert record.details["negative_prompt"] == request(tiny_sd).negative_prompt
     assert any("left" in m for m in messages)  # progress carries an estimate of the time left
+    assert any("step 2 of 2" in m for m in messages)  # and moves within a batch, step by step
 
 
 def test_img2img_starts_from_training_images_of_the_same_class(tiny_sd: Path, digits: LabDataset) -> None:
@@ -95,8 +96,8 @@ def test_an_interrupted_request_continues_where_it_stopped(
     batches: list[int] = []
     real_render = diffusion._render
 
-    def counting(pipe, cfg_, prompts, seeds, sources, stop):  # type: ignore[no-untyped-def]
-        out = real_render(pipe, cfg_, prompts, seeds, sources, stop)
+    def counting(pipe, cfg_, prompts, seeds, sources, stop, **kwargs):  # type: ignore[no-untyped-def]
+        out = real_render(pipe, cfg_, prompts, seeds, sources, stop, **kwargs)
         batches.append(len(prompts))  # counted once finished: the stop below comes between batches
         return out
 
@@ -125,14 +126,15 @@ def test_cancelling_the_job_stops_it_as_cancelled_with_a_resume_message(tiny_sd:
     cfg = request(tiny_sd, per_class=40, classes=("0",), batch_size=1)
     job = diffusion.submit_sd_generation(runner, cfg, digits, owner="me")
     deadline = time.monotonic() + 60
-    while runner.snapshot(job).progress < 0.06 and runner.snapshot(job).status not in ("failed", "done"):
+    partial = diffusion._partial_folder(diffusion.request_key(cfg, digits))
+    while not diffusion._read_partial(partial) and runner.snapshot(job).status not in ("failed", "done"):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     runner.cancel(job, owner="me")
     runner.wait(job, timeout=60)
     snap = runner.snapshot(job)
     assert snap.status == "cancelled" and "run the same request again" in snap.error
-    assert 0 < len(diffusion._read_partial(diffusion._partial_folder(diffusion.request_key(cfg, digits)))) < 40
+    assert 0 < len(diffusion._read_partial(partial)) < 40
 
 
 def test_an_unavailable_hub_id_gives_one_clear_line(digits: LabDataset) -> None:
@@ -184,7 +186,7 @@ def test_prompts_use_class_descriptions_and_sample_every_template() -> None:
 def test_copies_of_training_images_are_rejected_as_near_duplicates(
     tiny_sd: Path, digits: LabDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def copy_source(pipe, cfg, prompts, seeds, sources, stop):  # type: ignore[no-untyped-def]
+    def copy_source(pipe, cfg, prompts, seeds, sources, stop, **kwargs):  # type: ignore[no-untyped-def]
         copies = np.stack([np.asarray(s, dtype=np.float32) / 255 for s in sources])  # img2img that copies its source
         return copies, [False] * len(sources)
 
@@ -198,7 +200,7 @@ def test_copies_of_training_images_are_rejected_as_near_duplicates(
 def test_blank_and_safety_checked_images_are_rejected_with_the_reason(
     tiny_sd: Path, digits: LabDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def blank_then_flagged(pipe, cfg, prompts, seeds, sources, stop):  # type: ignore[no-untyped-def]
+    def blank_then_flagged(pipe, cfg, prompts, seeds, sources, stop, **kwargs):  # type: ignore[no-untyped-def]
         images = np.random.default_rng(seeds[0] % 1000).random((len(prompts), 32, 32, 3)).astype(np.float32)
         images[0] = 0.0  # what a safety checker's black image, or a broken model, gives
         return images, [False] + [True] * (len(prompts) - 1)

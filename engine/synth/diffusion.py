@@ -329,15 +329,18 @@ def _render(
     seeds: list[int],
     sources: list[Image.Image],
     stop: Callable[[], bool],
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, list[bool]]:
     """One batch through the pipeline: (N, size, size, 3) floats in [0, 1] and the safety checker's flags.
 
     Raises _Stopped on cancel, within one denoising step.
     """
 
-    def on_step(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         if stop():
             raise _Stopped
+        if on_step is not None:
+            on_step(step + 1)
         return kwargs
 
     device = getattr(pipe, "_execution_device", None) or pipe.device
@@ -349,7 +352,7 @@ def _render(
         "guidance_scale": cfg.guidance,
         "generator": [torch.Generator(gen_device).manual_seed(s) for s in seeds],
         "output_type": "np",
-        "callback_on_step_end": on_step,
+        "callback_on_step_end": step_end,
     }
     if sources:
         args.update(image=sources, strength=cfg.strength)
@@ -493,9 +496,17 @@ def make_sd_set(
                 picks = [int(order[i % len(order)]) for i in indices] if cfg.mode == "img2img" else []
                 sources = [_source_image(train.images[p], cfg.size) for p in picks]
                 t0 = time.perf_counter()
+                done = int(kept.sum())
+                steps = max(1, int(cfg.steps * cfg.strength) if sources else cfg.steps)
+
+                def within(step: int, done: int = done, n: int = n, steps: int = steps) -> None:
+                    """Progress inside a batch: the denoising steps of its n images."""
+                    now = done + n * min(step, steps) / steps
+                    report(0.05 + 0.8 * now / max(1, total), f"{now:.1f} of {total} images (step {step} of {steps})")
+
                 try:
                     with lock:
-                        raw, flagged = _render(pipe, cfg, prompts, seeds, sources, stop)
+                        raw, flagged = _render(pipe, cfg, prompts, seeds, sources, stop, on_step=within)
                 except _Stopped:
                     raise DiffusionError(_interrupted(int(kept.sum()), total)) from None
                 _seconds_per_image[_timing_key(cfg)] = (time.perf_counter() - t0) / n
