@@ -5,7 +5,7 @@ import streamlit as st
 from engine.synth import diffusion, pipeline
 from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser
 from ui.jobs_panel import get_runner, owner_token
-from ui.sd_views import sd_form
+from ui.sd_views import sd_form, unfinished_requests
 from ui.state import current_dataset, describe
 
 FAMILIES = ("GAN", "Small diffusion model", "Stable Diffusion")
@@ -21,6 +21,7 @@ family = st.radio("Generator family", FAMILIES, horizontal=True, key="gen_family
 if family == "Stable Diffusion":
     with st.expander("Stable Diffusion (diffusers): prompts per class, text-to-image or img2img", expanded=True):
         request = sd_form(dataset)
+    unfinished_requests()
     if request is not None and request.action == "preview":
         diffusion.submit_preview(get_runner(), request.config, dataset, owner=owner)
         st.toast("Preview queued: one image per class appears below.")

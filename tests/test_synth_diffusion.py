@@ -118,7 +118,20 @@ def test_an_interrupted_request_continues_where_it_stopped(
     for index, pixels in before.items():
         where = list(stored.provenance.origin).index(final[index].file)
         assert np.array_equal(stored.images[where].numpy(), pixels)
-    assert not partial.exists()
+    assert not partial.exists() and diffusion.partial_requests() == []
+
+
+def test_an_unfinished_request_is_listed_and_can_be_discarded(tiny_sd: Path, digits: LabDataset) -> None:
+    cfg = request(tiny_sd, per_class=4, classes=("0",))
+    folder = diffusion._partial_folder(diffusion.request_key(cfg, digits))
+    with pytest.raises(diffusion.DiffusionError, match="stopped after"):  # stops once one batch is on disk
+        diffusion.make_sd_set(cfg, digits, should_stop=lambda: len(diffusion._read_partial(folder)) >= 2)
+    pending = diffusion.partial_requests()
+    assert [(p["mode"], p["images"]) for p in pending] == [("text2img", 2)]
+    diffusion.discard_partial(pending[0]["key"])
+    assert diffusion.partial_requests() == []
+    with pytest.raises(diffusion.DiffusionError, match="request key"):
+        diffusion.discard_partial("../workspace")
 
 
 def test_cancelling_the_job_stops_it_as_cancelled_with_a_resume_message(tiny_sd: Path, digits: LabDataset) -> None:

@@ -144,3 +144,17 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     if cols[1].button("Generate set", type="primary", key="sd_generate"):
         return SDRequest("generate", cfg)
     return None
+
+
+def unfinished_requests() -> None:
+    """Requests stopped part-way: what they wrote, and a button to discard it."""
+    pending = diffusion.partial_requests()
+    if not pending:
+        return
+    with st.expander(f"{len(pending)} unfinished Stable Diffusion request(s): the same request resumes them"):
+        for request in pending:
+            cols = st.columns([5, 1])
+            cols[0].caption(f"{request['model']} · {request['mode']} · {request['images']} images written")
+            if cols[1].button("Discard", key=f"discard-{request['key']}"):
+                diffusion.discard_partial(request["key"])
+                st.rerun()

@@ -414,6 +414,28 @@ def _partial_folder(key: str) -> Path:
     return sets.sets_dir() / f".partial-{key}"
 
 
+def partial_requests() -> list[dict[str, Any]]:
+    """Unfinished requests of this workspace: key, model, mode, images written so far (newest first)."""
+    out = []
+    for folder in sorted(sets.sets_dir().glob(".partial-*"), key=lambda f: f.stat().st_mtime, reverse=True):
+        try:
+            request = json.loads((folder / "request.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        key = folder.name.removeprefix(".partial-")
+        out.append(
+            {"key": key, "model": request["model"], "mode": request["mode"], "images": len(_read_partial(folder))}
+        )
+    return out
+
+
+def discard_partial(key: str) -> None:
+    """Delete what an unfinished request wrote (its next run starts from scratch)."""
+    if not re.fullmatch(r"[0-9a-f]{20}", key):
+        raise DiffusionError(f"request key {key!r} is not accepted: 20 hexadecimal characters")
+    shutil.rmtree(_partial_folder(key), ignore_errors=True)
+
+
 def _read_partial(folder: Path) -> list[sets.ImageRecord]:
     """Records already written by an interrupted run; a torn last line or a missing image is dropped."""
     records = []
