@@ -195,3 +195,18 @@ def test_synthetic_images_get_their_preset_in_training_and_test_images_only_the_
     assert record.status == "done", record.error
     assert calls and sum(s for _, s in calls) > 0 and sum(r for r, _ in calls) == 0  # a synthetic-only mix
     assert torch.equal(seen[-1], dataset.test.images)  # grayscale of 1-channel digits changes nothing; no jitter
+
+
+def test_the_cli_config_format_carries_the_presets() -> None:
+    import tomllib
+
+    from engine.experiments import ExperimentConfig
+    from engine.store import REPO_ROOT
+
+    data = tomllib.loads((REPO_ROOT / "examples" / "digits_minority.toml").read_text())
+    cfg = ExperimentConfig.from_dict(data)
+    assert cfg.train.preprocess_synthetic == "resize=margins;margin_scale=0.8"
+    assert ExperimentConfig.from_dict(cfg.to_dict()).train == cfg.train  # the JSON bundle keeps them too
+    data["train"]["preprocess_real"] = "resize=fisheye"
+    with pytest.raises(TrainConfigError, match="resize='fisheye'"):
+        ExperimentConfig.from_dict(data)
