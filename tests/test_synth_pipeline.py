@@ -113,3 +113,17 @@ def test_an_unconditional_wgan_gets_its_labels_from_the_real_data_classifier(dig
     assigned = predict_proba(reference, kept.images).argmax(1)
     assert np.array_equal(assigned, kept.labels.numpy())  # each kept image carries the label the classifier gave
     assert len({r.noise_index for r in records}) == len(records)
+
+
+def test_a_class_no_candidate_of_which_passes_is_given_up(digits: LabDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    def reject_zeros(probs, labels, class_names, *, threshold=0.95, mode="verify"):  # type: ignore[no-untyped-def]
+        keep = np.asarray(labels) != 0  # class "0" never passes, as CIFAR cats from a short CPU-trained GAN
+        reasons = tuple("" if k else "confidence 0.01 below 0.95" for k in keep)
+        return filters.FilterResult(np.asarray(labels), np.where(keep, 1.0, 0.01), keep, reasons)
+
+    monkeypatch.setattr(filters, "confidence_filter", reject_zeros)
+    monkeypatch.setattr(pipeline, "GIVE_UP", 50)
+    gen_id = pipeline.train_generator(TINY, digits)
+    info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id, per_class=3, classes=("0", "1")), digits)
+    assert info.config["given_up"] == ["0"] and info.counts_kept[:2] == (0, 3)
+    assert 50 <= info.counts_total[0] < 3 * pipeline.MAX_ASK * 3  # stopped asking once hopeless, not after 12 rounds

@@ -198,6 +198,12 @@ def set_browser(dataset: LabDataset) -> None:
     labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}/{sum(s.counts_total):,}" for s in stored}
     set_id = st.selectbox("Synthetic set", list(labels), format_func=labels.__getitem__)
     info = sets.load_info(set_id)
+    if info.config.get("given_up"):
+        st.warning(
+            f"Given up on {', '.join(info.config['given_up'])}: none of the first thousands of candidates passed the "
+            "real-data filter. The generator does not draw these classes recognisably: train it longer or lower "
+            "the threshold."
+        )
     table = pd.DataFrame({"class": info.class_names, "generated": info.counts_total, "kept": info.counts_kept})
     per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
     table["label fidelity"] = [per_class.get(n, {}).get("label_fidelity") for n in info.class_names]

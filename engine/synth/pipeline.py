@@ -32,6 +32,7 @@ from engine.training import predict_proba
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 12  # generation rounds to replace rejected images before giving up on a count
+GIVE_UP = 2_000  # candidates of a class with none passing the filter, after which the class is given up
 MAX_ASK = 50  # at most this many candidates per image still needed, whatever the keep rate
 CLASS_STRIDE = 1_000_000  # noise indices of class c start at c * CLASS_STRIDE: classes never share a latent
 
@@ -192,7 +193,9 @@ def make_set(
     conditional = bool(origin["config"].get("conditional", True))
     rounds = MAX_ROUNDS if conditional else 2 * MAX_ROUNDS  # unconditional: classes arrive by chance
     for round_ in range(rounds):
-        need = np.maximum(wanted - kept, 0)
+        # A class none of whose first GIVE_UP candidates (or 20 per image wanted) passed is given up:
+        # its generator does not draw it recognisably, and asking for more would run for hours.
+        need = np.where(_hopeless(conditional, passed, next_index, wanted), 0, np.maximum(wanted - kept, 0))
         if not need.any() or stop():
             break
         if conditional:  # ask for each class, as many as its keep rate so far suggests; the filter verifies
@@ -268,6 +271,9 @@ def make_set(
         "generator": origin["config"],
         "kind": origin["kind"],
         "wanted": wanted.tolist(),
+        "given_up": [
+            dataset.class_names[c] for c in np.flatnonzero(_hopeless(conditional, passed, next_index, wanted))
+        ],
     }
     info = sets.create_set(
         cfg.name or f"{origin['kind']} {cfg.generator[-6:]}",
@@ -284,6 +290,11 @@ def make_set(
         info = sets.update_quality(info.id, quality.quality_report(kept_set, dataset, reference, seed=0).to_dict())
     report(1.0, f"stored set {info.id}")
     return info
+
+
+def _hopeless(conditional: bool, passed: np.ndarray, asked: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """(num_classes,) classes given up: none of at least GIVE_UP candidates (or 20 per image wanted) passed."""
+    return conditional & (wanted > 0) & (passed == 0) & (asked >= np.maximum(GIVE_UP, 20 * wanted))
 
 
 def _generate_indexed(generator: Any, labels: np.ndarray, indices: np.ndarray, *, z_dim: int, seed: int) -> np.ndarray:
