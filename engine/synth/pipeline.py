@@ -27,7 +27,7 @@ from engine import store
 from engine.datasets import LabDataset
 from engine.device import pick_device
 from engine.jobs import JobContext, JobRunner
-from engine.synth import ddpm, filters, gan, quality, sets
+from engine.synth import ddpm, diffusion, filters, gan, quality, sets
 from engine.training import predict_proba
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,11 @@ def train_generator(
 
 
 def target_counts(dataset: LabDataset, cfg: GenerateConfig) -> np.ndarray:
-    """(num_classes,) synthetic images wanted per class."""
-    counts = dataset.train.class_counts()
-    unknown = [c for c in cfg.classes if c not in dataset.class_names]
-    if unknown:
-        raise GenerateError(f"generate.classes={unknown[0]!r} is not a class of this dataset")
-    chosen = np.array([not cfg.classes or n in cfg.classes for n in dataset.class_names])
-    wanted = np.full_like(counts, cfg.per_class) if cfg.per_class else counts.max() - counts
-    return np.where(chosen, wanted, 0)
+    """(num_classes,) synthetic images wanted per class (the rule Stable Diffusion requests use too)."""
+    try:
+        return diffusion.wanted_counts(dataset, cfg.per_class, cfg.classes)
+    except diffusion.DiffusionError as err:
+        raise GenerateError(f"generate.{err}") from None
 
 
 def make_set(
