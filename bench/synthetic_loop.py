@@ -8,7 +8,8 @@ per-class recall gains of the minority classes, and how long each stage took. It
 workspace unless SYNTHLAB_HOME is set.
 
 Usage: python bench/synthetic_loop.py [--zip PATH --minority bird,cat,deer] [--steps 3000] [--width 32]
-       [--generator cgan|ddpm] [--ddim-steps 50]
+       [--generator cgan|ddpm] [--ddim-steps 50] [--threshold 0.95] [--mixes real,add,oversample]
+       [--epochs 100] [--patience 10] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32, help="generator base width")
     parser.add_argument("--ddim-steps", type=int, default=50, help="diffusion model: DDIM steps per image")
     parser.add_argument("--epochs", type=int, default=100, help="classifier max epochs (early stopping decides)")
+    parser.add_argument("--patience", type=int, default=10, help="classifier early-stopping patience")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per mix")
+    parser.add_argument("--threshold", type=float, default=0.95, help="filter: least real-classifier confidence kept")
+    parser.add_argument("--mixes", default="real,add,oversample", help="mixes to run (real is always first)")
     args = parser.parse_args()
+    mixes = ["real"] + [k for k in args.mixes.split(",") if k and k != "real"]
     os.environ.setdefault("SYNTHLAB_FOLDER_ROOTS", os.sep)  # a benchmark reads what its user can read
     os.environ.setdefault("SYNTHLAB_HOME", tempfile.mkdtemp(prefix="synthlab-loop-"))
 
@@ -62,7 +67,8 @@ def main() -> None:
         cfg = gan.GanConfig(steps=args.steps, width=args.width)
     gen_id = pipeline.train_generator(cfg, dataset)
     clock["gan"] = time.perf_counter()
-    info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id, sample_steps=args.ddim_steps), dataset)
+    generate = pipeline.GenerateConfig(generator=gen_id, sample_steps=args.ddim_steps, threshold=args.threshold)
+    info = pipeline.make_set(generate, dataset)
     clock["set"] = time.perf_counter()
     kept, total = sum(info.counts_kept), sum(info.counts_total)
     print(
@@ -71,14 +77,20 @@ def main() -> None:
         flush=True,
     )
     quality = {q["name"]: q for q in info.quality.get("per_class", [])}
+    records = sets.load_manifest(info.id)
     for name in imbalance.minority:
         q = quality.get(name, {})
-        print(f"  {name}: label fidelity {q.get('label_fidelity')}, TSTR recall {q.get('tstr_recall')}")
+        scores = [r.score for r in records if r.class_name == name and r.score is not None]
+        shares = ", ".join(f"{sum(x >= t for x in scores) / max(1, len(scores)):.1%} at >= {t}" for t in (0.5, 0.95))
+        print(
+            f"  {name}: label fidelity {q.get('label_fidelity')}, TSTR recall {q.get('tstr_recall')}; "
+            f"real-classifier confidence of its {len(scores):,} candidates: {shares}"
+        )
 
     exp = experiments.ExperimentConfig(
         dataset=dataset.config,
-        mixes=(MixConfig("real"), MixConfig("add", synthetic_set=info.id), MixConfig("oversample")),
-        train=TrainConfig(max_epochs=args.epochs, flip=dataset.channels == 3),
+        mixes=tuple(MixConfig(k, synthetic_set=info.id) if k in ("add", "replace") else MixConfig(k) for k in mixes),
+        train=TrainConfig(max_epochs=args.epochs, patience=args.patience, flip=dataset.channels == 3),
         seeds=tuple(range(args.seeds)),
         name="synthetic loop",
     )
@@ -96,7 +108,7 @@ def main() -> None:
         f"time: dataset {clock['dataset'] - clock['start']:.0f} s, "
         f"{args.generator} {clock['gan'] - clock['dataset']:.0f} s, "
         f"set {clock['set'] - clock['gan']:.0f} s, "
-        f"{3 * args.seeds} classifier runs {clock['runs'] - clock['set']:.0f} s, "
+        f"{len(mixes) * args.seeds} classifier runs {clock['runs'] - clock['set']:.0f} s, "
         f"total {clock['runs'] - clock['start']:.0f} s on {os.cpu_count()} CPUs"
     )
 

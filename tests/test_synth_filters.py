@@ -149,6 +149,13 @@ def test_quality_report_refuses_other_classes(dataset: LabDataset, reference: nn
         quality.quality_report(renamed, dataset, reference)
 
 
+def test_cancelled_reference_classifier_raises_and_saves_nothing(dataset: LabDataset) -> None:
+    with pytest.raises(filters.FilterError, match="cancelled"):
+        filters.reference_classifier(dataset, seed=5, should_stop=lambda: True)
+    folder = store.subdir("reference")
+    assert not any(p.name.endswith("-5") for p in folder.iterdir())
+
+
 def test_reference_classifier_is_trained_once_and_reloaded(
     dataset: LabDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:

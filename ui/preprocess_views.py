@@ -111,7 +111,7 @@ def submit_gap_job(
 
     def job(ctx: JobContext) -> dict[str, Any]:
         ctx.set_progress(0.05, "training the real-data classifier for features")
-        reference = filters.reference_classifier(dataset, seed=0)
+        reference = filters.reference_classifier(dataset, seed=0, should_stop=ctx.should_stop)
         out: dict[str, Any] = {}
         for i, (name, (real, synthetic)) in enumerate(sides.items()):
             ctx.set_progress(0.2 + 0.4 * i, f"real vs synthetic classifier, {name} the presets")

@@ -486,7 +486,7 @@ def make_sd_set(
     reference = None
     if cfg.threshold > 0:
         report(0.02, "training the real-data classifier that filters labels")
-        reference = filters.reference_classifier(dataset, seed=0)
+        reference = filters.reference_classifier(dataset, seed=0, should_stop=stop)
     train = dataset.train
     names = [Path(o).name for o in train.provenance.origin]
     duplicates = filters.DuplicateIndex(train.images, train.labels.numpy(), names, cfg.duplicate_threshold)

@@ -157,12 +157,14 @@ def _build_args(dataset: LabDataset) -> dict[str, int]:
     return {"channels": dataset.channels, "num_classes": len(dataset.class_names), "resolution": dataset.resolution}
 
 
-def reference_classifier(dataset: LabDataset, *, seed: int = 0, on_event: EventFn | None = None) -> nn.Module:
+def reference_classifier(
+    dataset: LabDataset, *, seed: int = 0, on_event: EventFn | None = None, should_stop: StopFn | None = None
+) -> nn.Module:
     """The real-data classifier for ``dataset`` and ``seed``: loaded from the workspace, or trained once and saved.
 
     Kept under ``<workspace>/reference/<identity hash>-<dataset config key>-<seed>/`` as ``model.safetensors``
     and ``model.json`` (build arguments); the key includes the imbalance profile, so a scarcer training
-    split gets its own classifier.
+    split gets its own classifier. A cancelled training raises :class:`FilterError` and saves nothing.
     """
     identity = hashlib.sha256(dataset.identity.encode()).hexdigest()[:16]
     folder = store.subdir("reference") / f"{identity}-{dataset.config.cache_key()}-{seed}"
@@ -174,7 +176,7 @@ def reference_classifier(dataset: LabDataset, *, seed: int = 0, on_event: EventF
             loaded.load_state_dict(load_file(str(weights_path)))
             return loaded.eval()
         log.info("retraining reference classifier %s: its recipe changed", folder.name)
-    model = train_reference_classifier(dataset, seed=seed, on_event=on_event)
+    model = train_reference_classifier(dataset, seed=seed, on_event=on_event, should_stop=should_stop)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     part = folder / f".model-{uuid.uuid4().hex[:8]}.part"
