@@ -16,9 +16,18 @@ if dataset is None:
     st.stop()
 owner = owner_token()
 fit = dataset.config.source.fit
+train = dataset.train
+pool = preprocess.real_aspects(train.provenance.orig_width, train.provenance.orig_height)
+suggested = preprocess.suggested_synthetic(fit, pool)
 st.caption(
     f"Dataset: {describe(dataset)}. Real images were made square by the dataset's fit ({fit!r}; change it on the "
-    "Dataset page). A synthetic square is regarded as a photo with an aspect drawn from the real images' aspects."
+    "Dataset page). A synthetic square is regarded as a photo with an aspect drawn from the real images' aspects. "
+    + (
+        f"Suggested for synthetic images: {suggested.resize!r}, which frames them the way fit {fit!r} framed the "
+        "real photos; 'margins' also shrinks and moves them, for real photos whose objects are smaller or off-centre."
+        if suggested.resize != "none"
+        else "The real images were square already, so no resize mode is suggested."
+    )
 )
 stored = sets.list_sets(dataset.identity)
 if not stored:
@@ -32,7 +41,7 @@ try:
     with left:
         real_preset = preset_form("pp_real", "Real images", preprocess.Preset())
     with right:
-        synthetic_preset = preset_form("pp_synth", "Synthetic images", preprocess.Preset(resize="margins"))
+        synthetic_preset = preset_form("pp_synth", "Synthetic images", suggested)
 except preprocess.PresetError as err:
     st.error(str(err))
     st.stop()
@@ -43,8 +52,6 @@ name = cols[0].selectbox("Class", [n for n in dataset.class_names if n in synthe
 if cols[1].button("Redraw", key="pp_redraw"):
     st.session_state["pp_seed"] = seed = seed + 1
 label = dataset.class_names.index(name)
-train = dataset.train
-pool = preprocess.real_aspects(train.provenance.orig_width, train.provenance.orig_height)
 real_idx, synth_idx = draw(train, label, 8, seed), draw(synthetic, label, 8, seed)
 
 

@@ -124,6 +124,26 @@ def real_aspects(orig_width: np.ndarray, orig_height: np.ndarray) -> torch.Tenso
     return w / h.clamp_min(1)
 
 
+# The resize mode that frames a synthetic square the way each dataset fit framed the real photos
+# (sources.py pads with black, the default fill). Measured on digits "photos" of four aspects
+# (tests/test_gap.py): the domain-gap score falls from 0.96-0.99 to 0.56-0.69 with the matching mode
+# and stays at 0.86-1.0 with the others.
+MATCHING_RESIZE = {"pad": "letterbox", "crop": "center_crop", "stretch": "stretch"}
+
+
+def suggested_synthetic(fit: str, aspects: torch.Tensor) -> Preset:
+    """A starting preset for synthetic squares: the mode matching ``fit`` when the real images' ``aspects`` vary.
+
+    When (nearly) every real image was square already (digits, CIFAR), no resize mode changes anything
+    the real images show, so the suggestion is no preset at all.
+    """
+    if fit not in MATCHING_RESIZE:
+        raise PresetError(f"fit={fit!r} is not accepted: expected one of {', '.join(MATCHING_RESIZE)}")
+    a = torch.as_tensor(aspects, dtype=torch.float32)
+    varied = len(a) > 0 and float(((a - 1).abs() > 0.02).float().mean()) > 0.05
+    return Preset(resize=MATCHING_RESIZE[fit]) if varied else Preset()
+
+
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=gen, device=gen.device)
 

@@ -42,6 +42,7 @@ def test_preview_shows_before_and_after_measures_the_gap_and_feeds_training() ->
     for name in ("Real, as stored", "Real, after the preset", "Synthetic, as generated", "Synthetic, after the preset"):
         assert name in captions
     assert len(at.image) == 4  # four grids: real and synthetic, before and after
+    assert at.selectbox(key="pp_synth_resize").value == "none"  # the digits are square: no resize is suggested
     at.button(key="pp_redraw").click().run()
     assert at.session_state["pp_seed"] == 1 and not at.exception
     table = at.dataframe[0].value

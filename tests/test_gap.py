@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from engine import gap
-from engine.config import DatasetConfig
+from engine import gap, preprocess
+from engine.config import DatasetConfig, SourceConfig
 from engine.datasets import LabDataset, build_dataset
 from engine.synth import filters
 
@@ -60,3 +63,45 @@ def test_image_stats_measure_brightness_colour_and_sharpness() -> None:
 def test_too_few_images_are_refused_clearly() -> None:
     with pytest.raises(gap.GapError, match="at least 10 images on each side: got 3 and 50"):
         gap.domain_gap_score(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.zeros(50, 1, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop", "stretch"])
+def test_the_mode_matching_the_fit_closes_the_gap_to_photos_of_varied_shapes(
+    digits: LabDataset, tmp_path: Path, fit: str
+) -> None:
+    """The issue's check: real photos of varied shapes (made square by the dataset's fit), synthetic squares."""
+    images, labels = digits.train.images.numpy(), digits.train.labels.numpy()
+    rng = np.random.default_rng(0)
+    aspects = (0.6, 0.75, 4 / 3, 16 / 9)
+    root = tmp_path / "photos"
+    photos, squares = np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)
+    for i in photos:  # a "photo": the scene framed at a random aspect, at a camera's resolution
+        a = aspects[rng.integers(len(aspects))]
+        w, h = (48, round(48 / a)) if a >= 1 else (round(48 * a), 48)
+        scene = Image.fromarray(images[i, 0]).resize((48, 48), Image.Resampling.BICUBIC)
+        photo = scene.crop(((48 - w) // 2, (48 - h) // 2, (48 - w) // 2 + w, (48 - h) // 2 + h))
+        (root / str(labels[i])).mkdir(parents=True, exist_ok=True)
+        photo.save(root / str(labels[i]) / f"{i}.png")
+    real = build_dataset(DatasetConfig(source=SourceConfig(kind="folder", path=str(root), resolution=24, fit=fit)))
+    parts = (real.train, real.val, real.test)
+    real_images = torch.cat([p.images for p in parts])
+    pool = torch.cat([preprocess.real_aspects(p.provenance.orig_width, p.provenance.orig_height) for p in parts])
+    synthetic = torch.from_numpy(
+        np.stack(
+            [np.asarray(Image.fromarray(images[i, 0]).resize((24, 24), Image.Resampling.BICUBIC)) for i in squares]
+        )
+    )[:, None]
+    preset = preprocess.suggested_synthetic(fit, pool)
+    assert preset.resize == preprocess.MATCHING_RESIZE[fit]
+    gen = torch.Generator().manual_seed(0)
+    framed = preprocess.apply(synthetic, preset, aspects=preprocess.draw_aspects(pool, len(synthetic), gen), gen=gen)
+    before = gap.domain_gap_score(real_images, synthetic, seed=0).accuracy
+    after = gap.domain_gap_score(real_images, framed, seed=0).accuracy
+    assert before >= 0.9 and after <= before - 0.2, (before, after)
+
+
+def test_square_real_images_get_no_suggested_resize() -> None:
+    assert preprocess.suggested_synthetic("crop", torch.ones(100)).is_identity
+    assert preprocess.suggested_synthetic("pad", torch.tensor([1.0] * 90 + [1.5] * 10)).resize == "letterbox"
+    with pytest.raises(preprocess.PresetError, match="fit='zoom'"):
+        preprocess.suggested_synthetic("zoom", torch.ones(3))
