@@ -7,8 +7,8 @@ import torch
 from engine import preprocess
 from engine.synth import sets
 from ui.jobs_panel import get_runner, owner_token
-from ui.preprocess_views import draw, gap_pictures, preset_form, show_grid, submit_gap_job
-from ui.state import current_dataset, describe
+from ui.preprocess_views import PRESET_FIELDS, draw, gap_pictures, gap_results, preset_form, show_grid, submit_gap_job
+from ui.state import current_dataset, describe, keep_widget_values
 
 st.title("Preprocess preview")
 dataset = current_dataset()
@@ -19,6 +19,7 @@ fit = dataset.config.source.fit
 train = dataset.train
 pool = preprocess.real_aspects(train.provenance.orig_width, train.provenance.orig_height)
 suggested = preprocess.suggested_synthetic(fit, pool)
+keep_widget_values(*(f"{side}_{field}" for side in ("pp_real", "pp_synth") for field in PRESET_FIELDS))
 st.caption(
     f"Dataset: {describe(dataset)}. Real images were made square by the dataset's fit ({fit!r}; change it on the "
     "Dataset page). A synthetic square is regarded as a photo with an aspect drawn from the real images' aspects. "
@@ -101,14 +102,4 @@ if cols[1].button("Use these presets for training", key="pp_use", type="primary"
     st.session_state["presets_real"] = st.session_state["train_pre_real"] = real_preset.spec()
     st.session_state["presets_synthetic"] = st.session_state["train_pre_synthetic"] = synthetic_preset.spec()
     st.success(f"The Train page will use real: '{real_preset.spec()}', synthetic: '{synthetic_preset.spec()}'.")
-results = [j for j in get_runner().list(owner=owner, group="preprocess")]
-if results:
-    latest = results[-1]
-    st.caption(f"{latest.title}: {latest.status} {latest.message or ''} {latest.error or ''}")
-    if isinstance(latest.result, dict):
-        st.dataframe([{"": k, **v} for k, v in latest.result.items()], hide_index=True)
-        st.caption(
-            "Domain-gap accuracy: a small CNN trained to tell real from synthetic, scored on held-out images "
-            "(0.5 = indistinguishable, 1.0 = trivially different). Fréchet and kernel distances: between the "
-            "two sets' features under a classifier trained on the real images (lower = closer)."
-        )
+gap_results(get_runner(), owner)

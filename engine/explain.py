@@ -13,15 +13,14 @@ plain-language sentence (object vs border, with the central region as a first pr
 from __future__ import annotations
 
 import copy
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
+from engine import sources
 from engine.device import pick_device
 from engine.training import predict_proba
 
@@ -219,26 +218,13 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 
 def prepare_upload(data: bytes, name: str, *, channels: int, resolution: int, fit: str = "crop") -> torch.Tensor:
-    """An uploaded image file as the models' input: uint8 (1, channels, R, R), EXIF orientation applied,
-    converted to grey or RGB and made square the way the dataset's images were (``fit``: crop, stretch or pad)."""
+    """An uploaded image file as the models' input: uint8 (1, channels, R, R), decoded as the dataset's images
+    were (pixel limit, EXIF orientation, 16-bit and float images scaled, grey or RGB, made square by ``fit``)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            image = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
-        raise ExplainError(
-            f"file {name!r} is not an image Pillow can read ({type(err).__name__}): upload a PNG, JPEG, ..."
-        ) from None
-    size = (resolution, resolution)
-    if fit == "stretch":
-        square = image.resize(size, Image.Resampling.BILINEAR)
-    elif fit == "pad":
-        square = ImageOps.pad(image, size, Image.Resampling.BILINEAR, color=0)
-    else:
-        square = ImageOps.fit(image, size, Image.Resampling.BILINEAR)
-    arr = np.asarray(square, dtype=np.uint8)
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr.copy()).unsqueeze(0)
+        arr = sources.decode_one(data, name, side=resolution, fit=fit, gray=channels == 1)
+    except sources.SourceError as err:
+        raise ExplainError(str(err)) from None
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()).unsqueeze(0)
 
 
 class GrayInput(nn.Module):

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torchvision.transforms import v2
 
 from engine.datasets import ImageSet, Provenance
@@ -91,6 +93,36 @@ def extra_counts(counts: np.ndarray, per_class: int) -> np.ndarray:
     return np.full_like(counts, per_class) if per_class else counts.max() - counts
 
 
+def synthetic_needs(cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike) -> np.ndarray:
+    """Synthetic images per class that mix ``cfg`` takes (zeros for mixes without synthetic images).
+
+    ``add`` only adds to the classes the set holds images of: a set made for some classes (the
+    minority ones, say) leaves the others as they are.
+    """
+    counts = np.asarray(real_counts, dtype=np.int64)
+    held = np.asarray(synthetic_counts, dtype=np.int64)
+    if cfg.kind == "add":
+        return np.where(held > 0, extra_counts(counts, cfg.per_class), 0)
+    if cfg.kind == "replace":
+        totals = np.full_like(counts, cfg.total_per_class) if cfg.total_per_class else counts
+        return np.floor(totals * cfg.synthetic_fraction + 0.5).astype(np.int64)
+    return np.zeros_like(counts)
+
+
+def synthetic_shortfall(
+    cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike, class_names: Sequence[str]
+) -> str | None:
+    """Why the synthetic set cannot feed mix ``cfg`` (a message naming the class and the counts), or None."""
+    needs = synthetic_needs(cfg, real_counts, synthetic_counts)
+    for c, (need, held) in enumerate(zip(needs, np.asarray(synthetic_counts), strict=True)):
+        if held < need:
+            return (
+                f"the synthetic set has {int(held)} images of class {class_names[c]!r}; mix {cfg.label!r} needs "
+                f"{int(need)}: choose fewer images per class, or make a set with more of that class"
+            )
+    return None
+
+
 def _take(pool: np.ndarray, k: int, gen: torch.Generator, *, repeat: bool) -> np.ndarray:
     """k indices from ``pool``, in a seeded order; with ``repeat`` the order cycles."""
     if k == 0:
@@ -145,14 +177,15 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
     if cfg.kind in ("add", "oversample", "augment"):
         extra = extra_counts(counts, cfg.per_class)
         pools = synthetic.labels.numpy() if cfg.kind == "add" and synthetic is not None else labels
+        if cfg.kind == "add" and synthetic is not None:
+            held = synthetic.class_counts()
+            problem = synthetic_shortfall(cfg, counts, held, real.class_names)
+            if problem:
+                raise MixError(problem)
+            extra = synthetic_needs(cfg, counts, held)
         picks = []
         for c, k in enumerate(extra):
             pool = np.flatnonzero(pools == c)
-            if cfg.kind == "add" and len(pool) < k:
-                raise MixError(
-                    f"the synthetic set has {len(pool)} images of class {real.class_names[c]!r}; "
-                    f"mix {cfg.label!r} needs {int(k)}"
-                )
             picks.append(_take(pool, int(k), gen, repeat=cfg.kind != "add"))
         index = np.concatenate(picks).astype(np.int64)
         if cfg.kind == "add" and synthetic is not None:

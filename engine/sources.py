@@ -344,6 +344,19 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
     return image
 
 
+def decode_one(data: bytes, name: str, *, side: int, fit: str, gray: bool, limits: Limits = Limits()) -> np.ndarray:
+    """One image file (an upload, say) decoded exactly as a dataset's images are: (side, side, 1 | 3) uint8.
+
+    The same guards (pixel limit, full decode, EXIF orientation, 16-bit and float scaling); raises
+    :class:`SourceError` naming the file and the reason.
+    """
+    try:
+        image = _open(data, limits)
+    except _BadFile as err:
+        raise SourceError(f"file {name!r} is not accepted: {err}; upload a PNG, JPEG, WebP, BMP, GIF or TIFF") from None
+    return _fit(image, side, fit, gray)
+
+
 def _check_decoded_size(count: int, side: int, limits: Limits) -> None:
     needed = count * side * side * 3
     if needed > limits.max_decoded_bytes:

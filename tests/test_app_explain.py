@@ -46,4 +46,4 @@ def test_explain_page_shows_both_models_side_by_side_and_reads_the_difference() 
     assert not at.exception and not at.error
     assert any("of its attribution" in c.value for c in at.caption)
     at.file_uploader(key="ex_upload").set_value(("notes.png", b"not an image", "image/png")).run()
-    assert any("'notes.png' is not an image" in e.value for e in at.error)
+    assert any("'notes.png' is not accepted: corrupt or unreadable" in e.value for e in at.error)

@@ -104,9 +104,24 @@ def test_uploads_of_any_size_and_mode_become_model_inputs(toy, mode: str, size: 
     assert explain.attribute(model, image, "gradcam").shape == (1, SIDE, SIDE)
 
 
-def test_a_file_that_is_not_an_image_is_refused_by_name() -> None:
-    with pytest.raises(explain.ExplainError, match=r"file 'notes\.txt' is not an image"):
+def test_a_file_that_is_not_an_image_or_too_large_is_refused_by_name() -> None:
+    with pytest.raises(explain.ExplainError, match=r"file 'notes\.txt' is not accepted: corrupt or unreadable"):
         explain.prepare_upload(b"hello", "notes.txt", channels=3, resolution=8)
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 7000)).save(buffer, "PNG")  # 56 Mpx in a few kB: a decompression bomb
+    with pytest.raises(explain.ExplainError, match=r"'bomb\.png' is not accepted: too many pixels: 8000x7000"):
+        explain.prepare_upload(buffer.getvalue(), "bomb.png", channels=3, resolution=8)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F"])
+def test_16_bit_and_float_uploads_are_scaled_like_the_datasets(mode: str) -> None:
+    ramp = np.tile(np.linspace(0, 65535 if mode == "I;16" else 255, 32), (32, 1))
+    buffer = io.BytesIO()
+    picture = Image.fromarray(ramp.astype(np.uint16 if mode == "I;16" else np.float32))
+    assert picture.mode == mode
+    picture.save(buffer, "TIFF")
+    image = explain.prepare_upload(buffer.getvalue(), "scan.tif", channels=1, resolution=16)
+    assert 100 < float(image.float().mean()) < 155 and int(image.max()) > 240 and int(image.min()) < 15
 
 
 @pytest.mark.parametrize("name", ["simple_cnn", "cnn", "resnet"])

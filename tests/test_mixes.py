@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.datasets import ImageSet, Provenance
-from engine.mixes import MixConfig, MixError, build_mix
+from engine.mixes import MixConfig, MixError, build_mix, synthetic_shortfall
 
 
 def image_set(counts: list[int], *, synthetic: bool = False, value: int = 0) -> ImageSet:
@@ -54,6 +54,19 @@ def test_add_n_per_class_and_a_pool_too_small_names_the_class() -> None:
     small = image_set([50, 3, 50], synthetic=True)
     with pytest.raises(MixError, match=r"has 3 images of class 'b'; mix 'add fill' needs 32"):
         build_mix(MixConfig("add", synthetic_set="s"), REAL, small)
+
+
+def test_add_leaves_classes_the_set_was_not_made_for_and_the_form_check_agrees() -> None:
+    minority_only = image_set([0, 20, 0], synthetic=True)  # e.g. a Stable Diffusion set for class b only
+    mix = build_mix(MixConfig("add", per_class=20, synthetic_set="s"), REAL, minority_only)
+    assert counts(mix.train, True) == [0, 20, 0] and mix.synthetic_counts == (0, 20, 0)
+    cfg = MixConfig("add", per_class=30, synthetic_set="s")
+    problem = synthetic_shortfall(cfg, [40, 8, 4], [0, 20, 0], ("a", "b", "c"))
+    assert problem is not None and "has 20 images of class 'b'; mix 'add +30/class' needs 30" in problem
+    with pytest.raises(MixError, match=r"has 20 images of class 'b'"):
+        build_mix(cfg, REAL, minority_only)
+    assert synthetic_shortfall(MixConfig("replace", synthetic_set="s"), [40, 8, 4], [0, 20, 0], "abc") is not None
+    assert synthetic_shortfall(MixConfig("oversample"), [40, 8, 4], [0, 0, 0], "abc") is None
 
 
 def test_controls_reach_the_same_counts_as_add() -> None:

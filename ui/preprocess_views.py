@@ -17,7 +17,7 @@ import torch
 from engine import gap, preprocess
 from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
-from engine.jobs import JobContext, JobRunner
+from engine.jobs import FINISHED, JobContext, JobRunner
 from engine.synth import filters
 from ui.figures import tile
 
@@ -28,6 +28,8 @@ RESIZE_LABELS = {
     "center_crop": "centre crop (keep aspect)",
     "margins": "keep aspect + random margins",
 }
+
+PRESET_FIELDS = ("resize", "fill", "margin", "crop", "jitter", "gray")  # widget keys are f"{prefix}_{field}"
 
 
 def preset_form(prefix: str, title: str, default: preprocess.Preset) -> preprocess.Preset:
@@ -123,3 +125,24 @@ def submit_gap_job(
     lane = pick_device().device.type
     title = f"domain gap ({presets})" if presets else "domain gap"
     return runner.submit(title, job, owner=owner, group="preprocess", tag="gap", lane=lane)
+
+
+def gap_results(runner: JobRunner, owner: str) -> None:
+    """The latest gap job of ``owner``: its state, then its scores; polled about once a second while it works."""
+    unfinished = any(j.status not in FINISHED for j in runner.list(owner=owner, group="preprocess"))
+
+    def panel() -> None:
+        results = runner.list(owner=owner, group="preprocess")
+        if not results:
+            return
+        latest = results[-1]
+        st.caption(f"{latest.title}: {latest.status} {latest.message or ''} {latest.error or ''}")
+        if isinstance(latest.result, dict):
+            st.dataframe([{"": k, **v} for k, v in latest.result.items()], hide_index=True)
+            st.caption(
+                "Domain-gap accuracy: a small CNN trained to tell real from synthetic, scored on held-out images "
+                "(0.5 = indistinguishable, 1.0 = trivially different). Fréchet and kernel distances: between the "
+                "two sets' features under a classifier trained on the real images (lower = closer)."
+            )
+
+    st.fragment(panel, run_every=1.0 if unfinished else None)()

@@ -13,10 +13,31 @@ import streamlit as st
 
 from engine import store
 from engine.datasets import LabDataset
+from engine.jobs import FINISHED, JobRunner
 from engine.synth import diffusion
 from engine.synth.tiny_sd import build_tiny_pipeline
 
 OTHER = "Other: a Hugging Face id or a local folder"
+# Widgets whose values survive a visit to another page (resuming a request needs the same settings).
+KEPT = (
+    "sd_model_choice",
+    "sd_model_other",
+    "sd_mode",
+    "sd_strength",
+    "sd_templates",
+    "sd_negative",
+    "sd_steps",
+    "sd_guidance",
+    "sd_size",
+    "sd_batch",
+    "sd_seed",
+    "sd_fill",
+    "sd_n",
+    "sd_threshold",
+    "sd_dup",
+    "sd_classes",
+    "sd_name",
+)
 DEMO_FOLDER = "pipelines/tiny-sd"
 
 
@@ -67,9 +88,13 @@ def _prompt_editor(dataset: LabDataset) -> tuple[tuple[str, str], ...]:
     st.caption(
         "Describe vague class names (the fruit report's 'Ginger' drew a person): the description replaces {class}."
     )
-    table = pd.DataFrame({"class": list(dataset.class_names), "description": [""] * len(dataset.class_names)})
+    kept = st.session_state.setdefault("sd_prompts_kept", {})  # the editor's own state is dropped on other pages
+    descriptions = [kept.get(name, "") for name in dataset.class_names]
+    table = pd.DataFrame({"class": list(dataset.class_names), "description": descriptions})
     edited = st.data_editor(table, disabled=["class"], hide_index=True, key="sd_prompts")
-    return tuple((c, d) for c, d in zip(edited["class"], edited["description"], strict=True) if str(d or "").strip())
+    pairs = [(str(c), str(d or "").strip()) for c, d in zip(edited["class"], edited["description"], strict=True)]
+    kept.update(dict(pairs))
+    return tuple((c, d) for c, d in pairs if d)
 
 
 def sd_form(dataset: LabDataset) -> SDRequest | None:
@@ -146,15 +171,27 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     return None
 
 
-def unfinished_requests() -> None:
-    """Requests stopped part-way: what they wrote, and a button to discard it."""
+def unfinished_requests(dataset: LabDataset, runner: JobRunner, owner: str) -> None:
+    """Requests stopped part-way: what they wrote, Resume (the same request, queued again) and Discard.
+
+    Both buttons are off while a job works on the request (this user's or another's): discarding then
+    would delete images under a running job.
+    """
     pending = diffusion.partial_requests()
     if not pending:
         return
-    with st.expander(f"{len(pending)} unfinished Stable Diffusion request(s): the same request resumes them"):
+    busy = {j.tag for j in runner.list() if j.status not in FINISHED}
+    with st.expander(f"{len(pending)} unfinished Stable Diffusion request(s): resume or discard them"):
         for request in pending:
-            cols = st.columns([5, 1])
-            cols[0].caption(f"{request['model']} · {request['mode']} · {request['images']} images written")
-            if cols[1].button("Discard", key=f"discard-{request['key']}"):
+            cols = st.columns([4, 1, 1])
+            working = request["key"] in busy
+            other = request["dataset"] != dataset.identity
+            note = " · in progress" if working else " · made for another dataset" if other else ""
+            cols[0].caption(f"{request['model']} · {request['mode']} · {request['images']} images written{note}")
+            if cols[1].button("Resume", key=f"resume-{request['key']}", disabled=working or other):
+                diffusion.submit_sd_generation(runner, request["config"], dataset, owner=owner)
+                st.toast("Resumed: the request continues where it stopped.")
+                st.rerun()
+            if cols[2].button("Discard", key=f"discard-{request['key']}", disabled=working):
                 diffusion.discard_partial(request["key"])
                 st.rerun()

@@ -17,6 +17,21 @@ from engine.sources import SourceError
 
 log = logging.getLogger(__name__)
 DATASET_KEY = "dataset"
+KEPT_KEY = "_kept_widgets"
+
+
+def keep_widget_values(*keys: str) -> None:
+    """Make the widgets under ``keys`` keep their values across visits to other pages.
+
+    Streamlit drops a widget's state on a run that does not draw it; call this at the top of a page,
+    before its widgets: it copies the values it finds and puts back the ones that were dropped.
+    """
+    kept = st.session_state.setdefault(KEPT_KEY, {})
+    for key in keys:
+        if key in st.session_state:
+            kept[key] = st.session_state[key]
+        elif key in kept:
+            st.session_state[key] = kept[key]
 
 
 def current_dataset() -> LabDataset | None:

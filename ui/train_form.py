@@ -7,7 +7,7 @@ import streamlit as st
 from engine.datasets import LabDataset
 from engine.device import DEVICES, PRECISIONS
 from engine.experiments import ExperimentConfig
-from engine.mixes import MixConfig
+from engine.mixes import MixConfig, synthetic_shortfall
 from engine.models import MODEL_LABELS, MODEL_NAMES
 from engine.synth import sets
 from engine.training import TrainConfig
@@ -113,4 +113,11 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         MixConfig("replace", synthetic_fraction=REPLACE[r], synthetic_set=synthetic) for r in replace if synthetic
     ]
     mixes += [MixConfig(kind, per_class=int(extra) if kind != "reweight" else 0) for kind in chosen]
+    if synthetic:  # say now, not after the runs are queued, when the set cannot feed a mix
+        held = sets.load_info(synthetic).counts_kept
+        for mix in mixes:
+            problem = synthetic_shortfall(mix, dataset.train.class_counts(), held, dataset.class_names)
+            if problem:
+                st.error(f"Nothing started: {problem}.")
+                return None
     return ExperimentConfig(dataset.config, tuple(mixes), model, train, tuple(range(int(n_seeds))), name)

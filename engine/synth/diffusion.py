@@ -415,16 +415,24 @@ def _partial_folder(key: str) -> Path:
 
 
 def partial_requests() -> list[dict[str, Any]]:
-    """Unfinished requests of this workspace: key, model, mode, images written so far (newest first)."""
+    """Unfinished requests of this workspace, newest first: key, model, mode, images written so far, the
+    request's :class:`SDConfig` (``config``, to resume it) and the identity of the dataset it was made for."""
     out = []
     for folder in sorted(sets.sets_dir().glob(".partial-*"), key=lambda f: f.stat().st_mtime, reverse=True):
         try:
-            request = json.loads((folder / "request.json").read_text())["config"]
-        except (OSError, ValueError, KeyError):
+            request = json.loads((folder / "request.json").read_text())
+            cfg = SDConfig(**request["config"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        key = folder.name.removeprefix(".partial-")
         out.append(
-            {"key": key, "model": request["model"], "mode": request["mode"], "images": len(_read_partial(folder))}
+            {
+                "key": folder.name.removeprefix(".partial-"),
+                "model": cfg.model,
+                "mode": cfg.mode,
+                "images": len(_read_partial(folder)),
+                "config": cfg,
+                "dataset": request.get("dataset", ""),
+            }
         )
     return out
 
