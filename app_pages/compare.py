@@ -36,6 +36,12 @@ st.dataframe(table, hide_index=True)
 st.caption(
     f"Intervals: {method or 'need the baseline and a mix with finished runs'}. Verdict: *helps* when the "
     "whole 95% interval of the difference is above zero, *hurts* when below, else *no detectable effect*."
+    + (
+        " *minority_recall*: the mean recall of the minority classes (★), with the same interval — did the "
+        "minority classes gain?"
+        if summary.minority
+        else ""
+    )
 )
 
 metrics = views.run_metrics(summary)

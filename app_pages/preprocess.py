@@ -30,7 +30,7 @@ st.caption(
         else "The real images were square already, so no resize mode is suggested."
     )
 )
-stored = sets.list_sets(dataset.identity)
+stored = sets.list_sets(sets.dataset_key(dataset))
 if not stored:
     st.info("Make a synthetic set on the Generate page to compare it with the real images here.")
     st.stop()

@@ -23,7 +23,10 @@ except (TrainConfigError, ExperimentError, MixError) as err:
     st.error(str(err))
     cfg = None
 if cfg is not None:
-    record = submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
-    st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds).")
+    try:
+        record = submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
+        st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds).")
+    except (ExperimentError, sets.SetError) as err:  # e.g. the set was deleted, or made for another split
+        st.error(f"Nothing started: {err}")
 
 job_panel(owner)

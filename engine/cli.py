@@ -63,7 +63,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             line = f"{state['run']}  epoch {event.epoch}  val_acc {event.values['val_acc']:.3f}"
             print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
 
-    record = experiments.run_experiment(cfg, synthetic=sets.load_set, on_run=on_run, on_event=on_event)
+    try:
+        record = experiments.run_experiment(cfg, synthetic=sets.load_set, on_run=on_run, on_event=on_event)
+    except (experiments.ExperimentError, sets.SetError) as err:  # a set that is missing or made for other data
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     summary = experiments.summarize(record.id, n_boot=args.n_boot)
     print(f"experiment {record.id}: {cfg.name or 'unnamed'} · {cfg.model} · seeds {list(cfg.seeds)}")

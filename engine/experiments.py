@@ -30,11 +30,13 @@ from engine.jobs import JobContext, JobRunner
 from engine.metrics import SCALAR_METRICS
 from engine.mixes import MixConfig
 from engine.models import MODEL_NAMES
+from engine.synth import sets
 from engine.training import TrainConfig, TrainEvent
 
 BASELINE = MixConfig(kind="real")
 DEFAULT_MIXES = (BASELINE, MixConfig(kind="oversample"), MixConfig(kind="augment"), MixConfig(kind="reweight"))
 COMPARED = ("accuracy", "f1_macro")
+MINORITY_RECALL = "minority_recall"  # mean recall over the minority classes, compared when there are some
 MINORITY_SHARE = 0.5  # a class is "minority" when its real training count is below half the largest
 
 
@@ -179,6 +181,32 @@ def list_experiments() -> list[ExperimentRecord]:
     return out
 
 
+def synthetic_pools(
+    cfg: ExperimentConfig, dataset: LabDataset, synthetic: Callable[[str], ImageSet] | None
+) -> dict[str, ImageSet]:
+    """Every synthetic set the experiment's mixes name, loaded once, before any run is planned.
+
+    All seeds then train on the same images even if the set is edited or deleted while runs wait in the
+    queue. A stored set made for another split or imbalance of the source is refused: its generator may
+    have learnt from this dataset's test images.
+    """
+    pools: dict[str, ImageSet] = {}
+    for set_id in dict.fromkeys(m.synthetic_set for m in cfg.mixes if m.synthetic_set):
+        try:
+            made_for = sets.load_info(set_id).dataset_identity
+        except sets.SetError:
+            made_for = None  # not a stored set: the caller's loader knows it
+        if made_for is not None and made_for != sets.dataset_key(dataset):
+            raise ExperimentError(
+                f"mix.synthetic_set={set_id!r} is not accepted: it was made for another split or imbalance of "
+                "this source, whose generator may have seen this dataset's test images; make a set for this one"
+            )
+        if synthetic is None:
+            raise ExperimentError(f"mix.synthetic_set={set_id!r} needs a synthetic set loader, and none was given")
+        pools[set_id] = synthetic(set_id)
+    return pools
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     *,
@@ -189,13 +217,14 @@ def run_experiment(
 ) -> ExperimentRecord:
     """Plan and execute every run in order (headless); a failed run is recorded and the rest go on."""
     dataset = dataset or build_dataset(cfg.dataset)
+    pools = synthetic_pools(cfg, dataset, synthetic)
     record = plan_experiment(cfg, dataset.identity)
     for i, (label, seed, run_id) in enumerate(record.run_ids):
         if on_run:
             on_run(i, len(record.run_ids), f"{label} seed {seed}")
         run_cfg = runs.load_record(run_id).config
         try:
-            pool = synthetic(run_cfg.mix.synthetic_set) if synthetic and run_cfg.mix.synthetic_set else None
+            pool = pools.get(run_cfg.mix.synthetic_set)
             runs.execute_run(run_id, run_cfg, dataset, synthetic=pool, experiment=record.id, on_event=on_event)
         except Exception as err:  # execute_run recorded it; a missing synthetic set fails before it starts
             rec = runs.load_record(run_id)
@@ -216,6 +245,7 @@ def submit_experiment(
 
     Each job reports every training event and its progress (steps done / steps if no early stop).
     """
+    pools = synthetic_pools(cfg, dataset, synthetic)
     record = plan_experiment(cfg, dataset.identity)
     lane = pick_device(cfg.train.device, cfg.train.precision).device.type  # "auto" and "cpu" share one queue
     for label, seed, run_id in record.run_ids:
@@ -233,7 +263,7 @@ def submit_experiment(
                         f"epoch {event.epoch}: val acc {event.values['val_acc']:.3f}",
                     )
 
-            pool = synthetic(run_cfg.mix.synthetic_set) if synthetic and run_cfg.mix.synthetic_set else None
+            pool = pools.get(run_cfg.mix.synthetic_set)
             return runs.execute_run(
                 run_id,
                 run_cfg,
@@ -248,11 +278,16 @@ def submit_experiment(
     return record
 
 
+def is_experiment(group: str) -> bool:
+    """Whether a job group is an experiment of this workspace (other jobs: generators, sets, gap scores)."""
+    return bool(group) and (experiments_dir() / f"{Path(group).name}.json").is_file()
+
+
 def cancel_run_job(runner: JobRunner, job_id: str, *, owner: str) -> None:
     """Cancel a run's job; a run that never started is recorded as cancelled on disk too."""
     runner.cancel(job_id, owner=owner)
     snap = runner.snapshot(job_id)
-    if snap.status == "cancelled" and snap.tag:
+    if snap.status == "cancelled" and snap.tag and is_experiment(snap.group):
         record = runs.load_record(snap.tag)
         if record.status == "queued":
             runs.save_record(dataclasses.replace(record, status="cancelled", finished=time.time()))
@@ -274,12 +309,15 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
     preds = {run_id: runs.load_predictions(run_id) for run_id in done.values()}
     base_label = BASELINE.label
     base_recs = [recs[rid] for (lab, _), rid in done.items() if lab == base_label]
-    names = base_recs[0].class_names if base_recs else next(iter(recs.values())).class_names
+    # A run cancelled in the queue never learnt the class names: take them from one that ran.
+    named = [r for r in (*base_recs, *(recs[rid] for rid in done.values()), *recs.values()) if r.class_names]
+    names = named[0].class_names if named else ()
     imbalance = record.config.dataset.imbalance
     if imbalance.kind == "step":  # the classes the user cut are the minority, whatever their counts
         minority = tuple(n for n in names if n in imbalance.minority)
     else:
-        minority = minority_classes(base_recs[0].real_counts, names) if base_recs else ()
+        counted = [r for r in named if r.real_counts]
+        minority = minority_classes(counted[0].real_counts, names) if counted else ()
     summaries = []
     for mix in record.config.mixes:
         seeds = [s for s in record.config.seeds if (mix.label, s) in done]
@@ -302,12 +340,14 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
                 "accuracy": stats.accuracy_score,
                 "f1_macro": stats.MacroF1(len(names)),
             }
+            if minority:  # the question users ask: did the minority classes gain?
+                scorers[MINORITY_RECALL] = stats.MinorityRecall(tuple(names.index(n) for n in minority))
             for metric, scorer in scorers.items():
                 comparisons[metric] = stats.paired_bootstrap(metric, y_true, base_p, mix_p, scorer, n_boot=n_boot)
                 seed_tests[metric] = stats.paired_seed_test(
                     metric,
-                    [_metric(recs[done[(base_label, s)]], metric) for s in paired],
-                    [_metric(recs[done[(mix.label, s)]], metric) for s in paired],
+                    [scorer(y_true, p) for p in base_p],
+                    [scorer(y_true, p) for p in mix_p],
                 )
             d, sd = stats.per_class_recall_diff(y_true, base_p, mix_p, len(names))
             diff, diff_std = tuple(float(x) for x in d), tuple(float(x) for x in sd)
@@ -361,7 +401,7 @@ def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
         }
         for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
             row[metric] = f"{mix.means[metric]:.4f} ± {mix.stds[metric]:.4f}"
-        for metric in COMPARED:
+        for metric in (*COMPARED, *([MINORITY_RECALL] if summary.minority else [])):
             comp = mix.comparisons.get(metric)
             row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp else ("baseline" if mix.kind == "real" else "—")
             row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp else ""

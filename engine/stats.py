@@ -105,6 +105,20 @@ class MacroF1:
         return macro_f1_score(y_true, y_pred, self.num_classes)
 
 
+@dataclass(frozen=True)
+class MinorityRecall:
+    """Mean recall over the chosen ``classes`` (the minority ones) as a score callable.
+
+    A class with no item in a resample is left out of that resample's mean; with none at all, NaN.
+    """
+
+    classes: tuple[int, ...]
+
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        recalls = [float(np.mean(y_pred[y_true == c] == c)) for c in self.classes if np.any(y_true == c)]
+        return float(np.mean(recalls)) if recalls else float("nan")
+
+
 def paired_seed_test(
     metric: str, baseline: Sequence[float], treatment: Sequence[float], *, alpha: float = 0.05
 ) -> Comparison:

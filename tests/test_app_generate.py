@@ -187,3 +187,31 @@ def test_stable_diffusion_errors_are_one_clear_line_on_the_page(tiny_sd: Path) -
     failed = [s for s in get_runner().list(owner=owner) if s.status == "failed"][-1]
     assert "stabilityai/sd-turbo is not available on this machine" in failed.error
     assert not at.exception
+
+
+def test_the_set_browser_keeps_its_choice_when_counts_change_and_deletes_only_the_set_shown() -> None:
+    digits = build_dataset(DatasetConfig())
+    made = []
+    for name in ("old", "new"):
+        records = [sets.ImageRecord("", c, digits.class_names[c], "test", "h", 0, c, 0.99, True, "") for c in range(3)]
+        images = digits.train.images[:3].numpy()
+        made.append(
+            sets.create_set(
+                name,
+                images,
+                records,
+                digits.class_names,
+                generator="test",
+                dataset_identity=sets.dataset_key(digits),
+                config={},
+            ).id
+        )
+    at = app_page("generate")
+    at.selectbox(key="browse_set").set_value(made[0]).run()
+    at.checkbox(key=f"confirm_delete-{made[0]}").check().run()
+    sets.set_kept(made[0], [sets.load_manifest(made[0])[0].file], False)  # a save, here or by another user
+    at.run()
+    assert at.selectbox(key="browse_set").value == made[0] and not at.exception
+    at.button(key="delete_set").click().run()
+    assert [s.id for s in sets.list_sets()] == [made[1]]
+    assert not at.checkbox(key=f"confirm_delete-{made[1]}").value  # the next set shown is not armed for deletion

@@ -23,7 +23,13 @@ def make_square_set() -> str:
         for i, y in enumerate(labels)
     ]
     info = sets.create_set(
-        "squares", images, records, dataset.class_names, generator="test", dataset_identity=dataset.identity, config={}
+        "squares",
+        images,
+        records,
+        dataset.class_names,
+        generator="test",
+        dataset_identity=sets.dataset_key(dataset),
+        config={},
     )
     return info.id
 

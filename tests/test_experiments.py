@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import recall_score
 
 from engine import experiments, runs
 from engine.cli import main
-from engine.config import DatasetConfig, ImbalanceConfig
+from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
+from engine.datasets import LabDataset, build_dataset
+from engine.jobs import JobRunner
 from engine.mixes import MixConfig
+from engine.synth import sets
 from engine.training import TrainConfig
 
 TOML = """
@@ -81,6 +86,15 @@ def test_an_experiment_runs_and_is_summarised_against_the_baseline() -> None:
     assert len(over.recall_diff) == 10 and over.seed_tests["f1_macro"].method.startswith("paired t-interval")
     rows = experiments.results_table(summary)
     assert rows[0]["Δ accuracy"] == "baseline" and rows[1]["verdict (accuracy)"] == comp.verdict
+    # The minority classes' mean recall, compared like accuracy: checked against scikit-learn per run.
+    minority = over.comparisons["minority_recall"]
+    recalls = {}
+    for label, seed, run_id in record.run_ids:
+        y_true, probs = runs.load_predictions(run_id)
+        recalls[(label, seed)] = recall_score(y_true, probs.argmax(1), labels=[0, 1], average="macro")
+    expected = np.mean([recalls[("oversample fill", s)] - recalls[("real", s)] for s in (0, 1)])
+    assert minority.diff == pytest.approx(expected) and minority.ci_low <= minority.diff <= minority.ci_high
+    assert rows[1]["verdict (minority_recall)"] == minority.verdict and "minority_recall" not in base.comparisons
     bundle = experiments.export_bundle(summary)
     assert json.loads(json.dumps(bundle))["config"]["seeds"] == [0, 1]
     assert experiments.list_experiments()[0].id == record.id
@@ -145,3 +159,81 @@ def test_a_real_gain_is_called_helps_and_no_gain_is_not() -> None:
     assert loss.verdict == "hurts"
     null = experiments.summarize(fabricate(0.0, 0.003)).mixes[1].comparisons["accuracy"]
     assert null.verdict == "no detectable effect" and null.ci_low < 0 < null.ci_high
+
+
+def stored_set(dataset: LabDataset, per_class: int = 3) -> str:
+    """A stored synthetic set for ``dataset``: the first ``per_class`` training images of every class."""
+    labels = dataset.train.labels.numpy()
+    index = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(dataset.train.num_classes)])
+    records = [
+        sets.ImageRecord("", int(labels[i]), dataset.class_names[labels[i]], "test", "h", 0, k, None, True, "")
+        for k, i in enumerate(index)
+    ]
+    images = dataset.train.images[index].numpy()
+    return sets.create_set(
+        "copies",
+        images,
+        records,
+        dataset.class_names,
+        generator="test",
+        dataset_identity=sets.dataset_key(dataset),
+        config={},
+    ).id
+
+
+def test_a_set_made_for_another_split_is_refused_before_anything_is_planned() -> None:
+    digits = build_dataset(DatasetConfig())
+    other = build_dataset(DatasetConfig(split=SplitConfig(seed=1)))  # same files: its training split holds our tests
+    set_id = stored_set(other)
+    assert sets.list_sets(sets.dataset_key(digits)) == []
+    cfg = experiments.ExperimentConfig(
+        dataset=digits.config, mixes=(MixConfig("add", per_class=2, synthetic_set=set_id),), seeds=(0,)
+    )
+    with pytest.raises(
+        experiments.ExperimentError, match=rf"mix.synthetic_set='{set_id}' is not accepted: .*another split"
+    ):
+        experiments.submit_experiment(JobRunner(), cfg, digits, owner="me", synthetic=sets.load_set)
+    assert experiments.list_experiments() == [] and runs.list_records() == []
+
+
+def test_queued_runs_train_on_the_set_as_it_was_when_they_were_submitted() -> None:
+    digits = build_dataset(DatasetConfig())
+    set_id = stored_set(digits)
+    cfg = experiments.ExperimentConfig(
+        dataset=digits.config,
+        mixes=(MixConfig("add", per_class=3, synthetic_set=set_id),),
+        train=TrainConfig(max_epochs=1, device="cpu", precision="fp32"),
+        seeds=(0, 1),
+    )
+    runner, gate = JobRunner(), threading.Event()
+    runner.submit("another user's job", lambda ctx: gate.wait(60), owner="other")  # the runs queue behind it
+    record = experiments.submit_experiment(runner, cfg, digits, owner="me", synthetic=sets.load_set)
+    sets.delete_set(set_id)  # deleted (or edited) while the runs wait
+    gate.set()
+    for job in runner.list(owner="me"):
+        runner.wait(job.id, timeout=120)
+    recs = [runs.load_record(run_id) for _, _, run_id in record.run_ids]
+    assert [r.status for r in recs] == ["done"] * 4
+    assert {r.synthetic_counts for r in recs if r.config.mix.kind == "add"} == {(3,) * 10}
+
+
+def test_cancelling_a_job_that_is_not_a_run_touches_no_run_record() -> None:
+    runner, gate = JobRunner(), threading.Event()
+    runner.submit("another user's job", lambda ctx: gate.wait(60), owner="other")
+    job = runner.submit("train cgan", lambda ctx: None, owner="me", group="generate", tag="cgan-0123456789ab")
+    experiments.cancel_run_job(runner, job, owner="me")  # still queued: cancelled at once, no run.json to read
+    gate.set()
+    assert runner.snapshot(job).status == "cancelled" and not experiments.is_experiment("generate")
+
+
+def test_a_summary_without_a_finished_baseline_still_names_the_classes() -> None:
+    cfg = dataclasses.replace(
+        tiny_config(), mixes=(MixConfig("oversample"),), seeds=(0,), train=TrainConfig(max_epochs=1, device="cpu")
+    )
+    record = experiments.run_experiment(cfg)
+    base_id = next(run_id for label, _, run_id in record.run_ids if label == "real")
+    base = runs.load_record(base_id)  # as if it had been cancelled while queued: it never saw the data
+    runs.save_record(dataclasses.replace(base, status="cancelled", class_names=(), real_counts=()))
+    summary = experiments.summarize(record.id, n_boot=50)
+    assert len(summary.class_names) == 10 and summary.minority == ("0", "1")
+    assert summary.mixes[0].runs_done == 0 and summary.mixes[1].runs_done == 1

@@ -97,7 +97,7 @@ def test_requests_are_validated_and_jobs_carry_the_work(digits: LabDataset) -> N
     )
     made = runner.wait(job, timeout=120)
     assert made.status == "done", made.error
-    assert isinstance(made.result, sets.SetInfo) and sets.list_sets(digits.identity)[0].id == made.result.id
+    assert isinstance(made.result, sets.SetInfo) and sets.list_sets(sets.dataset_key(digits))[0].id == made.result.id
 
 
 def test_an_unconditional_wgan_gets_its_labels_from_the_real_data_classifier(digits: LabDataset) -> None:
@@ -127,3 +127,27 @@ def test_a_class_no_candidate_of_which_passes_is_given_up(digits: LabDataset, mo
     info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id, per_class=3, classes=("0", "1")), digits)
     assert info.config["given_up"] == ["0"] and info.counts_kept[:2] == (0, 3)
     assert 50 <= info.counts_total[0] < 3 * pipeline.MAX_ASK * 3  # stopped asking once hopeless, not after 12 rounds
+
+
+def test_a_class_that_rarely_passes_stops_at_its_budget_and_is_reported_short(
+    digits: LabDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = {"zeros": 0}
+
+    def first_zero_only(probs, labels, class_names, *, threshold=0.95, mode="verify"):  # type: ignore[no-untyped-def]
+        labels = np.asarray(labels)
+        keep = np.ones(len(labels), dtype=bool)
+        for i in np.flatnonzero(labels == 0):  # of class "0", only the very first candidate passes
+            keep[i] = seen["zeros"] == 0
+            seen["zeros"] += 1
+        reasons = tuple("" if k else "confidence 0.01 below 0.95" for k in keep)
+        return filters.FilterResult(labels, np.where(keep, 1.0, 0.01), keep, reasons)
+
+    monkeypatch.setattr(filters, "confidence_filter", first_zero_only)
+    monkeypatch.setattr(pipeline, "GIVE_UP", 50)
+    gen_id = pipeline.train_generator(TINY, digits)
+    info = pipeline.make_set(pipeline.GenerateConfig(generator=gen_id, per_class=3, classes=("0", "1")), digits)
+    assert info.counts_kept[:2] == (1, 3) and info.config["short"] == ["0 (1 of 3)"] and info.config["given_up"] == []
+    assert info.counts_total[0] == max(
+        50, pipeline.MAX_PER_IMAGE * 3
+    )  # every candidate is held until the set is stored

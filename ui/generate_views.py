@@ -191,18 +191,24 @@ def _upscale(grid: np.ndarray, factor: int = 4) -> np.ndarray:
 
 def set_browser(dataset: LabDataset) -> None:
     """Choose a stored set: counts, quality per class, a gallery with scores, reject/restore, delete."""
-    stored = sets.list_sets(dataset.identity)
+    stored = sets.list_sets(sets.dataset_key(dataset))
     if not stored:
         st.caption("No synthetic sets for this dataset yet.")
         return
-    labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}/{sum(s.counts_total):,}" for s in stored}
-    set_id = st.selectbox("Synthetic set", list(labels), format_func=labels.__getitem__)
+    # Keyed, with labels that do not change as images are rejected: the choice stays put after a save.
+    labels = {s.id: f"{s.name} · {s.id}" for s in stored}
+    set_id = st.selectbox("Synthetic set", list(labels), format_func=labels.__getitem__, key="browse_set")
     info = sets.load_info(set_id)
     if info.config.get("given_up"):
         st.warning(
             f"Given up on {', '.join(info.config['given_up'])}: none of the first thousands of candidates passed the "
             "real-data filter. The generator does not draw these classes recognisably: train it longer or lower "
             "the threshold."
+        )
+    if info.config.get("short"):
+        st.warning(
+            f"Fewer images than asked for {', '.join(info.config['short'])}: the filter passes so few of these "
+            "classes' candidates that their budget ran out. Train the generator longer or lower the threshold."
         )
     table = pd.DataFrame({"class": info.class_names, "generated": info.counts_total, "kept": info.counts_kept})
     per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
@@ -217,10 +223,9 @@ def set_browser(dataset: LabDataset) -> None:
     present = sorted({r.class_name for r in records}, key=info.class_names.index)
     name = st.selectbox("Gallery class", present)
     chosen = [r for r in records if r.class_name == name][:48]
-    images = sets.load_set(set_id, kept_only=False)
-    by_file = {f: i for i, f in enumerate(images.provenance.origin)}
+    folder = sets.sets_dir() / set_id  # only the images on show are read, not the whole set
     st.image(
-        [tile(images.images[by_file[r.file]].numpy()) for r in chosen],
+        [tile(sets.read_png(folder / r.file, info.channels)) for r in chosen],
         caption=[f"{'✓' if r.kept else '✗'} {r.score:.2f}" if r.score is not None else "" for r in chosen],
     )
     edited = st.data_editor(
@@ -245,6 +250,8 @@ def set_browser(dataset: LabDataset) -> None:
             if files:
                 sets.set_kept(set_id, files, keep, reason="" if keep else "rejected by hand")
         st.rerun()
-    if st.checkbox("Delete this set", key="confirm_delete") and st.button("Delete now", key="delete_set"):
+    if st.checkbox(f"Delete set {set_id}", key=f"confirm_delete-{set_id}") and st.button(
+        "Delete now", key="delete_set"
+    ):
         sets.delete_set(set_id)
         st.rerun()

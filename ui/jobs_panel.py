@@ -17,7 +17,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from engine import runs
-from engine.experiments import cancel_run_job
+from engine.experiments import cancel_run_job, is_experiment
 from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot
 from engine.training import TrainEvent
 
@@ -99,7 +99,7 @@ def _eta(snap: JobSnapshot) -> str:
 def job_panel(owner: str) -> None:
     """Progress, ETA, cancel buttons and live curves for this session's latest experiment."""
     runner = get_runner()
-    mine = runner.list(owner=owner)
+    mine = [s for s in runner.list(owner=owner) if is_experiment(s.group)]  # not generator or gap jobs
     if not mine:
         st.caption("No training jobs from this browser yet. Start an experiment above.")
         return

@@ -14,7 +14,7 @@ import streamlit as st
 from engine import store
 from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobRunner
-from engine.synth import diffusion
+from engine.synth import diffusion, sets
 from engine.synth.tiny_sd import build_tiny_pipeline
 
 OTHER = "Other: a Hugging Face id or a local folder"
@@ -185,7 +185,7 @@ def unfinished_requests(dataset: LabDataset, runner: JobRunner, owner: str) -> N
         for request in pending:
             cols = st.columns([4, 1, 1])
             working = request["key"] in busy
-            other = request["dataset"] != dataset.identity
+            other = request["dataset"] != sets.dataset_key(dataset)
             note = " · in progress" if working else " · made for another dataset" if other else ""
             cols[0].caption(f"{request['model']} · {request['mode']} · {request['images']} images written{note}")
             if cols[1].button("Resume", key=f"resume-{request['key']}", disabled=working or other):

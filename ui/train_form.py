@@ -61,7 +61,7 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
             help="Set on the Preprocess preview page, e.g. 'resize=margins;margin_scale=0.6'; empty = none",
         )
         st.markdown("**Mixes** (the real baseline always runs)")
-        stored = sets.list_sets(dataset.identity)
+        stored = sets.list_sets(sets.dataset_key(dataset))
         set_labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}" for s in stored}
         synthetic = st.selectbox(
             "Synthetic set",

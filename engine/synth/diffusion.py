@@ -487,7 +487,7 @@ def make_sd_set(
     pipe, lock = load_pipeline(cfg.model, cfg.mode, device=cfg.device)
     folder = _partial_folder(key)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    store.write_json(folder / "request.json", {"config": dataclasses.asdict(cfg), "dataset": dataset.identity})
+    store.write_json(folder / "request.json", {"config": dataclasses.asdict(cfg), "dataset": sets.dataset_key(dataset)})
     records = _read_partial(folder)
     store.write_atomic(folder / "manifest.jsonl", "".join(_line(r) for r in records).encode())
     # 3. The filters and the img2img sources.
@@ -599,7 +599,7 @@ def make_sd_set(
         records,
         dataset.class_names,
         generator=cfg.model,
-        dataset_identity=dataset.identity,
+        dataset_identity=sets.dataset_key(dataset),
         config={"stable_diffusion": dataclasses.asdict(cfg), "kind": "stable-diffusion", "wanted": wanted.tolist()},
     )
     store.cache_set(("sd-set", key), info.id)

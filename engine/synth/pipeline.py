@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_ROUNDS = 12  # generation rounds to replace rejected images before giving up on a count
 GIVE_UP = 2_000  # candidates of a class with none passing the filter, after which the class is given up
 MAX_ASK = 50  # at most this many candidates per image still needed, whatever the keep rate
+MAX_PER_IMAGE = 20  # a class gets at most this many candidates per image wanted (at least GIVE_UP): memory is finite
 CLASS_STRIDE = 1_000_000  # noise indices of class c start at c * CLASS_STRIDE: classes never share a latent
 
 
@@ -192,12 +193,16 @@ def make_set(
     for round_ in range(rounds):
         # A class none of whose first GIVE_UP candidates (or 20 per image wanted) passed is given up:
         # its generator does not draw it recognisably, and asking for more would run for hours.
-        need = np.where(_hopeless(conditional, passed, next_index, wanted), 0, np.maximum(wanted - kept, 0))
+        # Every candidate is kept (pixels and record) until the set is stored, so each class has a budget.
+        budget_left = np.maximum(_budget(wanted) - next_index, 0) if conditional else np.full_like(wanted, 1 << 40)
+        hopeless = _hopeless(conditional, passed, next_index, wanted)
+        need = np.where(hopeless | (budget_left == 0), 0, np.maximum(wanted - kept, 0))
         if not need.any() or stop():
             break
         if conditional:  # ask for each class, as many as its keep rate so far suggests; the filter verifies
             rate = np.where(next_index > 0, passed / np.maximum(next_index, 1), 0.8)
             ask = np.ceil(need * np.minimum(1.2 / np.maximum(rate, 1e-9), MAX_ASK)).astype(np.int64)
+            ask = np.minimum(ask, budget_left)
             labels = np.repeat(np.arange(len(wanted)), ask)
             offsets = np.concatenate([c * CLASS_STRIDE + next_index[c] + np.arange(k) for c, k in enumerate(ask)])
             offsets = offsets.astype(np.int64)
@@ -271,6 +276,11 @@ def make_set(
         "given_up": [
             dataset.class_names[c] for c in np.flatnonzero(_hopeless(conditional, passed, next_index, wanted))
         ],
+        # classes whose budget of candidates ran out with some passing: fewer images than asked
+        "short": [
+            f"{dataset.class_names[c]} ({int(kept[c])} of {int(wanted[c])})"
+            for c in np.flatnonzero((kept > 0) & (kept < wanted))
+        ],
     }
     info = sets.create_set(
         cfg.name or f"{origin['kind']} {cfg.generator[-6:]}",
@@ -278,7 +288,7 @@ def make_set(
         records,
         dataset.class_names,
         generator=cfg.generator,
-        dataset_identity=dataset.identity,
+        dataset_identity=sets.dataset_key(dataset),
         config=settings,
     )
     report(0.85, "measuring quality per class (train on synthetic, test on real)")
@@ -289,9 +299,14 @@ def make_set(
     return info
 
 
+def _budget(wanted: np.ndarray) -> np.ndarray:
+    """(num_classes,) most candidates a class may get: MAX_PER_IMAGE per image wanted, at least GIVE_UP."""
+    return np.where(wanted > 0, np.maximum(GIVE_UP, MAX_PER_IMAGE * wanted), 0)
+
+
 def _hopeless(conditional: bool, passed: np.ndarray, asked: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """(num_classes,) classes given up: none of at least GIVE_UP candidates (or 20 per image wanted) passed."""
-    return conditional & (wanted > 0) & (passed == 0) & (asked >= np.maximum(GIVE_UP, 20 * wanted))
+    """(num_classes,) classes given up: none of their whole budget of candidates (see _budget) passed."""
+    return conditional & (wanted > 0) & (passed == 0) & (asked >= _budget(wanted))
 
 
 def _generate_indexed(generator: Any, labels: np.ndarray, indices: np.ndarray, *, z_dim: int, seed: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from engine import store
-from engine.datasets import ImageSet, Provenance
+from engine.datasets import ImageSet, LabDataset, Provenance
 
 log = logging.getLogger(__name__)
 ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
@@ -69,7 +69,7 @@ class SetInfo:
     resolution: int
     counts_total: tuple[int, ...]  # per class, all images generated
     counts_kept: tuple[int, ...]  # per class, kept (filter and hand rejections applied)
-    dataset_identity: str  # identity of the real dataset it was made for (LabDataset.identity)
+    dataset_identity: str  # the real dataset it was made for: source content, split and imbalance (dataset_key)
     config: dict[str, Any]  # generator config and generation settings (JSON-able)
     quality: dict[str, Any]  # filled later by quality reports ({} at first)
 
@@ -214,6 +214,15 @@ def create_set(
     return info
 
 
+def dataset_key(dataset: LabDataset) -> str:
+    """What a set is made for: the source's content *and* its split and imbalance.
+
+    A set drawn by a generator trained on one split must not feed runs on another split of the same
+    source: that generator may have learnt from the other split's test images.
+    """
+    return f"{dataset.identity}#{dataset.config.cache_key()}"
+
+
 def load_info(set_id: str) -> SetInfo:
     path = _folder(set_id) / "set.json"
     if not path.is_file():
@@ -222,7 +231,7 @@ def load_info(set_id: str) -> SetInfo:
 
 
 def list_sets(dataset_identity: str | None = None) -> list[SetInfo]:
-    """Readable sets, newest first, optionally only those made for ``dataset_identity``."""
+    """Readable sets, newest first, optionally only those made for ``dataset_identity`` (see :func:`dataset_key`)."""
     infos = []
     for folder in sets_dir().iterdir():
         if folder.name.startswith(".") or not folder.is_dir():
@@ -296,8 +305,9 @@ def update_quality(set_id: str, quality: dict[str, Any]) -> SetInfo:
 def delete_set(set_id: str) -> None:
     """Remove a set; it is hidden first, so it never appears half-deleted. Missing sets are no error."""
     folder = _folder(set_id)
-    if not folder.exists():
-        return
-    hidden = sets_dir() / f".del-{set_id}-{uuid.uuid4().hex[:6]}"
-    os.replace(folder, hidden)
+    with _edit_lock:  # never between an edit's read and its write (which would bring back a folder)
+        if not folder.exists():
+            return
+        hidden = sets_dir() / f".del-{set_id}-{uuid.uuid4().hex[:6]}"
+        os.replace(folder, hidden)
     shutil.rmtree(hidden, ignore_errors=True)
