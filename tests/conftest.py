@@ -6,13 +6,16 @@ import io
 import os
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+from engine.datasets import LabDataset
+from engine.synth import sets
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is first imported: tests never reach the hub
 
@@ -110,3 +113,23 @@ def tiny_sd(tiny_sd_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """The tiny pipeline's folder, readable under this test's folder roots."""
     monkeypatch.setenv("SYNTHLAB_FOLDER_ROOTS", os.pathsep.join([str(tmp_path), str(tiny_sd_folder.parent)]))
     return tiny_sd_folder
+
+
+def store_images_as_set(
+    dataset: LabDataset, images: np.ndarray, labels: Sequence[int], *, name: str = "copies", score: float | None = None
+) -> str:
+    """Store uint8 ``images`` (N, C, R, R) with ``labels`` as a kept synthetic set made for ``dataset``; its id."""
+    records = [
+        sets.ImageRecord("", int(y), dataset.class_names[int(y)], "test", "h", 0, i, score, True, "")
+        for i, y in enumerate(labels)
+    ]
+    info = sets.create_set(
+        name,
+        images,
+        records,
+        dataset.class_names,
+        generator="test",
+        dataset_identity=sets.dataset_key(dataset),
+        config={},
+    )
+    return info.id

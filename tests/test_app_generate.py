@@ -11,7 +11,7 @@ from engine import runs
 from engine.config import DatasetConfig
 from engine.datasets import build_dataset
 from engine.synth import diffusion, pipeline, sets
-from tests.conftest import app_page, wait_for_jobs
+from tests.conftest import app_page, store_images_as_set, wait_for_jobs
 from ui.jobs_panel import get_runner
 from ui.sd_views import OTHER
 
@@ -193,19 +193,7 @@ def test_the_set_browser_keeps_its_choice_when_counts_change_and_deletes_only_th
     digits = build_dataset(DatasetConfig())
     made = []
     for name in ("old", "new"):
-        records = [sets.ImageRecord("", c, digits.class_names[c], "test", "h", 0, c, 0.99, True, "") for c in range(3)]
-        images = digits.train.images[:3].numpy()
-        made.append(
-            sets.create_set(
-                name,
-                images,
-                records,
-                digits.class_names,
-                generator="test",
-                dataset_identity=sets.dataset_key(digits),
-                config={},
-            ).id
-        )
+        made.append(store_images_as_set(digits, digits.train.images[:3].numpy(), [0, 1, 2], name=name, score=0.99))
     at = app_page("generate")
     at.selectbox(key="browse_set").set_value(made[0]).run()
     at.checkbox(key=f"confirm_delete-{made[0]}").check().run()

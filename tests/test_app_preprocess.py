@@ -7,8 +7,7 @@ import torch
 
 from engine.config import DatasetConfig
 from engine.datasets import build_dataset
-from engine.synth import sets
-from tests.conftest import app_page, wait_for_jobs
+from tests.conftest import app_page, store_images_as_set, wait_for_jobs
 from ui.jobs_panel import get_runner
 
 
@@ -18,20 +17,7 @@ def make_square_set() -> str:
     keep = dataset.train.labels < 3
     images = (dataset.train.images[keep].int() * 3 // 2).clamp(0, 255).to(torch.uint8).numpy()[:90]
     labels = dataset.train.labels[keep].numpy()[:90]
-    records = [
-        sets.ImageRecord("", int(y), dataset.class_names[y], "test", "h", 0, i, None, True, "")
-        for i, y in enumerate(labels)
-    ]
-    info = sets.create_set(
-        "squares",
-        images,
-        records,
-        dataset.class_names,
-        generator="test",
-        dataset_identity=sets.dataset_key(dataset),
-        config={},
-    )
-    return info.id
+    return store_images_as_set(dataset, images, labels, name="squares")
 
 
 def test_without_a_synthetic_set_the_page_says_where_to_make_one() -> None:

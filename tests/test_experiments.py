@@ -19,6 +19,7 @@ from engine.jobs import JobRunner
 from engine.mixes import MixConfig
 from engine.synth import sets
 from engine.training import TrainConfig
+from tests.conftest import store_images_as_set
 
 TOML = """
 name = "tiny"
@@ -165,20 +166,7 @@ def stored_set(dataset: LabDataset, per_class: int = 3) -> str:
     """A stored synthetic set for ``dataset``: the first ``per_class`` training images of every class."""
     labels = dataset.train.labels.numpy()
     index = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(dataset.train.num_classes)])
-    records = [
-        sets.ImageRecord("", int(labels[i]), dataset.class_names[labels[i]], "test", "h", 0, k, None, True, "")
-        for k, i in enumerate(index)
-    ]
-    images = dataset.train.images[index].numpy()
-    return sets.create_set(
-        "copies",
-        images,
-        records,
-        dataset.class_names,
-        generator="test",
-        dataset_identity=sets.dataset_key(dataset),
-        config={},
-    ).id
+    return store_images_as_set(dataset, dataset.train.images[index].numpy(), labels[index])
 
 
 def test_a_set_made_for_another_split_is_refused_before_anything_is_planned() -> None:
