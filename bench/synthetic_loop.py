@@ -8,7 +8,7 @@ per-class recall gains of the minority classes, and how long each stage took. It
 workspace unless SYNTHLAB_HOME is set.
 
 Usage: python bench/synthetic_loop.py [--zip PATH --minority bird,cat,deer] [--steps 3000] [--width 32]
-       [--generator cgan|ddpm] [--ddim-steps 50] [--threshold 0.95] [--mixes real,add,oversample]
+       [--generator cgan|ddpm] [--ddim-steps 50] [--threshold 0.95] [--duplicates 0.99] [--mixes real,add,oversample]
        [--epochs 100] [--patience 10] [--seeds 3]
 """
 
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10, help="classifier early-stopping patience")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per mix")
     parser.add_argument("--threshold", type=float, default=0.95, help="filter: least real-classifier confidence kept")
+    parser.add_argument("--duplicates", type=float, default=0.99, help="near-duplicate similarity rejected (1 = off)")
     parser.add_argument("--mixes", default="real,add,oversample", help="mixes to run (real is always first)")
     args = parser.parse_args()
     mixes = ["real"] + [k for k in args.mixes.split(",") if k and k != "real"]
@@ -67,8 +68,14 @@ def main() -> None:
         cfg = gan.GanConfig(steps=args.steps, width=args.width)
     gen_id = pipeline.train_generator(cfg, dataset)
     clock["gan"] = time.perf_counter()
-    generate = pipeline.GenerateConfig(generator=gen_id, sample_steps=args.ddim_steps, threshold=args.threshold)
-    info = pipeline.make_set(generate, dataset)
+    generate = pipeline.GenerateConfig(
+        generator=gen_id, sample_steps=args.ddim_steps, threshold=args.threshold, duplicate_threshold=args.duplicates
+    )
+    info = pipeline.make_set(
+        generate,
+        dataset,
+        on_progress=lambda f, m: print(f"  set {f:.0%}: {m} ({time.perf_counter() - clock['gan']:.0f} s)"),
+    )
     clock["set"] = time.perf_counter()
     kept, total = sum(info.counts_kept), sum(info.counts_total)
     print(

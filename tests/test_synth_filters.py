@@ -81,6 +81,12 @@ def test_threshold_edge_holds_for_float32_probabilities() -> None:
     assert confidence_filter(PROBS, LABELS, NAMES, threshold=0.5).keep.tolist() == [True, True, False, True, True, True]
 
 
+def test_threshold_zero_turns_the_filter_off_but_keeps_the_scores() -> None:
+    result = confidence_filter(PROBS, LABELS, NAMES, threshold=0)
+    assert result.keep.all() and set(result.reasons) == {""}
+    assert np.allclose(result.scores, PROBS[np.arange(len(LABELS)), LABELS])
+
+
 def test_assign_relabels_with_the_classifier() -> None:
     result = confidence_filter(PROBS, None, NAMES, threshold=0.95, mode="assign")
     assert result.labels.tolist() == [0, 0, 1, 2, 0, 2]

@@ -109,7 +109,7 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> p
         cols = st.columns(3)
         per_class = cols[0].number_input("N per class", 1, 100_000, 100, key="gen_n")
         threshold = cols[1].slider(
-            "Keep when the real-data classifier is at least this sure", 0.0, 1.0, 0.95, key="gen_threshold"
+            "Keep when the real-data classifier is at least this sure (0 = off)", 0.0, 1.0, 0.95, key="gen_threshold"
         )
         seed = cols[2].number_input("Noise seed", 0, 2**31 - 1, 0)
         cols = st.columns(3)

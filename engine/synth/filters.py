@@ -82,8 +82,9 @@ def confidence_filter(
     """Judge N images from their class probabilities ``probs`` (N, C) under a real-data classifier.
 
     verify: keep image n when its given label is the classifier's choice (ties count as agreement) and
-    ``probs[n, label] >= threshold``. assign: the label becomes the argmax; keep when its probability is
-    at least ``threshold``. ``labels`` may be None in assign mode.
+    ``probs[n, label] >= threshold``; ``threshold=0`` turns the filter off (every image kept, its score
+    still recorded). assign: the label becomes the argmax; keep when its probability is at least
+    ``threshold``. ``labels`` may be None in assign mode.
     """
     # 1. Check inputs.
     if mode not in FILTER_MODES:
@@ -109,6 +110,8 @@ def confidence_filter(
     final = top if mode == "assign" or labels is None else labels.astype(np.int64)
     scores = probs[np.arange(n), final]
     agrees = scores >= probs.max(axis=1) if n else np.zeros(0, dtype=bool)
+    if threshold == 0:  # the filter is off: labels are not checked either
+        agrees = np.ones(n, dtype=bool)
     confident = scores >= threshold - _TOLERANCE
     keep = agrees & confident
     # 3. A reason for every rejection.

@@ -49,7 +49,7 @@ class GenerateConfig:
     generator: str  # id of a stored generator
     per_class: int = 0  # images per class; 0 = fill every class up to the largest
     classes: tuple[str, ...] = ()  # only these classes (default: all, or all below the largest when filling)
-    threshold: float = 0.95  # keep images whose real-classifier confidence for their label is at least this
+    threshold: float = 0.95  # keep images whose real-classifier confidence for their label is at least this (0 = off)
     seed: int = 0  # noise seed: the same seed gives the same images
     name: str = ""
     duplicate_threshold: float = 0.99  # reject near-duplicates at this thumbnail similarity (1 = off)
