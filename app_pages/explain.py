@@ -10,6 +10,7 @@ from ui.explain_views import (
     cached_model,
     cached_predictions,
     class_means,
+    decoded_upload,
     default_pair,
     finished_runs,
     run_label,
@@ -77,20 +78,8 @@ with tab_own:
     pick = st.selectbox("…or pick a synthetic image from a set", ["", *[s.id for s in stored]], key="ex_set")
     image = None
     if upload is not None:
-        # Decoded once per upload and dataset shape, not on every rerun of the page.
-        memo_key = (upload.file_id, dataset.channels, dataset.resolution, dataset.config.source.fit)
-        memo = st.session_state.get("ex_upload_memo")
         try:
-            if memo is None or memo[0] != memo_key:
-                decoded = explain.prepare_upload(
-                    upload.getvalue(),
-                    upload.name,
-                    channels=dataset.channels,
-                    resolution=dataset.resolution,
-                    fit=dataset.config.source.fit,
-                )[0]
-                st.session_state["ex_upload_memo"] = memo = (memo_key, decoded)
-            image = memo[1]
+            image = decoded_upload(upload, dataset)
         except explain.ExplainError as err:
             st.error(str(err))
     elif pick:

@@ -5,7 +5,7 @@ import streamlit as st
 from engine.synth import diffusion, pipeline
 from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser
 from ui.jobs_panel import get_runner, owner_token
-from ui.sd_views import KEPT, sd_form, unfinished_requests
+from ui.sd_views import keep_sd_settings, sd_form, unfinished_requests
 from ui.state import current_dataset, describe, keep_widget_values
 
 FAMILIES = ("GAN", "Small diffusion model", "Stable Diffusion")
@@ -15,9 +15,8 @@ dataset = current_dataset()
 if dataset is None:
     st.stop()
 owner = owner_token()
-keep_widget_values("gen_family", *KEPT)
-if "sd_classes" in st.session_state:  # kept from another dataset: only its classes that this one has
-    st.session_state["sd_classes"] = [c for c in st.session_state["sd_classes"] if c in dataset.class_names]
+keep_widget_values("gen_family")
+keep_sd_settings(dataset)
 st.caption(f"Dataset: {describe(dataset)}. Generators learn from the training split only (after imbalance).")
 family = st.radio("Generator family", FAMILIES, horizontal=True, key="gen_family")
 

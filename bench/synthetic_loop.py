@@ -66,7 +66,9 @@ def main() -> None:
         cfg: gan.GanConfig | ddpm.DdpmConfig = ddpm.DdpmConfig(steps=args.steps, width=args.width)
     else:
         cfg = gan.GanConfig(steps=args.steps, width=args.width)
+    stored = {g["id"] for g in pipeline.list_generators(dataset)}  # with SYNTHLAB_HOME set, a generator is reused
     gen_id = pipeline.train_generator(cfg, dataset)
+    trained = "reused, trained earlier" if gen_id in stored else f"{args.steps} steps"
     clock["gan"] = time.perf_counter()
     generate = pipeline.GenerateConfig(
         generator=gen_id, sample_steps=args.ddim_steps, threshold=args.threshold, duplicate_threshold=args.duplicates
@@ -79,7 +81,7 @@ def main() -> None:
     clock["set"] = time.perf_counter()
     kept, total = sum(info.counts_kept), sum(info.counts_total)
     print(
-        f"generator {gen_id}: {args.steps} steps in {clock['gan'] - clock['dataset']:.0f} s; set {info.id}: kept "
+        f"generator {gen_id}: {trained} in {clock['gan'] - clock['dataset']:.0f} s; set {info.id}: kept "
         f"{kept:,} of {total:,} generated ({kept / max(1, total):.0%}) in {clock['set'] - clock['gan']:.0f} s",
         flush=True,
     )

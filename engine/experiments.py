@@ -2,8 +2,9 @@
 
 :func:`plan_experiment` writes the experiment and one queued run record per (mix, seed);
 :func:`run_experiment` executes them in order (the CLI); the Train page submits the same runs as
-jobs. :func:`summarize` compares every mix with the real baseline, paired by seed: mean ± std,
-the 95% interval of the difference in accuracy and macro-F1 from a two-level paired bootstrap
+jobs. Both load the synthetic sets once, first (:func:`synthetic_pools`). :func:`summarize` compares
+every mix with the real baseline, paired by seed: mean ± std, the 95% interval of the difference in
+accuracy, macro-F1 and the minority classes' mean recall from a two-level paired bootstrap
 (seeds and test images resampled), a paired t-interval over seeds as a second opinion, per-class recall
 differences with the minority classes marked, and a verdict: helps / no detectable effect / hurts.
 """

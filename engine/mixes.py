@@ -4,7 +4,8 @@ One function, :func:`build_mix`, turns the real training split and an optional s
 the images a run trains on. Kinds:
 
 - ``real``: the real training split (the baseline).
-- ``add``: real + N synthetic images per class, or fill every class up to the largest.
+- ``add``: real + N synthetic images per class, or fill every class up to the largest; only the
+  classes the synthetic set holds images of get any (:func:`synthetic_needs`).
 - ``replace``: per class a fixed total (the real count, or ``total_per_class``) of which a chosen
   fraction is synthetic (0.5 = 50/50, 0.7 = 30/70, 1.0 = synthetic only).
 - controls at the same counts as ``add``: ``oversample`` (repeat real images), ``augment`` (classic
@@ -176,9 +177,9 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
     # 3. Mixes that add images per class.
     if cfg.kind in ("add", "oversample", "augment"):
         extra = extra_counts(counts, cfg.per_class)
-        pools = synthetic.labels.numpy() if cfg.kind == "add" and synthetic is not None else labels
+        pools = labels
         if cfg.kind == "add" and synthetic is not None:
-            held = synthetic.class_counts()
+            pools, held = synthetic.labels.numpy(), synthetic.class_counts()
             problem = synthetic_shortfall(cfg, counts, held, real.class_names)
             if problem:
                 raise MixError(problem)
@@ -203,9 +204,10 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
     real_picks, synth_picks = [], []
     real_list: list[int] = []
     synth_list: list[int] = []
+    needs = synthetic_needs(cfg, counts, synthetic.class_counts())  # one rule for the form's check and here
     for c, n in enumerate(counts):
         total = cfg.total_per_class or int(n)
-        n_synth = int(np.floor(total * cfg.synthetic_fraction + 0.5))
+        n_synth = int(needs[c])
         n_real = total - n_synth
         real_pool, synth_pool = np.flatnonzero(labels == c), np.flatnonzero(synth_labels == c)
         if len(real_pool) < n_real or len(synth_pool) < n_synth:

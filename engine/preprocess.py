@@ -126,8 +126,8 @@ def real_aspects(orig_width: np.ndarray, orig_height: np.ndarray) -> torch.Tenso
 
 # The resize mode that frames a synthetic square the way each dataset fit framed the real photos
 # (sources.py pads with black, the default fill). Measured on digits "photos" of four aspects
-# (tests/test_gap.py): the domain-gap score falls from 0.96-0.99 to 0.56-0.69 with the matching mode
-# and stays at 0.86-1.0 with the others.
+# (bench/gap_presets.py): the domain-gap score falls from 0.97-1.0 to 0.51-0.53 with the matching mode
+# and stays at 0.95-1.0 with the others.
 MATCHING_RESIZE = {"pad": "letterbox", "crop": "center_crop", "stretch": "stretch"}
 
 

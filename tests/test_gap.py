@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from bench.gap_presets import photos_and_squares
 from engine import gap, preprocess
 from engine.config import DatasetConfig, SourceConfig
 from engine.datasets import LabDataset, build_dataset
@@ -70,27 +70,13 @@ def test_the_mode_matching_the_fit_closes_the_gap_to_photos_of_varied_shapes(
     digits: LabDataset, tmp_path: Path, fit: str
 ) -> None:
     """The issue's check: real photos of varied shapes (made square by the dataset's fit), synthetic squares."""
-    images, labels = digits.train.images.numpy(), digits.train.labels.numpy()
-    rng = np.random.default_rng(0)
-    aspects = (0.6, 0.75, 4 / 3, 16 / 9)
     root = tmp_path / "photos"
-    photos, squares = np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)
-    for i in photos:  # a "photo": the scene framed at a random aspect, at a camera's resolution
-        a = aspects[rng.integers(len(aspects))]
-        w, h = (48, round(48 / a)) if a >= 1 else (round(48 * a), 48)
-        scene = Image.fromarray(images[i, 0]).resize((48, 48), Image.Resampling.BICUBIC)
-        photo = scene.crop(((48 - w) // 2, (48 - h) // 2, (48 - w) // 2 + w, (48 - h) // 2 + h))
-        (root / str(labels[i])).mkdir(parents=True, exist_ok=True)
-        photo.save(root / str(labels[i]) / f"{i}.png")
+    squares = photos_and_squares(digits.train.images.numpy(), digits.train.labels.numpy(), root)
     real = build_dataset(DatasetConfig(source=SourceConfig(kind="folder", path=str(root), resolution=24, fit=fit)))
     parts = (real.train, real.val, real.test)
     real_images = torch.cat([p.images for p in parts])
     pool = torch.cat([preprocess.real_aspects(p.provenance.orig_width, p.provenance.orig_height) for p in parts])
-    synthetic = torch.from_numpy(
-        np.stack(
-            [np.asarray(Image.fromarray(images[i, 0]).resize((24, 24), Image.Resampling.BICUBIC)) for i in squares]
-        )
-    )[:, None]
+    synthetic = torch.from_numpy(squares)
     preset = preprocess.suggested_synthetic(fit, pool)
     assert preset.resize == preprocess.MATCHING_RESIZE[fit]
     gen = torch.Generator().manual_seed(0)

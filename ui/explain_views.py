@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 import torch
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 from torch import nn
 
 from engine import explain, preprocess, runs
@@ -104,3 +105,23 @@ def class_means(
         maps = explain.attribute(model, images, method, targets=labels[chosen])
         out[name] = explain.class_mean_maps(maps, labels[chosen], len(dataset.class_names))
     return out
+
+
+def decoded_upload(upload: UploadedFile, dataset: LabDataset) -> torch.Tensor:
+    """An uploaded file as one model input (C, R, R), decoded once per upload and dataset shape, not per rerun.
+
+    Raises :class:`explain.ExplainError` naming the file when it is not an image the datasets accept.
+    """
+    key = (upload.file_id, dataset.channels, dataset.resolution, dataset.config.source.fit)
+    memo = st.session_state.get("ex_upload_memo")
+    if memo is None or memo[0] != key:
+        image = explain.prepare_upload(
+            upload.getvalue(),
+            upload.name,
+            channels=dataset.channels,
+            resolution=dataset.resolution,
+            fit=dataset.config.source.fit,
+        )[0]
+        st.session_state["ex_upload_memo"] = memo = (key, image)
+    decoded: torch.Tensor = memo[1]
+    return decoded

@@ -1,7 +1,8 @@
 """Generate page, Stable Diffusion mode: model, prompts per class, counts, estimate, preview and generate.
 
-Plain widgets rather than a form, so the time estimate and the prompt preview follow every change.
-Returns what the user asked for; the page submits the jobs.
+Plain widgets rather than a form, so the time estimate and the prompt preview follow every change;
+their values survive visits to other pages. Returns what the user asked for; the page submits the
+jobs. Also the list of unfinished requests, with Resume and Discard.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobRunner
 from engine.synth import diffusion, sets
 from engine.synth.tiny_sd import build_tiny_pipeline
+from ui.state import keep_widget_values
 
 OTHER = "Other: a Hugging Face id or a local folder"
 # Widgets whose values survive a visit to another page (resuming a request needs the same settings).
@@ -47,6 +49,14 @@ class SDRequest:
 
     action: str  # "preview" or "generate"
     config: diffusion.SDConfig
+
+
+def keep_sd_settings(dataset: LabDataset) -> None:
+    """Keep the form's settings across visits to other pages (call before drawing it): a stopped request
+    is resumed by asking for the same settings. Classes kept from another dataset are dropped."""
+    keep_widget_values(*KEPT)
+    if "sd_classes" in st.session_state:
+        st.session_state["sd_classes"] = [c for c in st.session_state["sd_classes"] if c in dataset.class_names]
 
 
 def _apply_preset() -> None:

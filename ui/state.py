@@ -1,8 +1,9 @@
-"""Session state shared by the pages: the dataset this session works on.
+"""Session state shared by the pages: the dataset this session works on, and widget values kept across pages.
 
 Every page reads the dataset through :func:`current_dataset`; the Dataset page replaces it with
 :func:`load_into_session`. A failed load leaves the previous dataset in place and returns the
-error message, so bad input never loses what the user had.
+error message, so bad input never loses what the user had. :func:`keep_widget_values` keeps chosen
+settings when the user visits another page and comes back.
 """
 
 from __future__ import annotations

@@ -191,9 +191,9 @@ def make_set(
     conditional = bool(origin["config"].get("conditional", True))
     rounds = MAX_ROUNDS if conditional else 2 * MAX_ROUNDS  # unconditional: classes arrive by chance
     for round_ in range(rounds):
-        # A class none of whose first GIVE_UP candidates (or 20 per image wanted) passed is given up:
-        # its generator does not draw it recognisably, and asking for more would run for hours.
-        # Every candidate is kept (pixels and record) until the set is stored, so each class has a budget.
+        # Every candidate is kept (pixels and record) until the set is stored, so each class has a budget
+        # (_budget). A class none of whose budget passed is given up: its generator does not draw it
+        # recognisably, and asking for more would run for hours.
         budget_left = np.maximum(_budget(wanted) - next_index, 0) if conditional else np.full_like(wanted, 1 << 40)
         hopeless = _hopeless(conditional, passed, next_index, wanted)
         need = np.where(hopeless | (budget_left == 0), 0, np.maximum(wanted - kept, 0))
