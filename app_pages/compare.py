@@ -21,9 +21,10 @@ cfg = summary.experiment.config
 method = next((c.method for m in summary.mixes for c in m.comparisons.values()), "")
 st.caption(
     f"Seeds {list(cfg.seeds)} · minority classes (★): {', '.join(summary.minority) or 'none'} · "
-    f"dataset {summary.experiment.dataset_identity[:24]}"
+    f"dataset {summary.experiment.dataset_key[:24]}"
 )
 
+views.show_headline(*views.answer_of(exp_id))
 short = experiments.unconverged_runs(summary)
 if short:
     st.warning(
@@ -31,6 +32,8 @@ if short:
         f"({', '.join(short[:4])}{'…' if len(short) > 4 else ''}). Mixes with more images take more steps per "
         "epoch, so differences may come from training length: raise Max epochs and run again."
     )
+for note in experiments.shortfall_notes(summary):
+    st.info(f"{note}.")
 table = pd.DataFrame(experiments.results_table(summary))
 st.dataframe(table, hide_index=True)
 st.caption(
@@ -58,7 +61,7 @@ other = left.selectbox("Mix shown against the baseline", [m for m in mixes if m 
 class_index = right.selectbox(
     "Class for ROC / PR", range(len(summary.class_names)), format_func=summary.class_names.__getitem__
 )
-for column, label in zip(st.columns(2), ["real", other], strict=True):
+for column, label in zip(st.columns(2), dict.fromkeys(["real", other]), strict=False):
     figure = views.summed_confusion_figure(summary, metrics, label)
     if figure is not None:
         column.plotly_chart(figure, key=f"cm-{label}")

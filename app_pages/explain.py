@@ -74,7 +74,7 @@ with tab_own:
         type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"],
         key="ex_upload",
     )
-    stored = sets.list_sets(sets.dataset_key(dataset))
+    stored = sets.list_sets(dataset.key)
     pick = st.selectbox("…or pick a synthetic image from a set", ["", *[s.id for s in stored]], key="ex_set")
     image = None
     if upload is not None:

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from engine.synth import diffusion, pipeline
+from engine import tasks
+from engine.synth import generators, make_sets
 from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser
 from ui.jobs_panel import get_runner, owner_token
 from ui.sd_views import keep_sd_settings, sd_form, unfinished_requests
@@ -23,12 +24,16 @@ family = st.radio("Generator family", FAMILIES, horizontal=True, key="gen_family
 if family == "Stable Diffusion":
     with st.expander("Stable Diffusion (diffusers): prompts per class, text-to-image or img2img", expanded=True):
         request = sd_form(dataset)
-    unfinished_requests(dataset, get_runner(), owner)
+    resume = unfinished_requests(dataset, get_runner())
+    if resume is not None:
+        tasks.submit_sd_generation(get_runner(), resume, dataset, owner=owner)
+        st.toast("Resumed: the request continues where it stopped.")
+        st.rerun()
     if request is not None and request.action == "preview":
-        diffusion.submit_preview(get_runner(), request.config, dataset, owner=owner)
+        tasks.submit_sd_preview(get_runner(), request.config, dataset, owner=owner)
         st.toast("Preview queued: one image per class appears below.")
     elif request is not None:
-        diffusion.submit_sd_generation(get_runner(), request.config, dataset, owner=owner)
+        tasks.submit_sd_generation(get_runner(), request.config, dataset, owner=owner)
         st.toast("Generation queued: images are written as they come; a stopped request resumes.")
 else:
     with st.expander("1 · Train a generator on this training split", expanded=True):
@@ -38,21 +43,21 @@ else:
             st.error(str(err))
             cfg = None
         if cfg is not None:
-            pipeline.submit_training(get_runner(), cfg, dataset, owner=owner)
+            tasks.submit_generator_training(get_runner(), cfg, dataset, owner=owner)
             st.toast("Generator training queued: curves and samples appear below.")
 
-    generators = pipeline.list_generators(dataset)
-    with st.expander("2 · Generate a synthetic set", expanded=bool(generators)):
-        if not generators:
+    stored = generators.list_generators(dataset)
+    with st.expander("2 · Generate a synthetic set", expanded=bool(stored)):
+        if not stored:
             st.caption("Train a generator first: stored generators for this dataset appear here.")
         else:
             try:
-                generate = generate_form(dataset, generators)
-            except pipeline.GenerateError as err:
+                generate = generate_form(dataset, stored)
+            except make_sets.GenerateError as err:
                 st.error(str(err))
                 generate = None
             if generate is not None:
-                pipeline.submit_generation(get_runner(), generate, dataset, owner=owner)
+                tasks.submit_generation(get_runner(), generate, dataset, owner=owner)
                 st.toast("Generation queued.")
 
 generate_panel(owner)

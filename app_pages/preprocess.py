@@ -4,10 +4,10 @@ import numpy as np
 import streamlit as st
 import torch
 
-from engine import preprocess
+from engine import preprocess, tasks
 from engine.synth import sets
 from ui.jobs_panel import get_runner, owner_token
-from ui.preprocess_views import PRESET_FIELDS, draw, gap_pictures, gap_results, preset_form, show_grid, submit_gap_job
+from ui.preprocess_views import PRESET_FIELDS, draw, gap_pictures, gap_results, preset_form, show_grid
 from ui.state import current_dataset, describe, keep_widget_values
 
 st.title("Preprocess preview")
@@ -30,7 +30,7 @@ st.caption(
         else "The real images were square already, so no resize mode is suggested."
     )
 )
-stored = sets.list_sets(sets.dataset_key(dataset))
+stored = sets.list_sets(dataset.key)
 if not stored:
     st.info("Make a synthetic set on the Generate page to compare it with the real images here.")
     st.stop()
@@ -97,7 +97,7 @@ cols = st.columns(2)
 if cols[0].button("Measure the domain gap (background job)", key="pp_gap"):
     sides = {"before": (real_all, synth_all), "after": (real_after, synth_after)}
     presets = f"real: '{real_preset.spec()}', synthetic: '{synthetic_preset.spec()}'"
-    submit_gap_job(get_runner(), dataset, sides, owner=owner, presets=presets)
+    tasks.submit_gap_score(get_runner(), dataset, sides, owner=owner, presets=presets)
 if cols[1].button("Use these presets for training", key="pp_use", type="primary"):
     st.session_state["presets_real"] = st.session_state["train_pre_real"] = real_preset.spec()
     st.session_state["presets_synthetic"] = st.session_state["train_pre_synthetic"] = synthetic_preset.spec()

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from engine.experiments import ExperimentError, submit_experiment
+from engine import tasks
+from engine.experiments import ExperimentError
 from engine.mixes import MixError
 from engine.synth import sets
 from engine.training import TrainConfigError
@@ -24,7 +25,7 @@ except (TrainConfigError, ExperimentError, MixError) as err:
     cfg = None
 if cfg is not None:
     try:
-        record = submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
+        record = tasks.submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
         st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds).")
     except (ExperimentError, sets.SetError) as err:  # e.g. the set was deleted, or made for another split
         st.error(f"Nothing started: {err}")

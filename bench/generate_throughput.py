@@ -3,7 +3,7 @@
 By default it builds a tiny random-weight pipeline (engine/synth/tiny_sd.py) in a temporary folder, so
 it runs offline on a CPU; ``--realistic`` builds Stable Diffusion 1.5's UNet and VAE layout instead
 (random weights, about 1B parameters: meant for a GPU); ``--model`` takes any local pipeline folder or
-cached hub id. The pipeline is loaded with :func:`engine.synth.diffusion.load_pipeline` (fp16 on CUDA,
+cached hub id. The pipeline is loaded with :func:`engine.synth.stable_diffusion.load_pipeline` (fp16 on CUDA,
 fp32 on the CPU). ``--compile both`` times the UNet with and without ``torch.compile``. Each figure is
 the median of ``--repeats`` timed calls after one warm-up call.
 
@@ -40,14 +40,14 @@ def main() -> None:
 
     import torch
 
-    from engine.synth import diffusion
+    from engine.synth import stable_diffusion
     from engine.synth.tiny_sd import build_tiny_pipeline
 
     model = args.model or str(
         build_tiny_pipeline(Path(tempfile.mkdtemp(prefix="sd-bench-")) / "pipe", realistic=args.realistic)
     )
     size = args.size or (512 if args.realistic else 64)
-    pipe, _ = diffusion.load_pipeline(model, device=args.device)
+    pipe, _ = stable_diffusion.load_pipeline(model, device=args.device)
     device = pipe.device
     params = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
     print(

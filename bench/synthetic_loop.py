@@ -48,7 +48,7 @@ def main() -> None:
     from engine.config import DatasetConfig, ImbalanceConfig, SourceConfig
     from engine.datasets import build_dataset
     from engine.mixes import MixConfig
-    from engine.synth import ddpm, gan, pipeline, sets
+    from engine.synth import ddpm, gan, generators, make_sets, sets
     from engine.training import TrainConfig
 
     source = SourceConfig(kind="zip", path=args.zip) if args.zip else SourceConfig()
@@ -66,14 +66,14 @@ def main() -> None:
         cfg: gan.GanConfig | ddpm.DdpmConfig = ddpm.DdpmConfig(steps=args.steps, width=args.width)
     else:
         cfg = gan.GanConfig(steps=args.steps, width=args.width)
-    stored = {g["id"] for g in pipeline.list_generators(dataset)}  # with SYNTHLAB_HOME set, a generator is reused
-    gen_id = pipeline.train_generator(cfg, dataset)
+    stored = {g["id"] for g in generators.list_generators(dataset)}  # with SYNTHLAB_HOME set, a generator is reused
+    gen_id = generators.train_generator(cfg, dataset)
     trained = "reused, trained earlier" if gen_id in stored else f"{args.steps} steps"
     clock["gan"] = time.perf_counter()
-    generate = pipeline.GenerateConfig(
+    generate = make_sets.GenerateConfig(
         generator=gen_id, sample_steps=args.ddim_steps, threshold=args.threshold, duplicate_threshold=args.duplicates
     )
-    info = pipeline.make_set(
+    info = make_sets.make_set(
         generate,
         dataset,
         on_progress=lambda f, m: print(f"  set {f:.0%}: {m} ({time.perf_counter() - clock['gan']:.0f} s)"),
@@ -113,6 +113,8 @@ def main() -> None:
             f"{n} {g:+.3f}" for n, g in zip(summary.class_names, mix.recall_diff, strict=True) if n in summary.minority
         ]
         print(f"minority recall gain, {mix.label}: {', '.join(gains)}")
+    for note in experiments.shortfall_notes(summary):
+        print(f"note: {note}")
     print(
         f"time: dataset {clock['dataset'] - clock['start']:.0f} s, "
         f"{args.generator} {clock['gan'] - clock['dataset']:.0f} s, "

@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from engine import experiments, runs, store
+from engine import experiments, runs, store, verdicts
 from engine.synth import sets
 from engine.training import TrainEvent
 
@@ -72,7 +72,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     summary = experiments.summarize(record.id, n_boot=args.n_boot)
     print(f"experiment {record.id}: {cfg.name or 'unnamed'} · {cfg.model} · seeds {list(cfg.seeds)}")
     print(f"minority classes: {', '.join(summary.minority) or 'none'}")
+    head = verdicts.headline(summary, n_boot=args.n_boot)
+    if head is not None:
+        print(f"answer: {head.sentence}")
+    for warning in verdicts.health_warnings(summary):
+        print(f"warning: {warning}")
     print(_table(experiments.results_table(summary)))
+    for note in experiments.shortfall_notes(summary):
+        print(f"note: {note}")
     short = experiments.unconverged_runs(summary)
     if short:
         print(

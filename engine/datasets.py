@@ -144,6 +144,17 @@ class LabDataset:
     notes: tuple[str, ...] = field(default=())  # human-readable remarks (e.g. k-shot caps)
 
     @property
+    def key(self) -> str:
+        """What synthetic data is made for: the source's content *and* its split and imbalance.
+
+        Sets, generators, Stable Diffusion requests and the reference classifier are keyed by it. A set
+        drawn by a generator trained on one split must not feed runs on another split of the same source:
+        that generator may have learnt from the other split's test images. The format,
+        ``"<identity>#<config key>"``, is the one stored sets carry.
+        """
+        return f"{self.identity}#{self.config.cache_key()}"
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return self.train.class_names
 

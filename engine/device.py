@@ -43,25 +43,41 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def available_devices() -> tuple[str, ...]:
+    """The devices this machine offers, in the order ``"auto"`` tries them; always ends with ``"cpu"``."""
+    found = ["cuda"] if torch.cuda.is_available() else []
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return (*found, "cpu")
+
+
 def pick_device(device: str = "auto", precision: str = "auto") -> DeviceSetup:
-    """Resolve a device and precision request; raises ValueError naming what is available."""
+    """Resolve a device and precision request on this machine; raises ValueError naming what it offers.
+
+    This asks the hardware, so call it when work starts, never from a config's ``__post_init__``:
+    a config recorded on a GPU machine must still load on a CPU-only one.
+    """
     if device not in DEVICES:
         raise ValueError(f"device={device!r} is not accepted: expected one of {', '.join(DEVICES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not accepted: expected one of {', '.join(PRECISIONS)}")
+    offered = available_devices()
+    requested = device
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' is not available on this machine: use 'cpu' or 'auto'")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device='mps' is not available on this machine: use 'cpu' or 'auto'")
+        device = offered[0]
+    if device not in offered:
+        raise ValueError(
+            f"device={device!r} is not available on this machine, which offers {', '.join(offered)}: "
+            "use one of those or 'auto'"
+        )
     if device == "cuda":
         dtype = {"auto": torch.float16, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         return DeviceSetup(torch.device("cuda"), dtype, True, dtype == torch.float16)
     if device == "mps":
         return DeviceSetup(torch.device("mps"), None, False, False)
     if precision == "fp16":
-        raise ValueError("precision='fp16' is not supported on the CPU: use 'bf16', 'fp32' or 'auto'")
+        chose = ", the only device='auto' finds on this machine" if requested == "auto" else ""
+        raise ValueError(f"precision='fp16' is not supported on the CPU{chose}: use 'bf16', 'fp32' or 'auto'")
     use_bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
     return DeviceSetup(torch.device("cpu"), torch.bfloat16 if use_bf16 else None, True, False)
 

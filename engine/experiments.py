@@ -26,8 +26,6 @@ import numpy as np
 from engine import runs, stats, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
-from engine.device import pick_device
-from engine.jobs import JobContext, JobRunner
 from engine.metrics import SCALAR_METRICS
 from engine.mixes import MixConfig
 from engine.models import MODEL_NAMES
@@ -35,6 +33,7 @@ from engine.synth import sets
 from engine.training import TrainConfig, TrainEvent
 
 BASELINE = MixConfig(kind="real")
+CONTROL_KINDS = ("oversample", "augment", "reweight")
 DEFAULT_MIXES = (BASELINE, MixConfig(kind="oversample"), MixConfig(kind="augment"), MixConfig(kind="reweight"))
 COMPARED = ("accuracy", "f1_macro")
 MINORITY_RECALL = "minority_recall"  # mean recall over the minority classes, compared when there are some
@@ -47,7 +46,12 @@ class ExperimentError(ValueError):
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A grid of mixes × seeds; the real baseline is always part of it."""
+    """A grid of mixes × seeds; the real baseline is always part of it.
+
+    Controls (oversample, augment, reweight) are matched to the ``add`` mix: they take its synthetic
+    set (for the counts only) and, for reweight, its amount, so that each adds exactly as many images
+    per class as ``add`` can take from the set, even when the set is short of some class.
+    """
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     mixes: tuple[MixConfig, ...] = DEFAULT_MIXES
@@ -67,6 +71,7 @@ class ExperimentConfig:
             raise ExperimentError("mixes=" + ", ".join(m.label for m in mixes) + " is not accepted: a mix is repeated.")
         if BASELINE not in mixes:  # every mix is judged against the real baseline
             mixes = (BASELINE, *mixes)
+        mixes = _match_controls(mixes)
         object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "mixes", mixes)
 
@@ -98,13 +103,27 @@ class ExperimentConfig:
             raise ExperimentError(f"experiment config not accepted: {err}") from err
 
 
+def _match_controls(mixes: tuple[MixConfig, ...]) -> tuple[MixConfig, ...]:
+    """Controls without a set of their own take the set of the ``add`` mix they are compared with."""
+    adds = {m.per_class: m for m in mixes if m.kind == "add"}
+    only = next(iter(adds.values())) if len(adds) == 1 else None
+    out = []
+    for mix in mixes:
+        if mix.kind in CONTROL_KINDS and not mix.synthetic_set:
+            add = only if mix.kind == "reweight" else adds.get(mix.per_class)
+            if add is not None:
+                mix = dataclasses.replace(mix, per_class=add.per_class, synthetic_set=add.synthetic_set)
+        out.append(mix)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ExperimentRecord:
     id: str
     config: ExperimentConfig
     run_ids: tuple[tuple[str, int, str], ...]  # (mix label, seed, run id)
     created: float
-    dataset_identity: str = ""
+    dataset_key: str = ""  # LabDataset.key of the dataset the runs trained on
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,7 @@ class MixSummary:
     seed_tests: dict[str, stats.Comparison]  # the same, paired t over seeds
     recall_diff: tuple[float, ...]  # per class, mean over seeds vs baseline
     recall_diff_std: tuple[float, ...]
+    short: tuple[str, ...] = ()  # classes that got fewer synthetic images than asked, e.g. "'1': 5 of 115"
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,7 @@ def experiments_dir() -> Path:
     return store.subdir("experiments")
 
 
-def plan_experiment(cfg: ExperimentConfig, dataset_identity: str = "") -> ExperimentRecord:
+def plan_experiment(cfg: ExperimentConfig, dataset_key: str = "") -> ExperimentRecord:
     """Save the experiment and a queued record for each of its runs."""
     exp_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     planned = []
@@ -146,7 +166,7 @@ def plan_experiment(cfg: ExperimentConfig, dataset_identity: str = "") -> Experi
             runs.RunRecord(run_id, run_cfg, "queued", experiment=exp_id, created=time.time(), pid=os.getpid())
         )
         planned.append((run_cfg.mix.label, run_cfg.seed, run_id))
-    record = ExperimentRecord(exp_id, cfg, tuple(planned), time.time(), dataset_identity)
+    record = ExperimentRecord(exp_id, cfg, tuple(planned), time.time(), dataset_key)
     save_experiment(record)
     return record
 
@@ -167,7 +187,7 @@ def load_experiment(exp_id: str) -> ExperimentRecord:
         ExperimentConfig.from_dict(data["config"]),
         tuple((str(label), int(seed), str(run_id)) for label, seed, run_id in data["run_ids"]),
         data["created"],
-        data.get("dataset_identity", ""),
+        data.get("dataset_key", data.get("dataset_identity", "")),
     )
 
 
@@ -194,10 +214,10 @@ def synthetic_pools(
     pools: dict[str, ImageSet] = {}
     for set_id in dict.fromkeys(m.synthetic_set for m in cfg.mixes if m.synthetic_set):
         try:
-            made_for = sets.load_info(set_id).dataset_identity
+            made_for = sets.load_info(set_id).dataset_key
         except sets.SetError:
             made_for = None  # not a stored set: the caller's loader knows it
-        if made_for is not None and made_for != sets.dataset_key(dataset):
+        if made_for is not None and made_for != dataset.key:
             raise ExperimentError(
                 f"mix.synthetic_set={set_id!r} is not accepted: it was made for another split or imbalance of "
                 "this source, whose generator may have seen this dataset's test images; make a set for this one"
@@ -219,7 +239,7 @@ def run_experiment(
     """Plan and execute every run in order (headless); a failed run is recorded and the rest go on."""
     dataset = dataset or build_dataset(cfg.dataset)
     pools = synthetic_pools(cfg, dataset, synthetic)
-    record = plan_experiment(cfg, dataset.identity)
+    record = plan_experiment(cfg, dataset.key)
     for i, (label, seed, run_id) in enumerate(record.run_ids):
         if on_run:
             on_run(i, len(record.run_ids), f"{label} seed {seed}")
@@ -232,66 +252,6 @@ def run_experiment(
             if rec.status != "failed":
                 runs.save_record(dataclasses.replace(rec, status="failed", error=f"{type(err).__name__}: {err}"))
     return record
-
-
-def submit_experiment(
-    runner: JobRunner,
-    cfg: ExperimentConfig,
-    dataset: LabDataset,
-    *,
-    owner: str,
-    synthetic: Callable[[str], ImageSet] | None = None,
-) -> ExperimentRecord:
-    """Plan the experiment and queue one heavy job per run on ``runner``; returns at once.
-
-    Each job reports every training event and its progress (steps done / steps if no early stop).
-    """
-    pools = synthetic_pools(cfg, dataset, synthetic)
-    record = plan_experiment(cfg, dataset.identity)
-    lane = pick_device(cfg.train.device, cfg.train.precision).device.type  # "auto" and "cpu" share one queue
-    for label, seed, run_id in record.run_ids:
-        run_cfg = runs.load_record(run_id).config
-
-        def job(ctx: JobContext, run_id: str = run_id, run_cfg: runs.RunConfig = run_cfg) -> runs.RunRecord:
-            def on_event(event: TrainEvent) -> None:
-                if event.kind == "step":  # progress only: a long run has hundreds of thousands of steps
-                    ctx.set_progress(event.step / max(1, event.total_steps))
-                    return
-                ctx.emit(event)
-                if event.kind == "epoch":
-                    ctx.set_progress(
-                        event.step / max(1, event.total_steps),
-                        f"epoch {event.epoch}: val acc {event.values['val_acc']:.3f}",
-                    )
-
-            pool = pools.get(run_cfg.mix.synthetic_set)
-            return runs.execute_run(
-                run_id,
-                run_cfg,
-                dataset,
-                synthetic=pool,
-                experiment=record.id,
-                on_event=on_event,
-                should_stop=ctx.should_stop,
-            )
-
-        runner.submit(f"{label} · seed {seed}", job, owner=owner, group=record.id, tag=run_id, lane=lane)
-    return record
-
-
-def is_experiment(group: str) -> bool:
-    """Whether a job group is an experiment of this workspace (other jobs: generators, sets, gap scores)."""
-    return bool(group) and (experiments_dir() / f"{Path(group).name}.json").is_file()
-
-
-def cancel_run_job(runner: JobRunner, job_id: str, *, owner: str) -> None:
-    """Cancel a run's job; a run that never started is recorded as cancelled on disk too."""
-    runner.cancel(job_id, owner=owner)
-    snap = runner.snapshot(job_id)
-    if snap.status == "cancelled" and snap.tag and is_experiment(snap.group):
-        record = runs.load_record(snap.tag)
-        if record.status == "queued":
-            runs.save_record(dataclasses.replace(record, status="cancelled", finished=time.time()))
 
 
 def minority_classes(counts: tuple[int, ...], names: tuple[str, ...]) -> tuple[str, ...]:
@@ -353,6 +313,7 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
             d, sd = stats.per_class_recall_diff(y_true, base_p, mix_p, len(names))
             diff, diff_std = tuple(float(x) for x in d), tuple(float(x) for x in sd)
         share = mix_recs[0].synthetic_share if mix_recs else 0.0
+        started = [recs[rid] for lab, _, rid in record.run_ids if lab == mix.label and recs[rid].short]
         summaries.append(
             MixSummary(
                 mix.label,
@@ -366,6 +327,7 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
                 seed_tests,
                 diff,
                 diff_std,
+                started[0].short if started else (),
             )
         )
     return ExperimentSummary(record, tuple(names), minority, tuple(summaries))
@@ -386,27 +348,41 @@ def unconverged_runs(summary: ExperimentSummary) -> list[str]:
     return out
 
 
+def shortfall_notes(summary: ExperimentSummary) -> list[str]:
+    """One sentence per mix whose synthetic set was short of some class, naming the classes and counts."""
+    notes = []
+    for mix in summary.mixes:
+        if mix.short:
+            matched = " (the controls were matched to the same counts)" if mix.kind == "add" else ""
+            notes.append(
+                f"{mix.label}: the synthetic set had fewer images than asked for class {', '.join(mix.short)}; "
+                f"the mix used what the set had{matched}"
+            )
+    return notes
+
+
 def _metric(record: runs.RunRecord, name: str) -> float:
     value = record.headline.get(name)
     return float("nan") if value is None else float(value)
 
 
 def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
-    """One row per mix: means ± std, the differences to the baseline with their intervals, the verdicts."""
+    """One row per mix: the verdicts against the baseline first, then the differences with their intervals, means."""
     rows = []
+    compared = (*([MINORITY_RECALL] if summary.minority else []), *COMPARED)
     for mix in summary.mixes:
-        row: dict[str, Any] = {
-            "mix": mix.label,
-            "runs": f"{mix.runs_done}/{mix.runs_total}",
-            "synthetic or augmented %": round(100 * mix.synthetic_share, 1),
-        }
-        for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
-            row[metric] = f"{mix.means[metric]:.4f} ± {mix.stds[metric]:.4f}"
-        for metric in (*COMPARED, *([MINORITY_RECALL] if summary.minority else [])):
+        row: dict[str, Any] = {"mix": mix.label, "runs": f"{mix.runs_done}/{mix.runs_total}"}
+        for metric in compared:
+            comp = mix.comparisons.get(metric)
+            row[f"verdict ({metric})"] = comp.verdict if comp else ("baseline" if mix.kind == "real" else "")
+        row["synthetic or augmented %"] = round(100 * mix.synthetic_share, 1)
+        for metric in compared:
             comp = mix.comparisons.get(metric)
             row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp else ("baseline" if mix.kind == "real" else "—")
             row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp else ""
-            row[f"verdict ({metric})"] = comp.verdict if comp else ""
+        for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
+            value = mix.means[metric]  # nan until a run of the mix finishes (or for a metric it cannot have)
+            row[metric] = "—" if np.isnan(value) else f"{value:.4f} ± {mix.stds[metric]:.4f}"
         rows.append(row)
     return rows
 
@@ -421,7 +397,7 @@ def export_bundle(summary: ExperimentSummary) -> dict[str, Any]:
     return {
         "experiment": record.id,
         "config": record.config.to_dict(),
-        "dataset_identity": record.dataset_identity,
+        "dataset_key": record.dataset_key,
         "runs": per_run,
         "results": results_table(summary),
         "minority_classes": list(summary.minority),

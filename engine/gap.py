@@ -5,12 +5,15 @@ Laplacian) for histograms. :func:`domain_gap_score` trains a small classifier to
 synthetic images and reports its accuracy on held-out images: 0.5 means it cannot tell them apart,
 1.0 means they are trivially different. :func:`feature_distances` gives the Fréchet distance and the
 kernel (MMD) distance between the two sets' features under a classifier trained on real images (the
-penultimate layer). Where this stops: no preprocessing (see ``preprocess.py``), no widgets.
+penultimate layer). :func:`gap_report` gives both for real and synthetic images before and after the
+presets (the Preprocess page's job). Where this stops: no preprocessing (see ``preprocess.py``), no
+classifier for the features (``synth/filters.py`` trains it), no widgets.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.datasets import ImageSet, Provenance
+from engine.jobs import Cancelled
 from engine.models import build_model
-from engine.training import TrainConfig, channel_stats, predict_proba, train
+from engine.training import StopFn, TrainConfig, channel_stats, predict_proba, train
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -60,12 +64,19 @@ def _two_class_set(real: torch.Tensor, synthetic: torch.Tensor) -> ImageSet:
 
 
 def domain_gap_score(
-    real: torch.Tensor, synthetic: torch.Tensor, *, seed: int = 0, max_per_side: int = 2000, max_epochs: int = 15
+    real: torch.Tensor,
+    synthetic: torch.Tensor,
+    *,
+    seed: int = 0,
+    max_per_side: int = 2000,
+    max_epochs: int = 15,
+    should_stop: StopFn | None = None,
 ) -> GapScore:
     """Held-out accuracy of a simple CNN trained to tell uint8 ``real`` from ``synthetic`` (N, C, R, R) images.
 
     Both sides are cut to the same size (at most ``max_per_side``), then split 50/20/30 into training,
-    validation (early stopping) and held-out images, stratified, for ``seed``.
+    validation (early stopping) and held-out images, stratified, for ``seed``. Raises
+    :class:`~engine.jobs.Cancelled` when ``should_stop`` turns true.
     """
     if real.shape[1:] != synthetic.shape[1:]:
         raise GapError(
@@ -90,7 +101,8 @@ def domain_gap_score(
         "simple_cnn", channels=real.shape[1], num_classes=2, resolution=real.shape[-1], mean=mean, std=std, seed=seed
     )
     cfg = TrainConfig(max_epochs=max_epochs, patience=3, augment=False)
-    train(model, parts[0], parts[1], cfg, seed=seed)
+    if train(model, parts[0], parts[1], cfg, seed=seed, should_stop=should_stop).cancelled:
+        raise Cancelled("the domain-gap score was cancelled")
     probs = predict_proba(model.cpu(), parts[2].images)
     accuracy = float((probs.argmax(axis=1) == parts[2].labels.numpy()).mean())
     return GapScore(accuracy, len(parts[2]), n)
@@ -159,3 +171,23 @@ def summary_row(name: str, values: np.ndarray) -> dict[str, float | str]:
         "median": float(q[1]),
         "q75": float(q[2]),
     }
+
+
+def gap_report(
+    reference: nn.Module,
+    sides: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    seed: int = 0,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: StopFn | None = None,
+) -> dict[str, dict[str, float]]:
+    """For each side (e.g. "before" and "after" the presets) of uint8 (real, synthetic) images: the
+    domain-gap accuracy, its held-out image count, and the feature distances under ``reference``."""
+    report = on_progress or (lambda fraction, message: None)
+    out: dict[str, dict[str, float]] = {}
+    for i, (name, (real, synthetic)) in enumerate(sides.items()):
+        report(0.2 + 0.4 * i, f"real vs synthetic classifier, {name} the presets")
+        score = domain_gap_score(real, synthetic, seed=seed, should_stop=should_stop)
+        distances = feature_distances(reference, real, synthetic)
+        out[name] = {"domain-gap accuracy": score.accuracy, "held-out images": score.held_out, **distances}
+    return out

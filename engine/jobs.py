@@ -3,9 +3,10 @@
 Heavy jobs (training, generation) run one at a time per device lane and the rest wait in a FIFO
 queue with their place known; light jobs start at once. A job's function gets a
 :class:`JobContext` to report events and progress and to ask whether it should stop. Exceptions
-are caught and kept on the job with their message, never lost, and never reach another job.
-Readers get immutable :class:`JobSnapshot` copies. Where this stops: nothing here knows about
-training or Streamlit; the pages poll snapshots.
+are caught and kept on the job with their message, never lost, and never reach another job; a job
+that stops on cancel raises :class:`Cancelled` and is recorded as cancelled. Readers get immutable
+:class:`JobSnapshot` copies. Where this stops: nothing here knows about training or Streamlit (what
+the lab submits is in ``tasks.py``); the pages poll snapshots.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ FINISHED = ("done", "failed", "cancelled", "interrupted")
 
 class JobError(ValueError):
     """A request about a job cannot be carried out (unknown id, not the owner)."""
+
+
+class Cancelled(Exception):
+    """Work stopped because ``should_stop()`` turned true; the message says what was kept, if anything.
+
+    Every engine function that takes ``should_stop`` raises it (GAN and diffusion-model training, the
+    reference classifier, set making, Stable Diffusion): a job that raises it is recorded as cancelled.
+    """
 
 
 @dataclass(frozen=True)
@@ -225,10 +234,11 @@ class JobRunner:
             result = fn(JobContext(job, self._lock))
             status, error = ("cancelled" if job.stop.is_set() else "done"), ""
         except Exception as err:  # kept on the job; the worker lives on for the next one
-            if not job.stop.is_set():
+            stopped = job.stop.is_set() or isinstance(err, Cancelled)
+            if not stopped:
                 log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
             # a job that stops on cancel by raising was cancelled, not failed; its message is kept
-            result, status = None, ("cancelled" if job.stop.is_set() else "failed")
+            result, status = None, ("cancelled" if stopped else "failed")
             error = f"{type(err).__name__}: {err}"
         with self._lock:
             job.result, job.status, job.error, job.finished = result, status, error, time.time()

@@ -5,11 +5,16 @@ the images a run trains on. Kinds:
 
 - ``real``: the real training split (the baseline).
 - ``add``: real + N synthetic images per class, or fill every class up to the largest; only the
-  classes the synthetic set holds images of get any (:func:`synthetic_needs`).
+  classes the synthetic set holds images of get any (:func:`synthetic_asks`).
 - ``replace``: per class a fixed total (the real count, or ``total_per_class``) of which a chosen
   fraction is synthetic (0.5 = 50/50, 0.7 = 30/70, 1.0 = synthetic only).
 - controls at the same counts as ``add``: ``oversample`` (repeat real images), ``augment`` (classic
   augmentation of real images) and ``reweight`` (real data, class-weighted loss).
+
+A set a few images short never stops a mix: ``add`` and ``replace`` take what the set holds of a
+class (the rest of a ``replace`` total is real) and say which classes got fewer than asked
+(:attr:`Mix.short`). A control that names the same synthetic set is *matched* to it: it adds exactly
+as many images per class as ``add`` can take from that set, so the comparison stays fair.
 
 Validation and test sets are never touched here: mixes only ever see the training split.
 """
@@ -45,7 +50,7 @@ class MixConfig:
     per_class: int = 0  # add / oversample / augment: extra images per class; 0 = fill up to the largest class
     synthetic_fraction: float = 0.5  # replace: share of each class's total that is synthetic, in (0, 1]
     total_per_class: int = 0  # replace: images per class; 0 = the class's real count
-    synthetic_set: str = ""  # id of the synthetic set used by add / replace
+    synthetic_set: str = ""  # add / replace: the synthetic set used; controls: the set whose counts they match
 
     def __post_init__(self) -> None:
         if self.kind not in MIX_KINDS:
@@ -58,6 +63,10 @@ class MixConfig:
             raise MixError(f"mix.total_per_class={self.total_per_class!r} is not accepted: expected >= 0.")
         if self.kind in SYNTHETIC_KINDS and not self.synthetic_set:
             raise MixError(f"mix.synthetic_set='' is not accepted for mix {self.kind!r}: name a synthetic set.")
+        if self.kind == "real" and self.synthetic_set:
+            raise MixError(
+                f"mix.synthetic_set={self.synthetic_set!r} is not accepted for the real baseline: expected ''."
+            )
 
     @property
     def label(self) -> str:
@@ -82,6 +91,7 @@ class Mix:
     weights: np.ndarray | None  # (num_classes,) loss weights, or None
     real_counts: tuple[int, ...]  # per class, real images (repeats included)
     synthetic_counts: tuple[int, ...]  # per class, synthetic or augmented images
+    short: tuple[str, ...] = ()  # classes that got fewer synthetic images than asked, e.g. "'1': 5 of 115"
 
     @property
     def synthetic_share(self) -> float:
@@ -94,11 +104,12 @@ def extra_counts(counts: np.ndarray, per_class: int) -> np.ndarray:
     return np.full_like(counts, per_class) if per_class else counts.max() - counts
 
 
-def synthetic_needs(cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike) -> np.ndarray:
-    """Synthetic images per class that mix ``cfg`` takes (zeros for mixes without synthetic images).
+def synthetic_asks(cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike) -> np.ndarray:
+    """(num_classes,) synthetic images mix ``cfg`` asks for per class (zeros for mixes without any).
 
     ``add`` only adds to the classes the set holds images of: a set made for some classes (the
-    minority ones, say) leaves the others as they are.
+    minority ones, say) leaves the others as they are. What a mix takes is this, capped by what the
+    set holds (:func:`synthetic_takes`).
     """
     counts = np.asarray(real_counts, dtype=np.int64)
     held = np.asarray(synthetic_counts, dtype=np.int64)
@@ -110,18 +121,25 @@ def synthetic_needs(cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: Ar
     return np.zeros_like(counts)
 
 
-def synthetic_shortfall(
+def synthetic_takes(cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike) -> np.ndarray:
+    """(num_classes,) synthetic images mix ``cfg`` takes per class: what it asks for, at most what the set holds."""
+    return np.minimum(synthetic_asks(cfg, real_counts, synthetic_counts), np.asarray(synthetic_counts, np.int64))
+
+
+def matched_extra(cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike) -> np.ndarray:
+    """(num_classes,) images a control adds per class to match ``add`` with the same amount on this set."""
+    counts = np.asarray(real_counts, dtype=np.int64)
+    held = np.asarray(synthetic_counts, dtype=np.int64)
+    return np.minimum(np.where(held > 0, extra_counts(counts, cfg.per_class), 0), held)
+
+
+def synthetic_short(
     cfg: MixConfig, real_counts: ArrayLike, synthetic_counts: ArrayLike, class_names: Sequence[str]
-) -> str | None:
-    """Why the synthetic set cannot feed mix ``cfg`` (a message naming the class and the counts), or None."""
-    needs = synthetic_needs(cfg, real_counts, synthetic_counts)
-    for c, (need, held) in enumerate(zip(needs, np.asarray(synthetic_counts), strict=True)):
-        if held < need:
-            return (
-                f"the synthetic set has {int(held)} images of class {class_names[c]!r}; mix {cfg.label!r} needs "
-                f"{int(need)}: choose fewer images per class, or make a set with more of that class"
-            )
-    return None
+) -> tuple[str, ...]:
+    """Classes for which the set holds fewer images than mix ``cfg`` asks, e.g. ``("'1': 5 of 115",)``."""
+    asks = synthetic_asks(cfg, real_counts, synthetic_counts)
+    held = np.asarray(synthetic_counts, dtype=np.int64)
+    return tuple(f"{class_names[int(c)]!r}: {int(held[c])} of {int(asks[c])}" for c in np.flatnonzero(held < asks))
 
 
 def _take(pool: np.ndarray, k: int, gen: torch.Generator, *, repeat: bool) -> np.ndarray:
@@ -148,42 +166,51 @@ def _augmented_copies(real: ImageSet, index: np.ndarray, seed: int) -> ImageSet:
 def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None, *, seed: int = 0) -> Mix:
     """The training set of a run; deterministic for ``seed``.
 
-    ``real`` is the real training split; ``synthetic`` the synthetic set for add / replace.
-    Raises :class:`MixError` naming the class and the counts when a pool is too small.
+    ``real`` is the real training split; ``synthetic`` the synthetic set for add / replace, or the set
+    a control is matched to. A set short of some class is no error: see :attr:`Mix.short`. Raises
+    :class:`MixError` naming the class and the counts when the real images cannot fill a mix.
     """
     # 1. Check inputs.
     if real.provenance.synthetic.any():
         raise MixError("the real training split holds synthetic images; pass them as `synthetic` instead")
-    if cfg.kind in SYNTHETIC_KINDS:
+    if cfg.synthetic_set:
         if synthetic is None or len(synthetic) == 0:
             raise MixError(f"mix {cfg.label!r} needs the synthetic set {cfg.synthetic_set!r}, and none was given")
         if synthetic.class_names != real.class_names:
             raise MixError("the synthetic set's classes differ from the dataset's: " + ", ".join(synthetic.class_names))
         if not synthetic.provenance.synthetic.all():
             raise MixError("the synthetic set holds images not marked synthetic; real images belong in the dataset")
-        if synthetic.images.shape[1:] != real.images.shape[1:]:
-            raise MixError(
-                f"synthetic images are {tuple(synthetic.images.shape[1:])}, the dataset's "
-                f"{tuple(real.images.shape[1:])}; resize them to the working resolution first"
-            )
+    if cfg.kind in SYNTHETIC_KINDS and synthetic is not None and synthetic.images.shape[1:] != real.images.shape[1:]:
+        raise MixError(
+            f"synthetic images are {tuple(synthetic.images.shape[1:])}, the dataset's "
+            f"{tuple(real.images.shape[1:])}; resize them to the working resolution first"
+        )
     gen = torch.Generator().manual_seed(seed)
     counts = real.class_counts()
     labels = real.labels.numpy()
     zeros = tuple(0 for _ in counts)
-    # 2. Baseline and reweight: the real split as it is.
-    if cfg.kind in ("real", "reweight"):
-        weights = class_weights(labels, real.num_classes) if cfg.kind == "reweight" else None
+    held = synthetic.class_counts() if synthetic is not None and cfg.synthetic_set else None
+    # 2. Baseline and reweight: the real split as it is (a matched reweight weighs classes as add counts them).
+    if cfg.kind == "real":
+        return Mix(real, None, tuple(int(n) for n in counts), zeros)
+    if cfg.kind == "reweight":
+        if held is None:
+            weights = class_weights(labels, real.num_classes)
+        else:
+            target = (counts + matched_extra(cfg, counts, held)).astype(np.float64)
+            weights = np.where(counts > 0, target / np.maximum(counts, 1) * counts.sum() / target.sum(), 0.0)
         return Mix(real, weights, tuple(int(n) for n in counts), zeros)
-    # 3. Mixes that add images per class.
+    # 3. Mixes that add images per class: add takes what the set holds, matched controls as many.
     if cfg.kind in ("add", "oversample", "augment"):
-        extra = extra_counts(counts, cfg.per_class)
-        pools = labels
-        if cfg.kind == "add" and synthetic is not None:
-            pools, held = synthetic.labels.numpy(), synthetic.class_counts()
-            problem = synthetic_shortfall(cfg, counts, held, real.class_names)
-            if problem:
-                raise MixError(problem)
-            extra = synthetic_needs(cfg, counts, held)
+        short: tuple[str, ...] = ()
+        if held is None:
+            extra = extra_counts(counts, cfg.per_class)
+        elif cfg.kind == "add":
+            extra = synthetic_takes(cfg, counts, held)
+            short = synthetic_short(cfg, counts, held, real.class_names)
+        else:
+            extra = matched_extra(cfg, counts, held)
+        pools = synthetic.labels.numpy() if cfg.kind == "add" and synthetic is not None else labels
         picks = []
         for c, k in enumerate(extra):
             pool = np.flatnonzero(pools == c)
@@ -197,27 +224,29 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
             added = _augmented_copies(real, index, seed)
         real_counts = counts + (extra if cfg.kind == "oversample" else 0)
         synth_counts = zeros if cfg.kind == "oversample" else tuple(int(k) for k in extra)
-        return Mix(ImageSet.concat([real, added]), None, tuple(int(n) for n in real_counts), synth_counts)
-    # 4. Replace: a fixed total per class, a share of it synthetic.
-    assert synthetic is not None
+        return Mix(ImageSet.concat([real, added]), None, tuple(int(n) for n in real_counts), synth_counts, short)
+    # 4. Replace: a fixed total per class, a share of it synthetic; real images stand in for missing synthetic ones.
+    assert synthetic is not None and held is not None
     synth_labels = synthetic.labels.numpy()
     real_picks, synth_picks = [], []
     real_list: list[int] = []
     synth_list: list[int] = []
-    needs = synthetic_needs(cfg, counts, synthetic.class_counts())  # one rule for the form's check and here
+    takes = synthetic_takes(cfg, counts, held)  # one rule for the form's check and here
     for c, n in enumerate(counts):
         total = cfg.total_per_class or int(n)
-        n_synth = int(needs[c])
+        n_synth = int(takes[c])
         n_real = total - n_synth
         real_pool, synth_pool = np.flatnonzero(labels == c), np.flatnonzero(synth_labels == c)
-        if len(real_pool) < n_real or len(synth_pool) < n_synth:
+        if len(real_pool) < n_real:
             raise MixError(
                 f"mix {cfg.label!r} needs {n_real} real and {n_synth} synthetic images of class "
-                f"{real.class_names[c]!r}; there are {len(real_pool)} real and {len(synth_pool)} synthetic"
+                f"{real.class_names[c]!r}; there are {len(real_pool)} real and {len(synth_pool)} synthetic: "
+                "choose a smaller total per class"
             )
         real_picks.append(_take(real_pool, n_real, gen, repeat=False))
         synth_picks.append(_take(synth_pool, n_synth, gen, repeat=False))
         real_list.append(n_real)
         synth_list.append(n_synth)
     parts = [real.subset(np.sort(np.concatenate(real_picks))), synthetic.subset(np.concatenate(synth_picks))]
-    return Mix(ImageSet.concat(parts), None, tuple(real_list), tuple(synth_list))
+    short = synthetic_short(cfg, counts, held, real.class_names)
+    return Mix(ImageSet.concat(parts), None, tuple(real_list), tuple(synth_list), short)

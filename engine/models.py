@@ -1,4 +1,4 @@
-"""Classifier builders: the seed slides' simple CNN, a deeper CNN and a small ResNet.
+"""Classifier builders: a simple CNN, a deeper CNN and a small ResNet, all trained from scratch.
 
 Every model takes float images in [0, 1], shape (N, C, H, W) for any H, W >= 4, normalises them
 with per-channel statistics stored as buffers (so a saved checkpoint carries them), and returns
@@ -14,9 +14,9 @@ from torch import nn
 
 MODEL_NAMES = ("simple_cnn", "cnn", "resnet")
 MODEL_LABELS = {
-    "simple_cnn": "Simple CNN (conv 32 → conv 64 → FC, the seed slides' net)",
-    "cnn": "Deeper CNN (conv/pool/dropout blocks, the 37-class report)",
-    "resnet": "Small ResNet (3 stages of residual blocks, the cGAN report)",
+    "simple_cnn": "Simple CNN (two conv layers and a dense layer; fast)",
+    "cnn": "Deeper CNN (conv/pool/dropout blocks)",
+    "resnet": "Small ResNet (3 stages of residual blocks)",
 }
 
 

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import platform
 import shutil
 import time
 import uuid
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
+import torch
+import torchvision
 from safetensors.torch import load_file, save
 
 from engine import preprocess, store
@@ -80,21 +84,37 @@ class RunRecord:
     error: str = ""
     created: float = 0.0
     finished: float = 0.0
-    dataset_identity: str = ""
+    dataset_key: str = ""  # LabDataset.key: source content, split and imbalance (old records: content only)
     class_names: tuple[str, ...] = ()
     real_counts: tuple[int, ...] = ()
     synthetic_counts: tuple[int, ...] = ()
+    short: tuple[str, ...] = ()  # classes the synthetic set had fewer images of than the mix asked
+    val_counts: tuple[int, ...] = ()  # per class, real validation images
+    test_counts: tuple[int, ...] = ()  # per class, real test images
     best_epoch: int = 0
     epochs: int = 0
     images_per_second: float = 0.0
     device: str = ""
     headline: dict[str, float | None] = field(default_factory=dict)
     pid: int = 0  # process that queued or runs it; a live one (e.g. the CLI) is never marked interrupted
+    versions: dict[str, str] = field(default_factory=dict)  # python, torch, … that ran it: results depend on them
 
     @property
     def synthetic_share(self) -> float:
         total = sum(self.real_counts) + sum(self.synthetic_counts)
         return sum(self.synthetic_counts) / max(1, total)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that decide a run's numbers, recorded with it."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "cpu": platform.machine(),
+    }
 
 
 def runs_dir() -> Path:
@@ -114,7 +134,9 @@ def save_record(record: RunRecord) -> None:
 def load_record(run_id: str) -> RunRecord:
     data = json.loads((runs_dir() / run_id / "run.json").read_text())
     data["config"] = RunConfig.from_dict(data["config"])
-    for name in ("class_names", "real_counts", "synthetic_counts"):
+    if "dataset_identity" in data:  # records written before the key had its own name
+        data["dataset_key"] = data.pop("dataset_identity")
+    for name in ("class_names", "real_counts", "synthetic_counts", "short", "val_counts", "test_counts"):
         data[name] = tuple(data.get(name, ()))
     return RunRecord(**data)
 
@@ -203,9 +225,12 @@ def execute_run(
         status="running",
         experiment=experiment,
         created=time.time(),
-        dataset_identity=dataset.identity,
+        dataset_key=dataset.key,
         class_names=dataset.class_names,
+        val_counts=tuple(int(n) for n in dataset.val.class_counts()),
+        test_counts=tuple(int(n) for n in dataset.test.class_counts()),
         pid=os.getpid(),
+        versions=library_versions(),
     )
     save_record(record)
     folder = runs_dir() / run_id
@@ -221,7 +246,9 @@ def execute_run(
     try:
         # 2. Build the training mix and the model.
         mix = build_mix(cfg.mix, dataset.train, synthetic, seed=cfg.seed)
-        record = dataclasses.replace(record, real_counts=mix.real_counts, synthetic_counts=mix.synthetic_counts)
+        record = dataclasses.replace(
+            record, real_counts=mix.real_counts, synthetic_counts=mix.synthetic_counts, short=mix.short
+        )
         save_record(record)
         mean, std = channel_stats(mix.train.images)
         meta = {"channels": dataset.channels, "num_classes": len(dataset.class_names), "resolution": dataset.resolution}

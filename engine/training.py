@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.datasets import ImageSet
-from engine.device import DeviceSetup, pick_device
+from engine.device import DEVICES, PRECISIONS, DeviceSetup, pick_device
 from engine.preprocess import Preset, PresetError, apply_mixed, real_aspects
 
 EventFn = Callable[["TrainEvent"], None]
@@ -82,14 +82,18 @@ class TrainConfig:
                 isinstance(self.crop_padding, int) and self.crop_padding >= 0,
                 "a whole number >= 0",
             ),
+            ("train.device", self.device, self.device in DEVICES, "one of " + ", ".join(DEVICES)),
+            ("train.precision", self.precision, self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
+            (  # true on every machine, so it is a value rule; what this machine offers is checked in train()
+                "train.precision",
+                self.precision,
+                not (self.device == "cpu" and self.precision == "fp16"),
+                "'bf16', 'fp32' or 'auto' with train.device='cpu' (the CPU has no fp16 autocast)",
+            ),
         ]
         for name, value, ok, accepted in checks:
             if not ok:
                 raise TrainConfigError(f"{name}={value!r} is not accepted: expected {accepted}.")
-        try:
-            pick_device(self.device, self.precision)
-        except ValueError as err:
-            raise TrainConfigError(f"train.{err}") from err
         for name in ("preprocess_real", "preprocess_synthetic"):
             try:
                 Preset.parse(getattr(self, name))
@@ -213,7 +217,10 @@ def train(
     # 1. Check inputs and set up the device, data and optimiser.
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"training needs images in both splits: got {len(train_set)} train, {len(val_set)} val")
-    setup = pick_device(cfg.device, cfg.precision)
+    try:  # the config only checked values: this is where the machine is asked
+        setup = pick_device(cfg.device, cfg.precision)
+    except ValueError as err:
+        raise TrainConfigError(f"train.{err}") from err
     torch.manual_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     model.to(setup.device)

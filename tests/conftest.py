@@ -129,7 +129,7 @@ def store_images_as_set(
         records,
         dataset.class_names,
         generator="test",
-        dataset_identity=sets.dataset_key(dataset),
+        dataset_key=dataset.key,
         config={},
     )
     return info.id

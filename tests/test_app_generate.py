@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import runs
 from engine.config import DatasetConfig
 from engine.datasets import build_dataset
-from engine.synth import diffusion, pipeline, sets
+from engine.jobs import Cancelled
+from engine.synth import generators, make_sets, sd_requests, sets
+from engine.synth import stable_diffusion as sd
 from tests.conftest import app_page, store_images_as_set, wait_for_jobs
 from ui.jobs_panel import get_runner
 from ui.sd_views import OTHER
@@ -41,7 +44,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     at.run()
     assert not at.exception
     info = sets.list_sets()[0]
-    table = at.dataframe[0].value
+    table = next(d.value for d in at.dataframe if "generated" in d.value.columns)
     assert list(table["class"]) == list(info.class_names) and list(table["kept"]) == list(info.counts_kept)
     assert any("Stored set" in s.value for s in at.success)
 
@@ -56,7 +59,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     wait_for_jobs(str(train.session_state["owner"]))
     statuses = {r.config.mix.kind: r.status for r in runs.list_records()}
     assert statuses == {"real": "done", "add": "done", "oversample": "done"}  # a class with no kept image gets none
-    assert pipeline.list_generators()[0]["id"] == trained[-1].result
+    assert generators.list_generators()[0]["id"] == trained[-1].result
 
 
 def test_generate_page_trains_the_small_diffusion_model_and_makes_a_set() -> None:
@@ -88,11 +91,11 @@ def test_generate_page_trains_the_small_diffusion_model_and_makes_a_set() -> Non
 def test_generate_page_previews_and_makes_a_stable_diffusion_set(
     tiny_sd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(diffusion, "_seconds_per_image", {})  # no rate measured yet by earlier tests
+    monkeypatch.setattr(sd, "_seconds_per_image", {})  # no rate measured yet by earlier tests
     at = app_page("generate")
     owner = str(at.session_state["owner"])
     at.radio(key="gen_family").set_value("Stable Diffusion").run()
-    assert at.number_input(key="sd_steps").value == diffusion.PRESETS["stabilityai/sd-turbo"]["steps"]
+    assert at.number_input(key="sd_steps").value == sd.PRESETS["stabilityai/sd-turbo"]["steps"]
     at.selectbox(key="sd_model_choice").set_value("stable-diffusion-v1-5/stable-diffusion-v1-5").run()
     assert at.number_input(key="sd_steps").value == 25 and at.number_input(key="sd_guidance").value == 7.5
     at.selectbox(key="sd_model_choice").set_value(OTHER).run()
@@ -132,28 +135,30 @@ def test_generate_page_previews_and_makes_a_stable_diffusion_set(
     gallery = next(t for t in tables if "prompt" in t.columns)
     assert all("a " in p and " 0" in p for p in gallery["prompt"])  # the gallery shows each image's prompt
 
-    train = app_page("train")  # a set for two classes feeds "add" for those two; too few images: said at once
+    train = app_page("train")  # a set for two classes feeds "add" for those two; too few images: said, no dead end
+    assert any("fewer images than 'add fill' asks for class '0': 3 of" in i.value for i in train.info)
     train.number_input[2].set_value(2)  # max epochs
     train.number_input[-1].set_value(1)  # seeds
     train.checkbox(key="mix_reweight").uncheck()
     train.button(key="FormSubmitter:train_form-Start").click().run()
-    assert "Nothing started" in train.error[0].value and "has 3 images of class '0'" in train.error[0].value
-    assert runs.list_records() == []
-    train.number_input(key="mix_extra").set_value(3)
-    train.button(key="FormSubmitter:train_form-Start").click().run()
     assert not train.exception and not train.error
     wait_for_jobs(str(train.session_state["owner"]))
-    add = next(r for r in runs.list_records() if r.config.mix.kind == "add")
-    assert add.status == "done" and add.synthetic_counts == (3, 3, 0, 0, 0, 0, 0, 0, 0, 0)
+    done = {r.config.mix.label: r for r in runs.list_records()}
+    assert {r.status for r in done.values()} == {"done"}, [r.error for r in done.values()]
+    # class '1' is the largest digits class: fill asks nothing of it; class '0' asks 4 and gets the set's 3
+    assert done["add fill"].synthetic_counts == (3, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert done["add fill"].short == ("'0': 3 of 4",)
+    real = np.array(done["real"].real_counts)
+    assert list(np.array(done["oversample fill"].real_counts) - real) == [3, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 
 
 def test_an_interrupted_stable_diffusion_request_resumes_from_the_page(tiny_sd: Path) -> None:
     digits = build_dataset(DatasetConfig())
-    cfg = diffusion.SDConfig(model=str(tiny_sd), steps=2, size=32, per_class=4, classes=("0",), batch_size=2)
-    key = diffusion.request_key(cfg, digits)
-    folder = diffusion._partial_folder(key)
-    with pytest.raises(diffusion.DiffusionError, match="stopped after"):  # interrupted once 2 images are on disk
-        diffusion.make_sd_set(cfg, digits, should_stop=lambda: len(diffusion._read_partial(folder)) >= 2)
+    cfg = sd.SDConfig(model=str(tiny_sd), steps=2, size=32, per_class=4, classes=("0",), batch_size=2)
+    key = sd_requests.request_key(cfg, digits)
+    folder = sd_requests.partial_folder(key)
+    with pytest.raises(Cancelled, match="stopped after"):  # interrupted once 2 images are on disk
+        make_sets.make_sd_set(cfg, digits, should_stop=lambda: len(sd_requests.read_partial(folder)) >= 2)
     at = app_page("generate")
     owner = str(at.session_state["owner"])
     at.radio(key="gen_family").set_value("Stable Diffusion").run()
@@ -170,7 +175,7 @@ def test_an_interrupted_stable_diffusion_request_resumes_from_the_page(tiny_sd: 
     wait_for_jobs(owner)
     done = [s for s in get_runner().list(owner=owner) if s.title.startswith("Stable Diffusion")][-1]
     assert done.status == "done", done.error
-    assert sets.list_sets()[0].counts_kept[0] == 4 and diffusion.partial_requests() == []
+    assert sets.list_sets()[0].counts_kept[0] == 4 and sd_requests.partial_requests() == []
 
 
 def test_stable_diffusion_errors_are_one_clear_line_on_the_page(tiny_sd: Path) -> None:

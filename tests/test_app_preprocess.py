@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from engine import tasks
 from engine.config import DatasetConfig
 from engine.datasets import build_dataset
 from tests.conftest import app_page, store_images_as_set, wait_for_jobs
@@ -44,7 +45,7 @@ def test_preview_shows_before_and_after_measures_the_gap_and_feeds_training() ->
     at.button(key="pp_gap").click().run()
     wait_for_jobs(str(at.session_state["owner"]))
     at.run()
-    job = [j for j in get_runner().list(group="preprocess")][-1]
+    job = tasks.list_jobs(get_runner(), tasks.JobKind.GAP)[-1]
     assert job.status == "done", job.error
     scores = next(d.value for d in at.dataframe if "domain-gap accuracy" in d.value.columns)
     assert list(scores[""]) == ["before", "after"] and (scores["frechet"] >= 0).all()

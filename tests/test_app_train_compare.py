@@ -6,7 +6,7 @@ import json
 
 from streamlit.testing.v1 import AppTest
 
-from engine import experiments, runs
+from engine import experiments, runs, tasks
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.jobs import FINISHED
 from engine.mixes import MixConfig
@@ -34,7 +34,9 @@ def test_train_page_runs_an_experiment_and_finds_it_again_after_a_reload() -> No
     assert {s.status for s in snaps} == {"done"}
     assert {runs.load_record(s.tag).status for s in snaps} == {"done"}
     reloaded = app_page("train", lab=owner)  # a new session with the same URL
-    assert any(f"Experiment {snaps[0].group}" in m.value for m in reloaded.markdown)
+    group = tasks.JobGroup.parse(snaps[0].group)
+    assert group is not None and group.kind is tasks.JobKind.EXPERIMENT
+    assert any(f"Experiment {group.id}" in m.value for m in reloaded.markdown)
     assert "All runs of this experiment have finished" in reloaded.success[0].value
     charts = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in reloaded.get("plotly_chart")]
     assert any(t.startswith("Training curves") for t in charts)

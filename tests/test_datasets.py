@@ -140,6 +140,16 @@ def test_imbalance_touches_only_the_training_split() -> None:
     assert cut.train.class_counts().tolist()[3:] == list(before[3:])
 
 
+def test_the_key_names_the_source_and_its_split_and_imbalance() -> None:
+    plain = build_dataset(DatasetConfig())
+    cut = build_dataset(DatasetConfig(imbalance=ImbalanceConfig(kind="step", minority=("0",), keep_fraction=0.1)))
+    other_split = build_dataset(DatasetConfig(split=SplitConfig(seed=1)))
+    assert plain.identity == cut.identity == other_split.identity  # the same source content
+    assert len({plain.key, cut.key, other_split.key}) == 3  # synthetic data made for one is not for the others
+    assert plain.key == f"{plain.identity}#{plain.config.cache_key()}"  # the format stored sets carry
+    assert build_dataset(DatasetConfig()).key == plain.key
+
+
 def test_second_load_reads_the_cache_and_a_changed_zip_does_not(make_zip) -> None:  # type: ignore[no-untyped-def]
     path = make_zip(class_files({"a": 6, "b": 6}))
     cfg = DatasetConfig(source=SourceConfig(kind="zip", path=str(path)))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import recall_score
 
-from engine import experiments, runs
+from engine import experiments, runs, tasks
 from engine.cli import main
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
 from engine.datasets import LabDataset, build_dataset
@@ -173,14 +174,14 @@ def test_a_set_made_for_another_split_is_refused_before_anything_is_planned() ->
     digits = build_dataset(DatasetConfig())
     other = build_dataset(DatasetConfig(split=SplitConfig(seed=1)))  # same files: its training split holds our tests
     set_id = stored_set(other)
-    assert sets.list_sets(sets.dataset_key(digits)) == []
+    assert sets.list_sets(digits.key) == []
     cfg = experiments.ExperimentConfig(
         dataset=digits.config, mixes=(MixConfig("add", per_class=2, synthetic_set=set_id),), seeds=(0,)
     )
     with pytest.raises(
         experiments.ExperimentError, match=rf"mix.synthetic_set='{set_id}' is not accepted: .*another split"
     ):
-        experiments.submit_experiment(JobRunner(), cfg, digits, owner="me", synthetic=sets.load_set)
+        tasks.submit_experiment(JobRunner(), cfg, digits, owner="me", synthetic=sets.load_set)
     assert experiments.list_experiments() == [] and runs.list_records() == []
 
 
@@ -195,7 +196,7 @@ def test_queued_runs_train_on_the_set_as_it_was_when_they_were_submitted() -> No
     )
     runner, gate = JobRunner(), threading.Event()
     runner.submit("another user's job", lambda ctx: gate.wait(60), owner="other")  # the runs queue behind it
-    record = experiments.submit_experiment(runner, cfg, digits, owner="me", synthetic=sets.load_set)
+    record = tasks.submit_experiment(runner, cfg, digits, owner="me", synthetic=sets.load_set)
     sets.delete_set(set_id)  # deleted (or edited) while the runs wait
     gate.set()
     for job in runner.list(owner="me"):
@@ -203,15 +204,6 @@ def test_queued_runs_train_on_the_set_as_it_was_when_they_were_submitted() -> No
     recs = [runs.load_record(run_id) for _, _, run_id in record.run_ids]
     assert [r.status for r in recs] == ["done"] * 4
     assert {r.synthetic_counts for r in recs if r.config.mix.kind == "add"} == {(3,) * 10}
-
-
-def test_cancelling_a_job_that_is_not_a_run_touches_no_run_record() -> None:
-    runner, gate = JobRunner(), threading.Event()
-    runner.submit("another user's job", lambda ctx: gate.wait(60), owner="other")
-    job = runner.submit("train cgan", lambda ctx: None, owner="me", group="generate", tag="cgan-0123456789ab")
-    experiments.cancel_run_job(runner, job, owner="me")  # still queued: cancelled at once, no run.json to read
-    gate.set()
-    assert runner.snapshot(job).status == "cancelled" and not experiments.is_experiment("generate")
 
 
 def test_a_summary_without_a_finished_baseline_still_names_the_classes() -> None:
@@ -225,3 +217,53 @@ def test_a_summary_without_a_finished_baseline_still_names_the_classes() -> None
     summary = experiments.summarize(record.id, n_boot=50)
     assert len(summary.class_names) == 10 and summary.minority == ("0", "1")
     assert summary.mixes[0].runs_done == 0 and summary.mixes[1].runs_done == 1
+
+
+def test_controls_are_matched_to_the_add_mix_and_its_set() -> None:
+    cfg = experiments.ExperimentConfig(
+        mixes=(
+            MixConfig("add", synthetic_set="s1"),
+            MixConfig("oversample"),
+            MixConfig("augment", per_class=5),  # another amount than add: not its control
+            MixConfig("reweight"),
+        ),
+    )
+    by_label = {m.label: m for m in cfg.mixes}
+    assert by_label["oversample fill"].synthetic_set == "s1" and by_label["reweight"].synthetic_set == "s1"
+    assert by_label["augment +5/class"].synthetic_set == "" and by_label["real"].synthetic_set == ""
+    again = experiments.ExperimentConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+
+
+def test_a_short_set_still_gives_every_add_run_and_the_summary_says_which_class() -> None:
+    dataset = build_dataset(
+        DatasetConfig(imbalance=ImbalanceConfig(kind="step", minority=("0", "1"), keep_fraction=0.1))
+    )
+    counts = dataset.train.class_counts()
+    want = int(counts.max() - counts[1])
+    labels = dataset.train.labels.numpy()
+    full = int(counts.max() - counts[0])  # class 0 gets all it asks for (repeats are fine here), class 1 three images
+    picks = np.concatenate([np.resize(np.flatnonzero(labels == 0), full), np.flatnonzero(labels == 1)[:3]])
+    set_id = store_images_as_set(dataset, dataset.train.images[picks].numpy(), dataset.train.labels[picks].tolist())
+    cfg = experiments.ExperimentConfig(
+        dataset=dataset.config,
+        mixes=(MixConfig("add", synthetic_set=set_id), MixConfig("oversample")),
+        train=TrainConfig(max_epochs=1, batch_size=64, device="cpu", precision="fp32"),
+        seeds=(0,),
+    )
+    record = experiments.run_experiment(cfg, dataset=dataset, synthetic=sets.load_set)
+    recs = {label: runs.load_record(run_id) for label, _, run_id in record.run_ids}
+    assert [r.status for r in recs.values()] == ["done"] * 3
+    added = np.array(recs["add fill"].synthetic_counts)
+    assert added[0] == full and added[1] == 3 and added[2:].sum() == 0
+    assert recs["add fill"].short == (f"'1': 3 of {want}",)
+    assert recs["real"].versions["torch"] == torch.__version__ and recs["real"].versions["python"].startswith("3.")
+    assert recs["real"].val_counts == tuple(dataset.val.class_counts().tolist())
+    assert recs["real"].test_counts == tuple(dataset.test.class_counts().tolist())
+    # the control adds as many images per class as add could take from the set
+    assert np.array(recs["oversample fill"].real_counts) - counts == pytest.approx(added)
+    notes = experiments.shortfall_notes(experiments.summarize(record.id, n_boot=50))
+    assert notes == [
+        f"add fill: the synthetic set had fewer images than asked for class '1': 3 of {want}; "
+        "the mix used what the set had (the controls were matched to the same counts)"
+    ]

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from engine.datasets import ImageSet, Provenance
-from engine.synth import gan
+from engine.jobs import Cancelled
+from engine.synth import gan, gan_networks
+from engine.synth.events import GeneratorEvent
 
 TINY = gan.GanConfig(steps=5, width=8, batch_size=16, sample_every=5)
 
@@ -42,7 +44,7 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 def test_generator_and_discriminator_shapes(resolution: int, channels: int, kind: str, conditional: bool) -> None:
     cfg = gan.GanConfig(kind=kind, conditional=conditional, width=4, z_dim=8)
     shape = {"channels": channels, "resolution": resolution, "num_classes": 3}
-    g, d = gan.build_generator(cfg, **shape), gan.build_discriminator(cfg, **shape)
+    g, d = gan_networks.build_generator(cfg, **shape), gan_networks.build_discriminator(cfg, **shape)
     y = torch.tensor([0, 2])
     x = g(torch.randn(2, 8), y)
     assert x.shape == (2, channels, resolution, resolution)
@@ -56,11 +58,11 @@ def test_training_changes_the_weights_and_leaves_the_global_rng_alone() -> None:
     assert torch.equal(torch.get_rng_state(), state)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY.seed)  # the initial weights, built as train_gan builds them
-        initial = gan.build_generator(TINY, channels=1, resolution=8, num_classes=3)
+        initial = gan_networks.build_generator(TINY, channels=1, resolution=8, num_classes=3)
     assert not same_state(result.generator, initial)
     # Each step runs G in training mode once for D's fakes and once for its own step.
     assert int(result.generator.state_dict()["norms.0.bn.num_batches_tracked"]) == 2 * TINY.steps
-    assert not result.generator.training and not result.cancelled
+    assert not result.generator.training
     assert [row["step"] for row in result.history] == [5.0] and set(result.history[0]) == {"step", "d_loss", "g_loss"}
 
 
@@ -74,7 +76,7 @@ def test_the_same_seed_gives_bit_identical_weights(kind: str) -> None:
 
 
 def test_wgan_gp_reports_the_gradient_penalty() -> None:
-    events: list[gan.GanEvent] = []
+    events: list[GeneratorEvent] = []
     cfg = gan.GanConfig(kind="wgan-gp", conditional=False, steps=2, width=8, batch_size=16, critic_steps=2)
     gan.train_gan(cfg, tiny_set(), on_event=events.append)
     steps = [e for e in events if e.kind == "step"]
@@ -83,7 +85,7 @@ def test_wgan_gp_reports_the_gradient_penalty() -> None:
 
 
 def test_events_carry_losses_and_a_grid_with_one_row_per_class() -> None:
-    events: list[gan.GanEvent] = []
+    events: list[GeneratorEvent] = []
     gan.train_gan(gan.GanConfig(steps=5, width=8, batch_size=16, sample_every=2), tiny_set(), on_event=events.append)
     assert [e.kind for e in events if e.kind in ("samples", "done")] == ["samples"] * 3 + ["done"]
     grids = [e for e in events if e.kind == "samples"]
@@ -120,9 +122,9 @@ def test_save_and_load_round_trip(trained: gan.GanResult, tmp_path: Path) -> Non
         gan.load_generator(tmp_path / "missing")
 
 
-def poison_after(monkeypatch: pytest.MonkeyPatch, step: int) -> list[gan.GanEvent]:
+def poison_after(monkeypatch: pytest.MonkeyPatch, step: int) -> list[GeneratorEvent]:
     """D returns NaN once the event for ``step`` has been seen; returns the event list to pass as on_event."""
-    events: list[gan.GanEvent] = []
+    events: list[GeneratorEvent] = []
     build = gan.build_discriminator
 
     class Poisoned(nn.Module):
@@ -154,16 +156,15 @@ def test_a_nan_loss_stops_training_and_names_the_last_checkpoint(
 
 
 def test_should_stop_is_honoured_within_one_step() -> None:
-    events: list[gan.GanEvent] = []
-    result = gan.train_gan(
-        gan.GanConfig(steps=50, width=8, batch_size=16),
-        tiny_set(),
-        on_event=events.append,
-        should_stop=lambda: sum(e.kind == "step" for e in events) >= 3,
-    )
-    assert result.cancelled and not result.generator.training
-    assert sum(e.kind == "step" for e in events) == 3
-    assert events[-1].kind == "done" and events[-1].step == 3
+    events: list[GeneratorEvent] = []
+    with pytest.raises(Cancelled, match="cancelled at step 3 of 50"):
+        gan.train_gan(
+            gan.GanConfig(steps=50, width=8, batch_size=16),
+            tiny_set(),
+            on_event=events.append,
+            should_stop=lambda: sum(e.kind == "step" for e in events) >= 3,
+        )
+    assert [e.kind for e in events] == ["step"] * 3
 
 
 def test_diversity_ratio() -> None:
@@ -186,7 +187,7 @@ def test_a_collapsed_generator_raises_one_warning_per_class(monkeypatch: pytest.
             return self.inner(torch.zeros_like(z), y)
 
     monkeypatch.setattr(gan, "build_generator", lambda *a, **k: Collapsed(build(*a, **k)))
-    events: list[gan.GanEvent] = []
+    events: list[GeneratorEvent] = []
     result = gan.train_gan(
         gan.GanConfig(steps=4, width=8, batch_size=16, sample_every=2), tiny_set(), on_event=events.append
     )

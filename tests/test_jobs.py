@@ -12,7 +12,7 @@ import pytest
 from engine import runs
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
-from engine.jobs import JobContext, JobError, JobRunner
+from engine.jobs import Cancelled, JobContext, JobError, JobRunner
 from engine.mixes import MixConfig, build_mix
 from engine.training import TrainConfig, TrainEvent, predict_proba
 
@@ -48,6 +48,17 @@ def test_heavy_jobs_queue_one_at_a_time_and_a_queued_job_cancels_at_once() -> No
     assert runner.wait(third).result == "third ran"
     assert runner.snapshot(second).result is None
     assert [j.id for j in runner.list(owner="b")] == [second, third]
+
+
+def test_a_job_that_raises_cancelled_is_recorded_cancelled_with_its_message() -> None:
+    runner = JobRunner()
+
+    def stops(ctx: JobContext) -> None:
+        raise Cancelled("stopped after 3 of 9 images")
+
+    snap = runner.wait(runner.submit("stops", stops, owner="a"))
+    assert snap.status == "cancelled" and snap.error == "Cancelled: stopped after 3 of 9 images"
+    assert not issubclass(Cancelled, ValueError)  # not a rejected request: callers catching ValueError let it pass
 
 
 def test_a_failure_is_captured_with_its_message_and_the_worker_goes_on() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.datasets import ImageSet, Provenance
-from engine.mixes import MixConfig, MixError, build_mix, synthetic_shortfall
+from engine.mixes import MixConfig, MixError, build_mix, synthetic_short
 
 
 def image_set(counts: list[int], *, synthetic: bool = False, value: int = 0) -> ImageSet:
@@ -48,25 +48,54 @@ def test_add_fills_every_class_up_to_the_largest_with_synthetic_images() -> None
     assert list(other.train.provenance.origin) != list(mix.train.provenance.origin)
 
 
-def test_add_n_per_class_and_a_pool_too_small_names_the_class() -> None:
+def test_add_n_per_class_and_a_short_set_gives_what_it_has_and_says_so() -> None:
     mix = build_mix(MixConfig("add", per_class=10, synthetic_set="s"), REAL, SYNTH)
-    assert counts(mix.train, True) == [10, 10, 10]
+    assert counts(mix.train, True) == [10, 10, 10] and mix.short == ()
     small = image_set([50, 3, 50], synthetic=True)
-    with pytest.raises(MixError, match=r"has 3 images of class 'b'; mix 'add fill' needs 32"):
-        build_mix(MixConfig("add", synthetic_set="s"), REAL, small)
+    short = build_mix(MixConfig("add", synthetic_set="s"), REAL, small)
+    assert counts(short.train, True) == [0, 3, 36] and short.synthetic_counts == (0, 3, 36)
+    assert short.short == ("'b': 3 of 32",)
 
 
 def test_add_leaves_classes_the_set_was_not_made_for_and_the_form_check_agrees() -> None:
     minority_only = image_set([0, 20, 0], synthetic=True)  # e.g. a Stable Diffusion set for class b only
     mix = build_mix(MixConfig("add", per_class=20, synthetic_set="s"), REAL, minority_only)
-    assert counts(mix.train, True) == [0, 20, 0] and mix.synthetic_counts == (0, 20, 0)
+    assert counts(mix.train, True) == [0, 20, 0] and mix.synthetic_counts == (0, 20, 0) and mix.short == ()
     cfg = MixConfig("add", per_class=30, synthetic_set="s")
-    problem = synthetic_shortfall(cfg, [40, 8, 4], [0, 20, 0], ("a", "b", "c"))
-    assert problem is not None and "has 20 images of class 'b'; mix 'add +30/class' needs 30" in problem
-    with pytest.raises(MixError, match=r"has 20 images of class 'b'"):
-        build_mix(cfg, REAL, minority_only)
-    assert synthetic_shortfall(MixConfig("replace", synthetic_set="s"), [40, 8, 4], [0, 20, 0], "abc") is not None
-    assert synthetic_shortfall(MixConfig("oversample"), [40, 8, 4], [0, 0, 0], "abc") is None
+    assert synthetic_short(cfg, [40, 8, 4], [0, 20, 0], ("a", "b", "c")) == ("'b': 20 of 30",)
+    assert build_mix(cfg, REAL, minority_only).short == ("'b': 20 of 30",)
+    assert synthetic_short(MixConfig("replace", synthetic_set="s"), [40, 8, 4], [0, 20, 0], "abc") == (
+        "'a': 0 of 20",
+        "'c': 0 of 2",
+    )
+    assert synthetic_short(MixConfig("oversample"), [40, 8, 4], [0, 0, 0], "abc") == ()
+
+
+def test_controls_matched_to_a_short_set_add_the_same_counts_as_add() -> None:
+    small = image_set([50, 3, 50], synthetic=True)
+    add = build_mix(MixConfig("add", synthetic_set="s"), REAL, small)
+    over = build_mix(MixConfig("oversample", synthetic_set="s"), REAL, small)
+    aug = build_mix(MixConfig("augment", synthetic_set="s"), REAL, small, seed=3)
+    totals = np.bincount(add.train.labels.numpy(), minlength=3).tolist()
+    assert totals == [40, 11, 40]
+    assert np.bincount(over.train.labels.numpy(), minlength=3).tolist() == totals
+    assert np.bincount(aug.train.labels.numpy(), minlength=3).tolist() == totals
+    assert not over.train.provenance.synthetic.any() and not aug.train.provenance.synthetic.any()
+    weighted = build_mix(MixConfig("reweight", synthetic_set="s"), REAL, small)
+    assert weighted.train is REAL and weighted.weights is not None
+    # each class's summed weight is proportional to its count in the add mix: 40 : 11 : 40
+    mass = weighted.weights * np.array([40, 8, 4])
+    assert mass / mass[0] == pytest.approx(np.array(totals) / 40)
+    assert float(mass.sum()) == pytest.approx(52.0)  # the mean weight per real image stays 1
+    full = build_mix(MixConfig("reweight", synthetic_set="s"), REAL, SYNTH)
+    assert full.weights == pytest.approx(build_mix(MixConfig("reweight"), REAL).weights)
+
+
+def test_replace_with_a_short_set_fills_with_real_images() -> None:
+    small = image_set([50, 3, 50], synthetic=True)
+    mix = build_mix(MixConfig("replace", synthetic_set="s"), REAL, small)
+    assert counts(mix.train, True) == [20, 3, 2] and counts(mix.train, False) == [20, 5, 2]
+    assert mix.short == ("'b': 3 of 4",)
 
 
 def test_controls_reach_the_same_counts_as_add() -> None:
@@ -89,7 +118,7 @@ def test_replace_gives_a_fixed_total_with_the_chosen_synthetic_share() -> None:
     only = build_mix(MixConfig("replace", synthetic_fraction=1.0, synthetic_set="s"), REAL, SYNTH)
     assert counts(only.train, False) == [0, 0, 0] and counts(only.train, True) == [40, 8, 4]
     assert MixConfig("replace", synthetic_fraction=0.7, synthetic_set="s").label == "replace 30/70"
-    with pytest.raises(MixError, match=r"needs 10 real and 10 synthetic images of class 'b'; there are 8 real"):
+    with pytest.raises(MixError, match=r"needs 10 real and 10 synthetic images of class 'b'; there are 8 real.*total"):
         build_mix(MixConfig("replace", total_per_class=20, synthetic_set="s"), REAL, SYNTH)
 
 
@@ -102,5 +131,7 @@ def test_bad_mixes_are_refused_with_a_clear_message() -> None:
         build_mix(MixConfig("add", synthetic_set="s"), REAL, None)
     with pytest.raises(MixError, match=r"holds images not marked synthetic"):
         build_mix(MixConfig("add", synthetic_set="s"), REAL, image_set([50, 50, 50]))
+    with pytest.raises(MixError, match=r"mix.synthetic_set='s' is not accepted for the real baseline"):
+        MixConfig("real", synthetic_set="s")
     with pytest.raises(MixError, match=r"real training split holds synthetic images"):
         build_mix(MixConfig("real"), SYNTH)

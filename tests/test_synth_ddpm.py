@@ -8,7 +8,8 @@ import torch
 
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
-from engine.synth import ddpm, filters, pipeline, sets
+from engine.jobs import Cancelled
+from engine.synth import ddpm, filters, generators, make_sets, sets
 
 TINY = ddpm.DdpmConfig(width=8, steps=4, batch_size=8, sample_every=2, sample_steps=3, timesteps=50)
 
@@ -59,6 +60,8 @@ def test_ddim_samples_repeat_at_any_batch_size_and_guidance_matters() -> None:
     assert not np.array_equal(whole, unguided)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         ddpm.sample(model, np.array([3]), seed=0, steps=2, timesteps=50)
+    with pytest.raises(Cancelled, match="sampling was cancelled"):
+        ddpm.sample(model, labels, seed=5, steps=3, timesteps=50, should_stop=lambda: True)
 
 
 def test_events_carry_losses_and_sample_grids() -> None:
@@ -109,10 +112,10 @@ def test_a_set_from_the_diffusion_model_fills_counts_and_repeats(monkeypatch: py
     digits: LabDataset = build_dataset(
         DatasetConfig(imbalance=ImbalanceConfig(kind="step", minority=("0",), keep_fraction=0.1))
     )
-    gen_id = pipeline.train_generator(TINY, digits)
-    assert gen_id.startswith("ddpm-") and pipeline.list_generators(digits)[0]["kind"] == "ddpm"
-    request = pipeline.GenerateConfig(generator=gen_id, per_class=2, classes=("0", "1"), sample_steps=3)
-    info = pipeline.make_set(request, digits)
-    again = pipeline.make_set(request, digits)
+    gen_id = generators.train_generator(TINY, digits)
+    assert gen_id.startswith("ddpm-") and generators.list_generators(digits)[0]["kind"] == "ddpm"
+    request = make_sets.GenerateConfig(generator=gen_id, per_class=2, classes=("0", "1"), sample_steps=3)
+    info = make_sets.make_set(request, digits)
+    again = make_sets.make_set(request, digits)
     assert info.counts_kept[:2] == (2, 2) and info.config["kind"] == "ddpm"
     assert torch.equal(sets.load_set(info.id).images, sets.load_set(again.id).images)

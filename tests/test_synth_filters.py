@@ -1,8 +1,10 @@
-"""The confidence filter on known probabilities, the cached reference classifier and the quality report."""
+"""The confidence filter on known probabilities, near-duplicates, the judge step, the cached reference
+classifier and the quality report."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from torch import nn
 from engine import store
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
+from engine.jobs import Cancelled
 from engine.synth import filters, quality
 from engine.synth.filters import FilterError, confidence_filter
 from engine.training import predict_proba
@@ -156,10 +159,15 @@ def test_quality_report_refuses_other_classes(dataset: LabDataset, reference: nn
 
 
 def test_cancelled_reference_classifier_raises_and_saves_nothing(dataset: LabDataset) -> None:
-    with pytest.raises(filters.FilterError, match="cancelled"):
+    with pytest.raises(Cancelled, match="cancelled"):
         filters.reference_classifier(dataset, seed=5, should_stop=lambda: True)
     folder = store.subdir("reference")
     assert not any(p.name.endswith("-5") for p in folder.iterdir())
+
+
+def test_a_cancelled_quality_report_raises(dataset: LabDataset, reference: nn.Module) -> None:
+    with pytest.raises(Cancelled, match="quality report was cancelled"):
+        quality.quality_report(real_as_synthetic(dataset, [0, 1]), dataset, reference, should_stop=lambda: True)
 
 
 def test_reference_classifier_is_trained_once_and_reloaded(
@@ -181,7 +189,44 @@ def test_reference_classifier_is_trained_once_and_reloaded(
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     (folder,) = [Path(p) for p in store.subdir("reference").iterdir()]
-    assert folder.name.endswith(f"-{dataset.config.cache_key()}-3")
-    assert ":" not in folder.name and sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    other = build_dataset(dataclasses.replace(dataset.config, imbalance=ImbalanceConfig()))  # same source, all of it
+    assert folder.name == f"{hashlib.sha256(dataset.key.encode()).hexdigest()[:20]}-3" and other.key != dataset.key
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
     images = dataset.val.images[:16]
     assert np.allclose(predict_proba(first, images), predict_proba(second, images))
+
+
+def test_duplicate_index_catches_copies_within_a_set_and_passes_new_images() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)
+    labels = np.array([0] * 5 + [1] * 5)
+    index = filters.DuplicateIndex(train, labels, [f"t{i}.png" for i in range(10)], threshold=0.95)
+    fresh = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    thumbs = filters.thumbnails(np.concatenate([train[:1], train[6:7], fresh, fresh[:1]]))
+    assert "'t0.png'" in index.judge(thumbs[0], 0)
+    assert index.judge(thumbs[1], 0) == ""  # a training image of another class is not this class's duplicate
+    assert index.judge(thumbs[2], 0) == ""
+    index.add(thumbs[2], 0)
+    assert "already kept" in index.judge(thumbs[4], 0) and index.judge(thumbs[3], 0) == ""
+    off = filters.DuplicateIndex(train, labels, ["x"] * 10, threshold=1.0)
+    assert off.judge(thumbs[0], 0) == ""
+
+
+def test_judge_runs_the_checks_in_order_and_counts_what_it_keeps() -> None:
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, (4, 1, 8, 8), dtype=np.uint8)
+    index = filters.DuplicateIndex(train, np.array([0, 0, 1, 1]), ["a", "b", "c", "d"], threshold=0.95)
+    new = rng.integers(0, 256, (4, 1, 8, 8), dtype=np.uint8)
+    #           flagged    rejected by verdict  a training copy  new, kept  its copy  blank      new, one too many
+    images = np.stack([new[0], new[1], train[0], new[2], new[2], np.zeros_like(new[0]), new[3]])
+    labels = np.array([0, 0, 0, 0, 0, 0, 0])
+    verdict = filters.FilterResult(labels, np.ones(7), np.array([1, 0, 1, 1, 1, 1, 1], bool), ("", "low", *[""] * 5))
+    kept, wanted = np.zeros(2, np.int64), np.array([1, 0])
+    reasons = filters.judge(images, labels, index, kept, wanted, verdict=verdict, flagged=[True] + [False] * 6)
+    assert reasons[0] == "blacked out by the pipeline's safety checker" and reasons[1] == "low"
+    assert reasons[2].startswith("near-duplicate of training image 'a'") and reasons[3] == ""
+    assert reasons[4] == reasons[6] == "surplus beyond the requested count"  # one was wanted, one is kept
+    assert reasons[5] == "surplus beyond the requested count" and kept.tolist() == [1, 0]
+    kept[:] = 0
+    more = filters.judge(images[4:6], labels[:2], index, kept, np.array([5, 0]))
+    assert more[0].startswith("near-duplicate of an image already kept") and more[1] == "blank image (no content)"

@@ -34,7 +34,7 @@ def create(
     records = make_records(labels, kept=kept)
     images = make_images(len(labels), channels)
     info = sets.create_set(
-        "test set", images, records, CLASSES, generator="cgan-abcd1234", dataset_identity=identity, config={"steps": 10}
+        "test set", images, records, CLASSES, generator="cgan-abcd1234", dataset_key=identity, config={"steps": 10}
     )
     return info, images, records
 
@@ -72,7 +72,7 @@ def test_manifest_round_trip() -> None:
 
 def test_numpy_scalars_in_records_are_stored_as_plain_numbers() -> None:
     records = [dataclasses.replace(r, label=np.int64(r.label), score=np.float32(0.5)) for r in make_records([2, 0])]
-    info = sets.create_set("np", make_images(2), records, CLASSES, generator="g", dataset_identity="d", config={})
+    info = sets.create_set("np", make_images(2), records, CLASSES, generator="g", dataset_key="d", config={})
     manifest = sets.load_manifest(info.id)
     assert [(type(r.label), r.label, r.score) for r in manifest] == [(int, 2, 0.5), (int, 0, 0.5)]
     assert sets.load_set(info.id).labels.tolist() == [2, 0]
@@ -135,7 +135,7 @@ def test_bad_ids_are_refused(bad: str) -> None:
 
 def test_mismatched_input_is_refused() -> None:
     records = make_records([0, 1, 2])
-    kwargs: dict[str, Any] = {"generator": "g", "dataset_identity": "d", "config": {}}
+    kwargs: dict[str, Any] = {"generator": "g", "dataset_key": "d", "config": {}}
     with pytest.raises(SetError, match="2 images and 3 records"):
         sets.create_set("s", make_images(2), records, CLASSES, **kwargs)
     with pytest.raises(SetError, match="label=5"):
@@ -145,7 +145,7 @@ def test_mismatched_input_is_refused() -> None:
     with pytest.raises(SetError, match="float32"):
         sets.create_set("s", make_images(3).astype(np.float32), records, CLASSES, **kwargs)
     with pytest.raises(SetError, match="config"):
-        sets.create_set("s", make_images(3), records, CLASSES, generator="g", dataset_identity="d", config={"x": {1}})
+        sets.create_set("s", make_images(3), records, CLASSES, generator="g", dataset_key="d", config={"x": {1}})
     assert not any(store.subdir("synthetic").iterdir())
 
 

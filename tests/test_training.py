@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import device
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import LabDataset, build_dataset
 from engine.device import pick_device
@@ -49,11 +50,46 @@ def test_model_and_config_errors_name_the_field() -> None:
         build_model("vgg", channels=1, num_classes=2, resolution=8)
     with pytest.raises(TrainConfigError, match=r"train.batch_size=0 is not accepted"):
         TrainConfig(batch_size=0)
-    with pytest.raises(TrainConfigError, match=r"train.precision='fp16' is not supported on the CPU"):
+    with pytest.raises(TrainConfigError, match=r"train.device='tpu' is not accepted: expected one of auto, cpu, cuda"):
+        TrainConfig(device="tpu")
+    with pytest.raises(TrainConfigError, match=r"train.precision='fp8' is not accepted: expected one of auto, fp32"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(TrainConfigError, match=r"train.precision='fp16' is not accepted: .* with train.device='cpu'"):
         TrainConfig(device="cpu", precision="fp16")
-    if not torch.cuda.is_available():
-        with pytest.raises(TrainConfigError, match=r"device='cuda' is not available"):
-            TrainConfig(device="cuda")
+
+
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this machine a CPU-only one, whatever it really is."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_a_config_checks_values_and_never_asks_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe() -> bool:
+        raise AssertionError("a config asked the hardware")
+
+    for target in (torch.cuda, torch.backends.mps):
+        monkeypatch.setattr(target, "is_available", probe)
+    monkeypatch.setattr(device, "cpu_has_bf16", probe)
+    for dev, precision in [("cuda", "fp16"), ("cuda", "bf16"), ("mps", "auto"), ("auto", "fp16"), ("cpu", "bf16")]:
+        cfg = TrainConfig(device=dev, precision=precision)
+        assert (cfg.device, cfg.precision) == (dev, precision)
+
+
+def test_a_device_this_machine_lacks_fails_when_training_starts(
+    digits: LabDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_gpu(monkeypatch)
+    cfg = TrainConfig(max_epochs=1, device="cuda", precision="fp16")  # as recorded on a GPU machine
+    events: list[TrainEvent] = []
+    expected = r"train.device='cuda' is not available on this machine, which offers cpu: use one of those or 'auto'"
+    with pytest.raises(TrainConfigError, match=expected):
+        train(fresh(digits), digits.train, digits.val, cfg, seed=0, on_event=events.append)
+    assert events == []
+    auto = TrainConfig(max_epochs=1, device="auto", precision="fp16")
+    with pytest.raises(TrainConfigError, match=r"train.precision='fp16' is not supported on the CPU, the only"):
+        train(fresh(digits), digits.train, digits.val, auto, seed=0)
+    assert device.available_devices() == ("cpu",)
 
 
 def test_cpu_fp32_is_always_available() -> None:

@@ -11,7 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import experiments, runs
+from engine import experiments, runs, verdicts
 from engine.experiments import ExperimentSummary
 from engine.metrics import Metrics
 
@@ -24,10 +24,57 @@ def cached_summary(exp_id: str, signature: tuple[tuple[str, str, float], ...]) -
     return experiments.summarize(exp_id)
 
 
-def summary_of(exp_id: str) -> ExperimentSummary:
+@st.cache_data(show_spinner="Judging the synthetic mix against every control…", max_entries=32)
+def cached_answer(
+    exp_id: str, signature: tuple[tuple[str, str, float], ...]
+) -> tuple[verdicts.Headline | None, list[str]]:
+    """The headline and the health warnings of an experiment, keyed like :func:`cached_summary`."""
+    summary = cached_summary(exp_id, signature)
+    return verdicts.headline(summary), verdicts.health_warnings(summary)
+
+
+def _signature(exp_id: str) -> tuple[tuple[str, str, float], ...]:
     record = experiments.load_experiment(exp_id)
     recs = [runs.load_record(run_id) for _, _, run_id in record.run_ids]
-    return cached_summary(exp_id, tuple((r.id, r.status, r.finished) for r in recs))
+    return tuple((r.id, r.status, r.finished) for r in recs)
+
+
+def summary_of(exp_id: str) -> ExperimentSummary:
+    return cached_summary(exp_id, _signature(exp_id))
+
+
+def answer_of(exp_id: str) -> tuple[verdicts.Headline | None, list[str]]:
+    return cached_answer(exp_id, _signature(exp_id))
+
+
+def show_headline(head: verdicts.Headline | None, warnings: list[str]) -> None:
+    """The answer first: green for yes, red for no, amber for can't tell; then what makes the answer unsound."""
+    if head is not None:
+        box = {"yes": st.success, "no": st.error}.get(head.answer, st.warning)
+        box(f"**Did the synthetic images beat every cheap control?** {head.sentence}")
+        rows = [
+            {
+                "against": opponent,
+                f"Δ {verdicts.METRIC_WORDS.get(head.metric, head.metric)} (points)": f"{100 * c.diff:+.1f}",
+                "95% interval": f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]",
+                "verdict": c.verdict,
+                **{
+                    f"Δ {verdicts.METRIC_WORDS.get(m, m)}": f"{100 * head.others[m][opponent].diff:+.1f}"
+                    for m in head.others
+                    if opponent in head.others[m]
+                },
+            }
+            for opponent, c in head.against.items()
+        ]
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+        st.caption(
+            f"{head.mix!r} against the real baseline and every control, on {head.metric.replace('_', ' ')} (chosen "
+            "from the dataset before the runs: minority recall when classes were cut, else macro-F1). Yes needs "
+            "an interval above zero against each of them; the best control is never picked afterwards."
+        )
+    for warning in warnings:
+        st.warning(f"{warning[0].upper()}{warning[1:]}.")
 
 
 def run_metrics(summary: ExperimentSummary) -> dict[tuple[str, int], Metrics]:

@@ -21,7 +21,9 @@ def finished_runs(dataset: LabDataset) -> list[runs.RunRecord]:
     return [
         r
         for r in runs.list_records()
-        if r.status == "done" and r.dataset_identity == dataset.identity and r.config.dataset == dataset.config
+        if r.status == "done"
+        and r.config.dataset == dataset.config
+        and r.dataset_key in (dataset.key, dataset.identity)
     ]
 
 

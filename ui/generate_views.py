@@ -11,9 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from engine import tasks
 from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobError
-from engine.synth import ddpm, gan, pipeline, sets
+from engine.synth import ddpm, gan, make_sets, quality, sets
+from engine.synth.events import GeneratorEvent
 from ui.figures import tile
 from ui.jobs_panel import STATUS_ICONS, get_runner
 
@@ -98,7 +100,7 @@ def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
     )
 
 
-def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> pipeline.GenerateConfig | None:
+def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> make_sets.GenerateConfig | None:
     """Which generator, how many images per class, and the filter threshold."""
     labels = {str(g["id"]): f"{g['id']} · {g['kind']} · {g.get('seconds', 0):.0f} s of training" for g in generators}
     with st.form("generate_form"):
@@ -116,11 +118,21 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> p
         dup = cols[0].slider("Reject near-duplicates above this similarity", 0.5, 1.0, 0.99, key="gen_dup")
         sample_steps = cols[1].number_input("DDIM steps (diffusion model)", 1, 1000, 50, key="gen_ddim_steps")
         guidance = cols[2].number_input("Guidance (diffusion model)", 0.0, 20.0, 2.0, key="gen_guidance")
-        classes = st.multiselect("Only these classes (empty = all)", dataset.class_names)
+        cols = st.columns(2)
+        classes = cols[0].multiselect("Only these classes (empty = all)", dataset.class_names)
+        candidates = cols[1].number_input(
+            "Candidates per image wanted",
+            1,
+            200,
+            20,
+            key="gen_candidates",
+            help="At most this many images are drawn per image the set should hold; raise it when the filter "
+            "keeps few of a class (it costs time and memory).",
+        )
         name = st.text_input("Set name (optional)")
         if not st.form_submit_button("Generate set", type="primary"):
             return None
-    return pipeline.GenerateConfig(
+    return make_sets.GenerateConfig(
         generator=generator,
         per_class=0 if fill.startswith("Fill") else int(per_class),
         classes=tuple(classes),
@@ -130,6 +142,7 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> p
         duplicate_threshold=float(dup),
         sample_steps=int(sample_steps),
         guidance=float(guidance),
+        candidates_per_image=int(candidates),
     )
 
 
@@ -146,7 +159,7 @@ def _loss_figure(rows: list[dict[str, float]]) -> go.Figure:
 def generate_panel(owner: str) -> None:
     """This browser's generator jobs: progress, cancel, live losses, the latest sample grid, warnings."""
     runner = get_runner()
-    jobs = [j for j in runner.list(owner=owner) if j.group == "generate"][-4:]
+    jobs = tasks.list_jobs(runner, tasks.JobKind.GENERATE, owner=owner)[-4:]
     if not jobs:
         st.caption("No generator jobs from this browser yet.")
         return
@@ -165,7 +178,7 @@ def generate_panel(owner: str) -> None:
                 runner.cancel(snap.id, owner=owner)
             except JobError as err:
                 st.error(str(err))
-        events = [e for e in snap.events if isinstance(e, gan.GanEvent)]
+        events = [e for e in snap.events if isinstance(e, GeneratorEvent)]
         if events and (snap is jobs[-1] or snap.status == "running"):
             rows = [{"step": e.step, **e.values} for e in events if e.kind == "step"]
             grids = [e for e in events if e.kind == "samples" and e.grid is not None]
@@ -189,9 +202,47 @@ def _upscale(grid: np.ndarray, factor: int = 4) -> np.ndarray:
     return np.repeat(np.repeat(grid, factor, 0), factor, 1) if small else grid
 
 
+def short_set_notice(info: sets.SetInfo, records: list[sets.ImageRecord]) -> None:
+    """For a set with fewer images than asked: which classes, the honest ways out, and what a lower filter costs."""
+    wanted = info.config.get("wanted") or []
+    short = [c for c, n in enumerate(wanted) if n and info.counts_kept[c] < n]
+    if not short:
+        return
+    names = ", ".join(f"{info.class_names[c]!r} ({info.counts_kept[c]} of {wanted[c]})" for c in short)
+    st.warning(
+        f"This set has fewer images than asked for class {names}. It still feeds every mix on the Train page: "
+        "a mix takes what the set has, and the controls are matched to the same counts. For a fuller set, "
+        "train the generator for more steps, generate again with more candidates per image, or ask for fewer "
+        "images per class."
+    )
+    if info.config.get("given_up"):
+        st.warning(
+            f"No candidate of class {', '.join(map(repr, info.config['given_up']))} passed the filter among the first "
+            "thousands: the generator does not draw it recognisably yet. Training longer is the way out."
+        )
+    settings = info.config.get("generate") or info.config.get("stable_diffusion") or {}
+    threshold = float(settings.get("threshold", 0.0))
+    options = quality.lower_filter_options(records, wanted, threshold)
+    if not options:
+        return
+    rows = {"filter": [f"{threshold:g} (this set)"] + [f"{o.threshold:g}" for o in options]}
+    for c in short:
+        name = info.class_names[c]
+        rows[f"{name}: images"] = [info.counts_kept[c]] + [o.kept[c] for o in options]
+        rows[f"{name}: labels right (expected)"] = ["—"] + [
+            "—" if o.confidence[c] is None else f"{o.confidence[c]:.0%}" for o in options
+        ]
+    st.caption(
+        "A lower filter keeps more of the candidates already drawn, at a price: the real-data classifier is less "
+        "sure their labels are right. Expected right labels = its mean confidence in the intended class; a wrong "
+        "label teaches the classifier the wrong thing."
+    )
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
 def set_browser(dataset: LabDataset) -> None:
     """Choose a stored set: counts, quality per class, a gallery with scores, reject/restore, delete."""
-    stored = sets.list_sets(sets.dataset_key(dataset))
+    stored = sets.list_sets(dataset.key)
     if not stored:
         st.caption("No synthetic sets for this dataset yet.")
         return
@@ -199,17 +250,8 @@ def set_browser(dataset: LabDataset) -> None:
     labels = {s.id: f"{s.name} · {s.id}" for s in stored}
     set_id = st.selectbox("Synthetic set", list(labels), format_func=labels.__getitem__, key="browse_set")
     info = sets.load_info(set_id)
-    if info.config.get("given_up"):
-        st.warning(
-            f"Given up on {', '.join(info.config['given_up'])}: none of the first thousands of candidates passed the "
-            "real-data filter. The generator does not draw these classes recognisably: train it longer or lower "
-            "the threshold."
-        )
-    if info.config.get("short"):
-        st.warning(
-            f"Fewer images than asked for {', '.join(info.config['short'])}: the filter passes so few of these "
-            "classes' candidates that their budget ran out. Train the generator longer or lower the threshold."
-        )
+    records = sets.load_manifest(set_id)
+    short_set_notice(info, records)
     table = pd.DataFrame({"class": info.class_names, "generated": info.counts_total, "kept": info.counts_kept})
     per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
     table["label fidelity"] = [per_class.get(n, {}).get("label_fidelity") for n in info.class_names]
@@ -219,7 +261,6 @@ def set_browser(dataset: LabDataset) -> None:
         "Label fidelity: share of a class's synthetic images that a classifier trained on real data assigns "
         "to it. TSTR recall: recall on the real test set of a classifier trained on the synthetic set alone."
     )
-    records = sets.load_manifest(set_id)
     present = sorted({r.class_name for r in records}, key=info.class_names.index)
     name = st.selectbox("Gallery class", present)
     chosen = [r for r in records if r.class_name == name][:48]

@@ -16,8 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from engine import runs
-from engine.experiments import cancel_run_job, is_experiment
+from engine import runs, tasks
 from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot
 from engine.training import TrainEvent
 
@@ -99,16 +98,17 @@ def _eta(snap: JobSnapshot) -> str:
 def job_panel(owner: str) -> None:
     """Progress, ETA, cancel buttons and live curves for this session's latest experiment."""
     runner = get_runner()
-    mine = [s for s in runner.list(owner=owner) if is_experiment(s.group)]  # not generator or gap jobs
+    mine = tasks.list_jobs(runner, tasks.JobKind.EXPERIMENT, owner=owner)  # not generator or gap jobs
     if not mine:
         st.caption("No training jobs from this browser yet. Start an experiment above.")
         return
     group = mine[-1].group
+    parsed = tasks.JobGroup.parse(group)
     snaps = [s for s in mine if s.group == group]
     active = sum(s.status not in FINISHED for s in snaps)
     others = sum(s.status not in FINISHED for s in runner.list() if s.owner != owner)
     st.markdown(
-        f"**Experiment {group}** · {len(snaps) - active}/{len(snaps)} runs finished"
+        f"**Experiment {parsed.id if parsed else group}** · {len(snaps) - active}/{len(snaps)} runs finished"
         + (f" · {others} job(s) from other users on this server" if others else "")
     )
     for snap in snaps:
@@ -117,7 +117,7 @@ def job_panel(owner: str) -> None:
         cols[1].progress(snap.progress, text=_eta(snap))
         if snap.status not in FINISHED and cols[2].button("Cancel", key=f"cancel-{snap.id}"):
             try:
-                cancel_run_job(runner, snap.id, owner=owner)
+                tasks.cancel_job(runner, snap.id, owner=owner)
             except JobError as err:
                 st.error(str(err))
     st.plotly_chart(curves_figure(snaps), key=f"curves-{group}")

@@ -1,4 +1,4 @@
-"""Preprocess preview helpers: preset widgets, before/after grids, gap histograms and the gap job.
+"""Preprocess preview helpers: preset widgets, before/after grids, gap histograms and the gap job's results.
 
 The preset widgets build :class:`engine.preprocess.Preset` objects; the same presets go to training
 through their spec strings (the Train page shows them), so what is previewed is what trains.
@@ -6,19 +6,15 @@ through their spec strings (the Train page shows them), so what is previewed is 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from engine import gap, preprocess
-from engine.datasets import ImageSet, LabDataset
-from engine.device import pick_device
-from engine.jobs import FINISHED, JobContext, JobRunner
-from engine.synth import filters
+from engine import gap, preprocess, tasks
+from engine.datasets import ImageSet
+from engine.jobs import FINISHED, JobRunner
 from ui.figures import tile
 
 RESIZE_LABELS = {
@@ -101,38 +97,12 @@ def gap_pictures(sides: dict[str, torch.Tensor], aspects: dict[str, np.ndarray])
     return pd.DataFrame(rows)
 
 
-def submit_gap_job(
-    runner: JobRunner,
-    dataset: LabDataset,
-    sides: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    *,
-    owner: str,
-    presets: str = "",
-) -> str:
-    """Queue the domain-gap scores and feature distances; ``sides`` maps "before"/"after" to (real, synthetic)."""
-
-    def job(ctx: JobContext) -> dict[str, Any]:
-        ctx.set_progress(0.05, "training the real-data classifier for features")
-        reference = filters.reference_classifier(dataset, seed=0, should_stop=ctx.should_stop)
-        out: dict[str, Any] = {}
-        for i, (name, (real, synthetic)) in enumerate(sides.items()):
-            ctx.set_progress(0.2 + 0.4 * i, f"real vs synthetic classifier, {name} the presets")
-            score = gap.domain_gap_score(real, synthetic, seed=0)
-            distances = gap.feature_distances(reference, real, synthetic)
-            out[name] = {"domain-gap accuracy": score.accuracy, "held-out images": score.held_out, **distances}
-        return out
-
-    lane = pick_device().device.type
-    title = f"domain gap ({presets})" if presets else "domain gap"
-    return runner.submit(title, job, owner=owner, group="preprocess", tag="gap", lane=lane)
-
-
 def gap_results(runner: JobRunner, owner: str) -> None:
     """The latest gap job of ``owner``: its state, then its scores; polled about once a second while it works."""
-    unfinished = any(j.status not in FINISHED for j in runner.list(owner=owner, group="preprocess"))
+    unfinished = any(j.status not in FINISHED for j in tasks.list_jobs(runner, tasks.JobKind.GAP, owner=owner))
 
     def panel() -> None:
-        results = runner.list(owner=owner, group="preprocess")
+        results = tasks.list_jobs(runner, tasks.JobKind.GAP, owner=owner)
         if not results:
             return
         latest = results[-1]

@@ -2,7 +2,7 @@
 
 Plain widgets rather than a form, so the time estimate and the prompt preview follow every change;
 their values survive visits to other pages. Returns what the user asked for; the page submits the
-jobs. Also the list of unfinished requests, with Resume and Discard.
+jobs. Also the list of unfinished requests, with Resume (returned to the page) and Discard.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import streamlit as st
 from engine import store
 from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobRunner
-from engine.synth import diffusion, sets
+from engine.synth import make_sets, sd_requests, stable_diffusion
 from engine.synth.tiny_sd import build_tiny_pipeline
 from ui.state import keep_widget_values
 
@@ -48,7 +48,7 @@ class SDRequest:
     """What the buttons asked for: a preview or a whole set, with its config."""
 
     action: str  # "preview" or "generate"
-    config: diffusion.SDConfig
+    config: stable_diffusion.SDConfig
 
 
 def keep_sd_settings(dataset: LabDataset) -> None:
@@ -61,7 +61,7 @@ def keep_sd_settings(dataset: LabDataset) -> None:
 
 def _apply_preset() -> None:
     """On a model change: the preset's suggested steps, guidance and size go into the widgets."""
-    preset = diffusion.PRESETS.get(st.session_state.get("sd_model_choice", ""))
+    preset = stable_diffusion.PRESETS.get(st.session_state.get("sd_model_choice", ""))
     if preset:
         st.session_state["sd_steps"] = int(preset["steps"])
         st.session_state["sd_guidance"] = float(preset["guidance"])
@@ -76,13 +76,13 @@ def _make_demo_pipeline() -> None:
 
 
 def _model_field() -> str:
-    choices = [*diffusion.PRESETS, OTHER]
+    choices = [*stable_diffusion.PRESETS, OTHER]
     if "sd_steps" not in st.session_state:  # first visit: the first preset's settings
         st.session_state["sd_model_choice"] = choices[0]
         _apply_preset()
     choice = st.selectbox("Model", choices, key="sd_model_choice", on_change=_apply_preset)
     if choice != OTHER:
-        preset = diffusion.PRESETS[choice]
+        preset = stable_diffusion.PRESETS[choice]
         st.caption(f"{preset['note']}; its suggested steps, guidance and size are filled in below.")
         return choice
     model = st.text_input("Hugging Face id or pipeline folder on the server", key="sd_model_other")
@@ -109,10 +109,12 @@ def _prompt_editor(dataset: LabDataset) -> tuple[tuple[str, str], ...]:
 
 def sd_form(dataset: LabDataset) -> SDRequest | None:
     """The Stable Diffusion settings; returns a request when Preview or Generate is pressed."""
-    d = diffusion.SDConfig("a/b")
+    d = stable_diffusion.SDConfig("a/b")
     model = _model_field()
     cols = st.columns([2, 3])
-    mode = cols[0].radio("Start from", diffusion.MODES, horizontal=True, key="sd_mode", help="img2img: real images")
+    mode = cols[0].radio(
+        "Start from", stable_diffusion.MODES, horizontal=True, key="sd_mode", help="img2img: real images"
+    )
     strength = cols[1].slider(
         "img2img strength (0 copies the source, 1 ignores it)", 0.05, 1.0, d.strength, key="sd_strength"
     )
@@ -137,7 +139,7 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     classes = st.multiselect("Only these classes (empty = all)", dataset.class_names, key="sd_classes")
     name = st.text_input("Set name (optional)", key="sd_name")
     try:
-        cfg = diffusion.SDConfig(
+        cfg = stable_diffusion.SDConfig(
             model=model,
             mode=mode,
             templates=tuple(templates.splitlines()),
@@ -155,15 +157,16 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
             seed=int(seed),
             name=name,
         )
-        wanted = diffusion.wanted_counts(dataset, cfg.per_class, cfg.classes)
-    except diffusion.DiffusionError as err:
+        wanted = make_sets.wanted_counts(dataset, cfg.per_class, cfg.classes)
+    except (stable_diffusion.SDConfigError, make_sets.GenerateError) as err:
         st.error(str(err))
         return None
     first = next((n for n in dataset.class_names if not cfg.classes or n in cfg.classes), dataset.class_names[0])
     st.caption(
-        f"Example prompt for {first!r}: “{diffusion.prompt_for(cfg, first, diffusion.image_seed(cfg.seed, 0, 0))}”"
+        f"Example prompt for {first!r}: "
+        f"“{stable_diffusion.prompt_for(cfg, first, stable_diffusion.image_seed(cfg.seed, 0, 0))}”"
     )
-    seconds = diffusion.estimate_seconds(cfg, int(wanted.sum()))
+    seconds = stable_diffusion.estimate_seconds(cfg, int(wanted.sum()))
     estimate = (
         f"about {seconds / 60:.1f} min on this server (measured rate)"
         if seconds is not None
@@ -181,27 +184,26 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     return None
 
 
-def unfinished_requests(dataset: LabDataset, runner: JobRunner, owner: str) -> None:
-    """Requests stopped part-way: what they wrote, Resume (the same request, queued again) and Discard.
+def unfinished_requests(dataset: LabDataset, runner: JobRunner) -> stable_diffusion.SDConfig | None:
+    """Requests stopped part-way: what they wrote, Resume and Discard; returns the request to resume, if any.
 
     Both buttons are off while a job works on the request (this user's or another's): discarding then
     would delete images under a running job.
     """
-    pending = diffusion.partial_requests()
+    pending = sd_requests.partial_requests()
     if not pending:
-        return
+        return None
     busy = {j.tag for j in runner.list() if j.status not in FINISHED}
     with st.expander(f"{len(pending)} unfinished Stable Diffusion request(s): resume or discard them"):
         for request in pending:
             cols = st.columns([4, 1, 1])
             working = request["key"] in busy
-            other = request["dataset"] != sets.dataset_key(dataset)
+            other = request["dataset"] != dataset.key
             note = " · in progress" if working else " · made for another dataset" if other else ""
             cols[0].caption(f"{request['model']} · {request['mode']} · {request['images']} images written{note}")
             if cols[1].button("Resume", key=f"resume-{request['key']}", disabled=working or other):
-                diffusion.submit_sd_generation(runner, request["config"], dataset, owner=owner)
-                st.toast("Resumed: the request continues where it stopped.")
-                st.rerun()
+                return request["config"]
             if cols[2].button("Discard", key=f"discard-{request['key']}", disabled=working):
-                diffusion.discard_partial(request["key"])
+                sd_requests.discard_partial(request["key"])
                 st.rerun()
+    return None

@@ -7,7 +7,7 @@ import streamlit as st
 from engine.datasets import LabDataset
 from engine.device import DEVICES, PRECISIONS
 from engine.experiments import ExperimentConfig
-from engine.mixes import MixConfig, synthetic_shortfall
+from engine.mixes import MixConfig, synthetic_short
 from engine.models import MODEL_LABELS, MODEL_NAMES
 from engine.synth import sets
 from engine.training import TrainConfig
@@ -18,6 +18,19 @@ CONTROLS = {
     "augment": "Augment: classic augmentation of real images up to the same counts",
     "reweight": "Reweight: class-weighted loss on the real data",
 }
+
+
+def _short_set_notice(dataset: LabDataset, set_id: str, extra: int) -> None:
+    """Before Start: which classes the chosen set is short of for ``add``, and what happens then."""
+    held = sets.load_info(set_id).counts_kept
+    add = MixConfig("add", per_class=extra, synthetic_set=set_id)
+    short = synthetic_short(add, dataset.train.class_counts(), held, dataset.class_names)
+    if short:
+        st.info(
+            f"This set has fewer images than {add.label!r} asks for class {', '.join(short)}. The runs still start: "
+            "add uses what the set has, and oversample, augment and reweight are matched to the same counts per "
+            "class. For a fuller set, see the ways out under Synthetic sets on the Generate page."
+        )
 
 
 def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
@@ -61,7 +74,7 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
             help="Set on the Preprocess preview page, e.g. 'resize=margins;margin_scale=0.6'; empty = none",
         )
         st.markdown("**Mixes** (the real baseline always runs)")
-        stored = sets.list_sets(sets.dataset_key(dataset))
+        stored = sets.list_sets(dataset.key)
         set_labels = {s.id: f"{s.name} · {s.id} · kept {sum(s.counts_kept):,}" for s in stored}
         synthetic = st.selectbox(
             "Synthetic set",
@@ -71,6 +84,8 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
             help="Sets come from the Generate page",
             key="mix_set",
         )
+        if synthetic:
+            _short_set_notice(dataset, synthetic, int(st.session_state.get("mix_extra", 0)))
         add = st.checkbox("Add synthetic: real + synthetic images", bool(stored), disabled=not stored, key="mix_add")
         replace = st.multiselect(
             "Replace with synthetic (real/synthetic share of each class)",
@@ -113,11 +128,4 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         MixConfig("replace", synthetic_fraction=REPLACE[r], synthetic_set=synthetic) for r in replace if synthetic
     ]
     mixes += [MixConfig(kind, per_class=int(extra) if kind != "reweight" else 0) for kind in chosen]
-    if synthetic:  # say now, not after the runs are queued, when the set cannot feed a mix
-        held = sets.load_info(synthetic).counts_kept
-        for mix in mixes:
-            problem = synthetic_shortfall(mix, dataset.train.class_counts(), held, dataset.class_names)
-            if problem:
-                st.error(f"Nothing started: {problem}.")
-                return None
     return ExperimentConfig(dataset.config, tuple(mixes), model, train, tuple(range(int(n_seeds))), name)

@@ -5,8 +5,9 @@ guidance works), trained with the DDPM noise-prediction loss on the training spl
 64 px, 1 or 3 channels, side a multiple of 4), with an exponential moving average of the weights. It is
 sampled with DDIM at a chosen number of steps and guidance scale; the starting noise of image k depends
 on (seed, k) only, so the same seed gives the same images at any batch size. Progress leaves as
-:class:`~engine.synth.gan.GanEvent` rows (loss) and sample grids, like the GANs'. Where this stops: no
-filtering and no sets (see ``pipeline.py``), no Stable Diffusion (see ``diffusion.py``).
+:class:`~engine.synth.events.GeneratorEvent` rows (loss) and sample grids, like the GANs'; ``should_stop``
+raises :class:`~engine.jobs.Cancelled`, in training and in sampling. Where this stops: no filtering and
+no sets (see ``make_sets.py``), no Stable Diffusion (see ``stable_diffusion.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import torch.nn.functional as F
 from engine import store
 from engine.datasets import ImageSet
 from engine.device import pick_device
-from engine.synth.gan import GanEvent
+from engine.jobs import Cancelled
+from engine.synth.events import GeneratorEvent
 
 SAMPLES_PER_CLASS = 8  # columns of the sample grid
 
@@ -93,7 +95,6 @@ class DdpmResult:
     resolution: int
     class_names: tuple[str, ...]
     history: list[dict[str, float]] = field(default_factory=list)  # every 10 steps: step, loss
-    cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -163,7 +164,8 @@ def sample(
     """DDIM samples uint8 (N, C, R, R) for ``labels`` (N,), with classifier-free guidance ``guidance``.
 
     Image i starts from the noise of index ``noise_indices[i]`` (default i); eta is 0, so the same seed
-    and indices give the same images whatever the batch size.
+    and indices give the same images whatever the batch size. ``should_stop`` is checked before every
+    denoising step and raises :class:`~engine.jobs.Cancelled`.
     """
     num_classes = int(model.config.num_class_embeds) - 1
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long).reshape(-1)
@@ -181,7 +183,7 @@ def sample(
         null = torch.full_like(yc, num_classes)
         for t in ddim.timesteps:
             if should_stop is not None and should_stop():
-                raise InterruptedError("sampling was cancelled")
+                raise Cancelled("sampling was cancelled")
             if guidance == 1:
                 eps = model(x, t, class_labels=yc).sample
             else:
@@ -220,14 +222,15 @@ def train_ddpm(
     cfg: DdpmConfig,
     train_set: ImageSet,
     *,
-    on_event: Callable[[GanEvent], None] | None = None,
+    on_event: Callable[[GeneratorEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
 ) -> DdpmResult:
     """Train the UNet on ``train_set`` (uint8 (N, C, R, R)); the caller's global RNG is left as it was.
 
     With ``checkpoint_dir``, the (EMA) model is saved there every ``sample_every`` steps while the loss is
-    finite. Raises :class:`DdpmDiverged` when it is not.
+    finite. Raises :class:`DdpmDiverged` when it is not, and :class:`~engine.jobs.Cancelled` when
+    ``should_stop`` turns true (checked before every step).
     """
     # 1. Check inputs.
     n, channels, height, side = train_set.images.shape
@@ -253,19 +256,18 @@ def train_ddpm(
         rng = torch.Generator().manual_seed(cfg.seed)
         images, labels = train_set.images.to(device), train_set.labels.to(device)
         history: list[dict[str, float]] = []
-        where, step, cancelled = "no checkpoint was saved", 0, False
+        where, step = "no checkpoint was saved", 0
 
         def result() -> DdpmResult:
             final = copy.deepcopy(ema if ema is not None else net).eval().cpu()
             return DdpmResult(
-                final, cfg, channels, side, train_set.class_names, history, cancelled, [], time.perf_counter() - started
+                final, cfg, channels, side, train_set.class_names, history, [], time.perf_counter() - started
             )
 
         # 3. Steps: noise a batch at random levels, predict the noise, MSE; EMA; health.
         for step in range(1, cfg.steps + 1):
             if stop():
-                cancelled, step = True, step - 1
-                break
+                raise Cancelled(f"cancelled at step {step - 1} of {cfg.steps}")
             idx = torch.randint(n, (cfg.batch_size,), generator=rng).to(device)
             x0 = images[idx].float().div(127.5).sub(1)
             y = labels[idx].clone()
@@ -287,20 +289,20 @@ def train_ddpm(
             value = loss.item()
             if not math.isfinite(value):
                 raise DdpmDiverged(f"diffusion training diverged at step {step} of {cfg.steps} (loss={value}); {where}")
-            emit(GanEvent("step", step, cfg.steps, {"loss": value}))
+            emit(GeneratorEvent("step", step, cfg.steps, {"loss": value}))
             if step % 10 == 0 or step == cfg.steps:
                 history.append({"step": float(step), "loss": value})
             # 4. Every sample_every steps and at the end: a sample grid and a checkpoint.
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 emit(
-                    GanEvent(
+                    GeneratorEvent(
                         "samples", step, cfg.steps, {}, grid=_grid(ema if ema is not None else net, cfg, num_classes)
                     )
                 )
                 if checkpoint_dir is not None and step % cfg.sample_every == 0:
                     save_model(result(), checkpoint_dir)
                     where = f"last good checkpoint at step {step} in {checkpoint_dir}"
-        emit(GanEvent("done", step, cfg.steps, {}))
+        emit(GeneratorEvent("done", step, cfg.steps, {}))
         return result()
 
 
@@ -316,7 +318,6 @@ def save_model(result: DdpmResult, folder: Path) -> None:
         "class_names": list(result.class_names),
         "history": result.history,
         "warnings": result.warnings,
-        "cancelled": result.cancelled,
         "seconds": result.seconds,
     }
     store.write_json(folder / "generator.json", meta)

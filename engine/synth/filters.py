@@ -1,13 +1,15 @@
-"""Pseudo-labelling and the confidence filter: a classifier trained on real data judges synthetic labels.
+"""Judging synthetic candidates: the real-data classifier's verdict, near-duplicates, and the one judge step.
 
 The WGAN-GP report found that labels decide whether synthetic images help. :func:`confidence_filter`
 turns class probabilities from a real-data classifier into a verdict per image: ``verify`` keeps an
 image whose given label the classifier agrees with at or above a threshold; ``assign`` relabels every
 image with the classifier's choice and keeps the confident ones. :func:`reference_classifier` trains
-that classifier on the real training split once per dataset and seed and keeps it in the workspace.
-:class:`DuplicateIndex` catches near-duplicates, of a training image (memorisation, or img2img at a
-strength so low it copies its source) or of an image already kept in the set.
-Where this stops: no generation, no files other than the cached reference classifier.
+that classifier on the real training split once per dataset (:attr:`LabDataset.key`) and seed and keeps
+it in the workspace. :class:`DuplicateIndex` catches near-duplicates, of a training image (memorisation,
+or img2img at a strength so low it copies its source) or of an image already kept in the set.
+:func:`judge` is the step every set recipe runs on a batch of candidates: safety checker, verdict,
+requested count, near-duplicates, in that order. Where this stops: no generation, no sets, no files other
+than the cached reference classifier.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from engine import store
 from engine.datasets import LabDataset
+from engine.jobs import Cancelled
 from engine.models import build_model
 from engine.training import EventFn, StopFn, TrainConfig, channel_stats, train
 
@@ -136,8 +137,8 @@ def train_reference_classifier(
 ) -> nn.Module:
     """A simple CNN trained on the real training split only (early stopping on the real validation split).
 
-    Returned on the CPU in eval mode. Raises :class:`FilterError` when ``should_stop`` cancels it: a
-    half-trained judge would reject good images and keep bad ones without saying so.
+    Returned on the CPU in eval mode. Raises :class:`~engine.jobs.Cancelled` when ``should_stop`` turns
+    true: a half-trained judge would reject good images and keep bad ones without saying so.
     """
     mean, std = channel_stats(dataset.train.images)
     meta = _build_args(dataset)
@@ -152,7 +153,7 @@ def train_reference_classifier(
         should_stop=should_stop,
     )
     if result.cancelled:
-        raise FilterError(f"training of the reference classifier was cancelled after {len(result.history)} epoch(s)")
+        raise Cancelled(f"training of the reference classifier was cancelled after {len(result.history)} epoch(s)")
     return result.model.cpu().eval()
 
 
@@ -165,12 +166,12 @@ def reference_classifier(
 ) -> nn.Module:
     """The real-data classifier for ``dataset`` and ``seed``: loaded from the workspace, or trained once and saved.
 
-    Kept under ``<workspace>/reference/<identity hash>-<dataset config key>-<seed>/`` as ``model.safetensors``
-    and ``model.json`` (build arguments); the key includes the imbalance profile, so a scarcer training
-    split gets its own classifier. A cancelled training raises :class:`FilterError` and saves nothing.
+    Kept under ``<workspace>/reference/<hash of the dataset key>-<seed>/`` as ``model.safetensors`` and
+    ``model.json`` (build arguments); the key includes the split and the imbalance profile, so a scarcer
+    training split gets its own classifier. A cancelled training raises :class:`~engine.jobs.Cancelled`
+    and saves nothing.
     """
-    identity = hashlib.sha256(dataset.identity.encode()).hexdigest()[:16]
-    folder = store.subdir("reference") / f"{identity}-{dataset.config.cache_key()}-{seed}"
+    folder = store.subdir("reference") / f"{hashlib.sha256(dataset.key.encode()).hexdigest()[:20]}-{seed}"
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
     if meta_path.is_file() and weights_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -180,14 +181,10 @@ def reference_classifier(
             return loaded.eval()
         log.info("retraining reference classifier %s: its recipe changed", folder.name)
     model = train_reference_classifier(dataset, seed=seed, on_event=on_event, should_stop=should_stop)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    part = folder / f".model-{uuid.uuid4().hex[:8]}.part"
-    save_file(state, str(part))
-    os.replace(part, weights_path)
-    meta_part = folder / f".meta-{uuid.uuid4().hex[:8]}.part"
-    meta_part.write_text(json.dumps({"name": "simple_cnn", "recipe": REFERENCE_RECIPE, **_build_args(dataset)}))
-    os.replace(meta_part, meta_path)  # written last: its presence marks a complete classifier
+    store.write_atomic(weights_path, save(state))
+    # written last: its presence marks a complete classifier
+    store.write_json(meta_path, {"name": "simple_cnn", "recipe": REFERENCE_RECIPE, **_build_args(dataset)})
     return model
 
 
@@ -263,3 +260,36 @@ class DuplicateIndex:
             self._kept[label] = matrix = grown
         matrix[count] = thumb
         self._count[label] = count + 1
+
+
+def judge(
+    images: np.ndarray,
+    labels: np.ndarray,
+    duplicates: DuplicateIndex,
+    kept: np.ndarray,
+    wanted: np.ndarray,
+    *,
+    verdict: FilterResult | None = None,
+    flagged: Sequence[bool] = (),
+) -> tuple[str, ...]:
+    """Why each of N candidates is rejected ("" when it is kept): the judging step of every set recipe.
+
+    ``images`` are uint8 (N, C, R, R) with ``labels`` (N,). The checks run in this order: the pipeline's
+    safety checker (``flagged``, N bools), the real-data classifier (``verdict`` from
+    :func:`confidence_filter`), the requested count (``kept`` against ``wanted``, both (num_classes,)),
+    then near-duplicates under ``duplicates``. A kept image joins ``duplicates`` and is counted in ``kept``
+    (in place) before the next one is judged, so one batch never keeps two copies or more than was asked.
+    """
+    thumbs = thumbnails(images)
+    reasons = []
+    for i, label in enumerate(int(y) for y in labels):
+        reason = "blacked out by the pipeline's safety checker" if flagged and flagged[i] else ""
+        reason = reason or (verdict.reasons[i] if verdict is not None else "")
+        if not reason and kept[label] >= wanted[label]:
+            reason = "surplus beyond the requested count"
+        reason = reason or duplicates.judge(thumbs[i], label)
+        if not reason:
+            duplicates.add(thumbs[i], label)
+            kept[label] += 1
+        reasons.append(reason)
+    return tuple(reasons)

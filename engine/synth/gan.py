@@ -1,15 +1,15 @@
 """Conditional GAN and WGAN-GP trained on the user's own (imbalanced) training split.
 
-A DCGAN-style generator (noise -> 4x4 -> upsample+conv blocks with class-conditional BatchNorm -> tanh,
-resized to the exact side when it is not 4·2^k) and a discriminator of strided convolutions with global sum pooling and,
-when conditional, a projection term (Miyato & Koyama 2018). ``cgan`` trains with the hinge loss and
+The networks (``gan_networks.py``): a DCGAN-style generator with class-conditional BatchNorm and a
+discriminator with, when conditional, a projection term. ``cgan`` trains with the hinge loss and
 spectral norm; ``wgan-gp`` with the Wasserstein loss and a gradient penalty (Gulrajani et al. 2017).
 DiffAugment (Zhao et al. 2020) is applied in batches to everything D sees, real or fake; G's weights are
 averaged (EMA). Fake labels are drawn uniformly over the classes present, so minority classes get as much
-generator practice as majority ones. Progress leaves through ``on_event``: losses every step, a fixed-noise
-sample grid and a mode-collapse check every ``sample_every`` steps; ``should_stop`` is checked every step.
-Where this stops: no synthetic sets, no filtering, no quality measures (see :mod:`engine.synth.pipeline`);
-the only files are the generator and its checkpoint.
+generator practice as majority ones. Progress leaves through ``on_event`` as
+:class:`~engine.synth.events.GeneratorEvent`: losses every step, a fixed-noise sample grid and a
+mode-collapse check every ``sample_every`` steps; ``should_stop`` is checked every step and raises
+:class:`~engine.jobs.Cancelled`. Where this stops: no synthetic sets, no filtering, no quality measures
+(see ``generators.py`` and ``make_sets.py``); the only files are the generator and its checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -32,24 +31,25 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from engine import store
 from engine.datasets import ImageSet
 from engine.device import pick_device
+from engine.jobs import Cancelled
+from engine.synth.events import GeneratorEvent
+from engine.synth.gan_networks import build_discriminator, build_generator, check_shape
 
 log = logging.getLogger(__name__)
 
 GAN_KINDS = ("cgan", "wgan-gp")
 AUGMENT_POLICIES = ("translation", "cutout", "color")
-MIN_RESOLUTION, MAX_RESOLUTION = 8, 64
 MAX_LOSS = 1e4  # a loss this large (or not finite) counts as divergence
 COLLAPSE_RATIO = 0.25  # samples varying less than this share of the real images' variation raise a warning
 SAMPLES_PER_CLASS = 8  # columns of the sample grid
 REAL_PER_CLASS = 64  # real images per class for the diversity reference
 NOISE_BLOCK = 256  # noise is drawn in blocks of this many indices, each block seeded by (seed, block) only
 
-EventFn = Callable[["GanEvent"], None]
+EventFn = Callable[[GeneratorEvent], None]
 StopFn = Callable[[], bool]
 
 
@@ -139,18 +139,6 @@ class GanConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class GanEvent:
-    """One progress report: kind is "step", "samples", "warning" or "done"."""
-
-    kind: str
-    step: int
-    total_steps: int
-    values: dict[str, float]  # step: d_loss, g_loss (+ gp for wgan-gp); warning: ratio; samples, done: {}
-    grid: np.ndarray | None = None  # samples: uint8 (classes*R, 8*R, 3), one row per class, fixed noise, EMA G
-    message: str = ""  # warning: the text
-
-
 @dataclass
 class GanResult:
     """The trained generator and what happened."""
@@ -161,115 +149,8 @@ class GanResult:
     resolution: int
     class_names: tuple[str, ...]
     history: list[dict[str, float]] = field(default_factory=list)  # every 10 steps: step, d_loss, g_loss (gp)
-    cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _check_shape(channels: int, resolution: int) -> None:
-    if channels not in (1, 3):
-        raise ValueError(f"channels={channels!r} is not accepted: expected 1 (grayscale) or 3 (RGB)")
-    if not _whole(resolution, MIN_RESOLUTION, MAX_RESOLUTION):
-        raise ValueError(f"resolution={resolution!r} is not accepted: expected a square side from 8 to 64 pixels")
-
-
-def _doublings(resolution: int) -> int:
-    """Doublings from 4x4 to the first side 4·2^n >= resolution (at least one)."""
-    n = 1
-    while 4 << n < resolution:
-        n += 1
-    return n
-
-
-def _sn(module: nn.Module, on: bool) -> nn.Module:
-    return spectral_norm(module) if on else module
-
-
-class _ClassBatchNorm(nn.Module):
-    """BatchNorm whose gain and bias are looked up per class; plain affine BatchNorm when unconditional."""
-
-    def __init__(self, channels: int, num_classes: int | None) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=num_classes is None)
-        self.embed = nn.Embedding(num_classes, 2 * channels) if num_classes else None
-        if self.embed is not None:
-            with torch.no_grad():  # start as the identity: gain 1, bias 0
-                self.embed.weight[:, :channels].fill_(1.0)
-                self.embed.weight[:, channels:].zero_()
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        x = self.bn(x)
-        if self.embed is None:
-            return x
-        if y is None:
-            raise ValueError("a conditional generator needs labels y (B,)")
-        gain, bias = self.embed(y)[:, :, None, None].chunk(2, dim=1)
-        return x * gain + bias
-
-
-class Generator(nn.Module):
-    """(z (B, z_dim), y (B,) long) -> images (B, C, R, R) in [-1, 1]; y is ignored when unconditional.
-
-    The class enters through class-conditional BatchNorm (Miyato & Koyama 2018). On scikit-learn's 8x8 digits
-    (3,000 cgan steps, defaults, 2 CPU cores) concatenating a class embedding to z instead gave near-identical
-    samples per class (diversity ratio 0.31 against 0.92 for this design; see :func:`diversity_ratio`).
-    """
-
-    def __init__(self, cfg: GanConfig, channels: int, resolution: int, num_classes: int) -> None:
-        super().__init__()
-        n = _doublings(resolution)
-        widths = [cfg.width * min(2 ** (n - i), 8) for i in range(n + 1)]
-        self.channels, self.resolution, self.num_classes = channels, resolution, num_classes
-        self.fc = nn.Linear(cfg.z_dim, widths[0] * 16)
-        self.norms = nn.ModuleList(_ClassBatchNorm(w, num_classes if cfg.conditional else None) for w in widths)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1, bias=False) for a, b in itertools.pairwise(widths))
-        self.out = nn.Conv2d(widths[-1], channels, 3, padding=1)
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.relu(self.norms[0](self.fc(z).view(len(z), -1, 4, 4), y))
-        for conv, norm in zip(self.convs, self.norms[1:], strict=True):
-            x = F.relu(norm(conv(F.interpolate(x, scale_factor=2.0)), y))
-        x = torch.tanh(self.out(x))
-        if x.shape[-1] != self.resolution:  # bilinear mixing keeps tanh's range
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        return x
-
-
-class Discriminator(nn.Module):
-    """(x (B, C, R, R) in [-1, 1], y (B,) long) -> scores (B,); projection term when conditional."""
-
-    def __init__(self, cfg: GanConfig, channels: int, resolution: int, num_classes: int) -> None:
-        super().__init__()
-        sn = cfg.spectral_norm
-        widths = [cfg.width * min(2**i, 8) for i in range(_doublings(resolution) + 1)]
-        layers: list[nn.Module] = [_sn(nn.Conv2d(channels, widths[0], 3, padding=1), sn), nn.LeakyReLU(0.2)]
-        for a, b in itertools.pairwise(widths):
-            layers += [_sn(nn.Conv2d(a, b, 4, stride=2, padding=1), sn), nn.LeakyReLU(0.2)]
-            layers += [_sn(nn.Conv2d(b, b, 3, padding=1), sn), nn.LeakyReLU(0.2)]
-        self.body = nn.Sequential(*layers)
-        self.fc = _sn(nn.Linear(widths[-1], 1), sn)
-        self.embed = _sn(nn.Embedding(num_classes, widths[-1]), sn) if cfg.conditional else None
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.body(x).sum(dim=(2, 3))
-        score = self.fc(h).squeeze(1)
-        if self.embed is not None:
-            if y is None:
-                raise ValueError("a conditional discriminator needs labels y (B,)")
-            score = score + (self.embed(y) * h).sum(dim=1)
-        return score
-
-
-def build_generator(cfg: GanConfig, *, channels: int, resolution: int, num_classes: int) -> nn.Module:
-    """G: forward(z (B, z_dim), y (B,) long) -> images (B, C, R, R) in [-1, 1] (tanh)."""
-    _check_shape(channels, resolution)
-    return Generator(cfg, channels, resolution, num_classes)
-
-
-def build_discriminator(cfg: GanConfig, *, channels: int, resolution: int, num_classes: int) -> nn.Module:
-    """D: forward(x (B, C, R, R), y (B,) long) -> (B,) scores; the label is ignored when unconditional."""
-    _check_shape(channels, resolution)
-    return Discriminator(cfg, channels, resolution, num_classes)
 
 
 def diff_augment(x: torch.Tensor, policies: Sequence[str], gen: torch.Generator) -> torch.Tensor:
@@ -399,7 +280,8 @@ def train_gan(
 
     The same seed and data give the same weights bit for bit on the CPU; the caller's global RNG is left as
     it was. With ``checkpoint_dir``, the generator is saved there every ``sample_every`` steps while the
-    losses are healthy. Raises :class:`GanDiverged` when a loss is not finite or above 1e4.
+    losses are healthy. Raises :class:`GanDiverged` when a loss is not finite or above 1e4, and
+    :class:`~engine.jobs.Cancelled` when ``should_stop`` turns true (checked before every step).
     """
     # 1. Check inputs.
     n, channels, height, side = train_set.images.shape
@@ -407,7 +289,7 @@ def train_gan(
         raise ValueError("gan training needs images: the training split is empty")
     if height != side:
         raise ValueError(f"images of {height}x{side} pixels are not accepted: expected square images")
-    _check_shape(channels, side)
+    check_shape(channels, side)
     counts = train_set.class_counts()
     present = torch.from_numpy(np.flatnonzero(counts))
     if len(present) < 2:
@@ -453,20 +335,19 @@ def _train(
     def augment(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, cfg.policies, rng) if cfg.policies else x
 
-    def result(cancelled: bool) -> GanResult:
+    def result() -> GanResult:
         net = ema_net if ema_net is not None else gen_net
         seconds = time.perf_counter() - started
-        return GanResult(net, cfg, channels, side, data.class_names, history, cancelled, warnings, seconds)
+        return GanResult(net, cfg, channels, side, data.class_names, history, warnings, seconds)
 
     # 3. Steps: D (critic) steps on augmented real and fake batches, then one G step, EMA and health checks.
     history: list[dict[str, float]] = []
     warnings: list[str] = []
     warned: set[int] = set()
-    where, step, cancelled = "no checkpoint was saved", 0, False
+    where, step = "no checkpoint was saved", 0
     for step in range(1, cfg.steps + 1):
         if stop():
-            cancelled, step = True, step - 1
-            break
+            raise Cancelled(f"cancelled at step {step - 1} of {cfg.steps}")
         d_sum, gp_sum = 0.0, 0.0
         for _ in range(cfg.d_steps):
             x_real, y_real = real_batch()
@@ -508,14 +389,14 @@ def _train(
         if not all(math.isfinite(v) and abs(v) < MAX_LOSS for v in (values["d_loss"], values["g_loss"])):
             losses = f"d_loss={values['d_loss']:.4g}, g_loss={values['g_loss']:.4g}"
             raise GanDiverged(f"GAN training diverged at step {step} of {cfg.steps} ({losses}); {where}")
-        emit(GanEvent("step", step, cfg.steps, values))
+        emit(GeneratorEvent("step", step, cfg.steps, values))
         if step % 10 == 0 or step == cfg.steps:
             history.append({"step": float(step), **values})
 
         # 4. Every sample_every steps and at the end: the sample grid, the mode-collapse check, a checkpoint.
         if step % cfg.sample_every == 0 or step == cfg.steps:
             grid, samples = _sample_grid(ema_net if ema_net is not None else gen_net, grid_z, grid_labels)
-            emit(GanEvent("samples", step, cfg.steps, {}, grid=grid))
+            emit(GeneratorEvent("samples", step, cfg.steps, {}, grid=grid))
             per_group = samples.view(len(groups), -1, *samples.shape[1:])
             for g, reference in enumerate(real_div):
                 ratio = _mean_pairwise(per_group[g]) / reference if reference > 0 else math.nan
@@ -526,15 +407,15 @@ def _train(
                         f"{ratio:.2f}× as much as its real images (warned below {COLLAPSE_RATIO})"
                     )
                     log.warning(warnings[-1])
-                    emit(GanEvent("warning", step, cfg.steps, {"ratio": ratio}, message=warnings[-1]))
+                    emit(GeneratorEvent("warning", step, cfg.steps, {"ratio": ratio}, message=warnings[-1]))
             if folder is not None and step % cfg.sample_every == 0:
-                save_generator(result(False), folder)
+                save_generator(result(), folder)
                 where = f"last good checkpoint at step {step} in {folder}"
 
     # 5. The (EMA) generator, in eval mode, on the CPU.
-    final = result(cancelled)
+    final = result()
     final.generator = final.generator.eval().cpu()
-    emit(GanEvent("done", step, cfg.steps, {}))
+    emit(GeneratorEvent("done", step, cfg.steps, {}))
     return final
 
 
@@ -550,7 +431,6 @@ def save_generator(result: GanResult, folder: Path) -> None:
         "class_names": list(result.class_names),
         "history": result.history,
         "warnings": result.warnings,
-        "cancelled": result.cancelled,
         "seconds": result.seconds,
     }
     store.write_atomic(folder / "generator.safetensors", save(state))

@@ -9,6 +9,7 @@ does not cover get None. Where this stops: no image-distribution distances (FID 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,7 +17,9 @@ import numpy as np
 from torch import nn
 
 from engine.datasets import ImageSet, LabDataset
+from engine.jobs import Cancelled
 from engine.models import build_model
+from engine.synth.sets import ImageRecord
 from engine.training import EventFn, StopFn, TrainConfig, channel_stats, predict_proba, train
 
 
@@ -74,7 +77,9 @@ def quality_report(
 ) -> QualityReport:
     """Label fidelity under ``reference`` and TSTR recall per class of a synthetic set made for ``dataset``.
 
-    TSTR needs at least two covered classes; with fewer, every ``tstr_*`` value is None.
+    TSTR needs at least two covered classes; with fewer, every ``tstr_*`` value is None. Raises
+    :class:`~engine.jobs.Cancelled` when ``should_stop`` stops the TSTR classifier's training: a report
+    from a half-trained classifier would understate what the set teaches.
     """
     # 1. Check inputs.
     if synthetic.class_names != dataset.class_names:
@@ -116,6 +121,8 @@ def quality_report(
         )
         cfg = TrainConfig(max_epochs=max_epochs)
         result = train(model, synthetic, val, cfg, seed=seed, on_event=on_event, should_stop=should_stop)
+        if result.cancelled:
+            raise Cancelled(f"the quality report was cancelled after {len(result.history)} epoch(s)")
         result.model.cpu()
         # The classifier only ever saw the covered classes, so it chooses among them.
         test_labels = test.labels.numpy()
@@ -128,3 +135,39 @@ def quality_report(
         ClassQuality(name, int(counts[c]), fidelity[c], recall[c]) for c, name in enumerate(synthetic.class_names)
     )
     return QualityReport(per_class, _share(predicted == labels), accuracy)
+
+
+@dataclass(frozen=True)
+class FilterOption:
+    """What a set would hold at a lower filter threshold, judged from the candidates already made."""
+
+    threshold: float
+    kept: tuple[int, ...]  # per class, images that would be kept (at most the count wanted)
+    confidence: tuple[float | None, ...]  # per class, the real-data classifier's mean confidence in their label
+
+
+def lower_filter_options(
+    records: Sequence[ImageRecord], wanted: Sequence[int], threshold: float, levels: Sequence[float] = (0.8, 0.5)
+) -> list[FilterOption]:
+    """Per level below ``threshold``: kept images per class and how sure the filter's classifier is of their labels.
+
+    Only candidates that the filter alone rejected count (not near-duplicates, not hand rejections, not
+    those the classifier assigns to another class); more generation at that level can only add to the
+    counts. The mean confidence is the share of right labels a calibrated classifier would expect: the
+    honest price of a lower filter.
+    """
+    scored = [
+        (r.label, float(r.score))
+        for r in records
+        if r.score is not None and (r.kept or r.reason.startswith(("confidence ", "surplus ")))
+    ]
+    options = []
+    for level in (lv for lv in levels if lv < threshold):
+        kept, confidence = [], []
+        for c, n in enumerate(wanted):
+            scores = sorted((score for label, score in scored if label == c and score >= level), reverse=True)
+            scores = scores[: int(n)]
+            kept.append(len(scores))
+            confidence.append(float(np.mean(scores)) if scores else None)
+        options.append(FilterOption(level, tuple(kept), tuple(confidence)))
+    return options

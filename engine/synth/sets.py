@@ -4,7 +4,9 @@ A set lives in ``<workspace>/synthetic/<set_id>/``: ``images/<class_index>_<clas
 (uint8, 1 or 3 channels), ``manifest.jsonl`` (one :class:`ImageRecord` per image, kept or not) and
 ``set.json`` (:class:`SetInfo`). A set is written in a hidden sibling folder and renamed into place,
 so a half-written set never appears; later edits (hand rejections, quality) replace files atomically.
-Where this stops: no generation, no filtering, no quality measures (see the sibling modules).
+A set records the :attr:`~engine.datasets.LabDataset.key` of the dataset it was made for and is listed
+for that dataset only. Where this stops: no generation, no filtering, no quality measures (see
+``make_sets.py``, ``filters.py`` and ``quality.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from PIL import Image
 
 from engine import store
-from engine.datasets import ImageSet, LabDataset, Provenance
+from engine.datasets import ImageSet, Provenance
 
 log = logging.getLogger(__name__)
 ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
@@ -69,7 +71,7 @@ class SetInfo:
     resolution: int
     counts_total: tuple[int, ...]  # per class, all images generated
     counts_kept: tuple[int, ...]  # per class, kept (filter and hand rejections applied)
-    dataset_identity: str  # the real dataset it was made for: source content, split and imbalance (dataset_key)
+    dataset_key: str  # LabDataset.key of the dataset it was made for: source content, split and imbalance
     config: dict[str, Any]  # generator config and generation settings (JSON-able)
     quality: dict[str, Any]  # filled later by quality reports ({} at first)
 
@@ -77,6 +79,8 @@ class SetInfo:
     def from_dict(cls, data: dict[str, Any]) -> SetInfo:
         for name in ("class_names", "counts_total", "counts_kept"):
             data[name] = tuple(data[name])
+        if "dataset_identity" in data:  # sets stored before the key had its own name (same value)
+            data["dataset_key"] = data.pop("dataset_identity")
         return cls(**data)
 
 
@@ -169,16 +173,20 @@ def create_set(
     class_names: Sequence[str],
     *,
     generator: str,
-    dataset_identity: str,
+    dataset_key: str,
     config: dict[str, Any],
+    quality: dict[str, Any] | None = None,
 ) -> SetInfo:
     """Store uint8 images (N, C, R, R) with their records (labels in the records); returns the new set's info.
 
-    The records' ``file`` fields are filled in; ``kept`` and ``reason`` are stored as given.
+    ``dataset_key`` is the :attr:`~engine.datasets.LabDataset.key` of the dataset the set is made for.
+    The records' ``file`` fields are filled in; ``kept`` and ``reason`` are stored as given. ``quality``
+    is a quality report measured before storing (JSON-able; {} when none).
     """
     # 1. Check inputs.
     _check_inputs(name, images, records, class_names)
     _check_jsonable("config", config)  # an error now, not after the images are written
+    _check_jsonable("quality", quality or {})
     set_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     tmp = sets_dir() / f".tmp-{set_id}"
     try:
@@ -200,9 +208,9 @@ def create_set(
             resolution=int(images.shape[2]),
             counts_total=_counts(saved, len(class_names), kept_only=False),
             counts_kept=_counts(saved, len(class_names), kept_only=True),
-            dataset_identity=dataset_identity,
+            dataset_key=dataset_key,
             config=config,
-            quality={},
+            quality=quality or {},
         )
         _write_info(tmp, info)
         # 3. Rename it into place: the set appears whole or not at all.
@@ -214,15 +222,6 @@ def create_set(
     return info
 
 
-def dataset_key(dataset: LabDataset) -> str:
-    """What a set is made for: the source's content *and* its split and imbalance.
-
-    A set drawn by a generator trained on one split must not feed runs on another split of the same
-    source: that generator may have learnt from the other split's test images.
-    """
-    return f"{dataset.identity}#{dataset.config.cache_key()}"
-
-
 def load_info(set_id: str) -> SetInfo:
     path = _folder(set_id) / "set.json"
     if not path.is_file():
@@ -230,8 +229,8 @@ def load_info(set_id: str) -> SetInfo:
     return SetInfo.from_dict(json.loads(path.read_text()))
 
 
-def list_sets(dataset_identity: str | None = None) -> list[SetInfo]:
-    """Readable sets, newest first, optionally only those made for ``dataset_identity`` (see :func:`dataset_key`)."""
+def list_sets(dataset_key: str | None = None) -> list[SetInfo]:
+    """Readable sets, newest first, optionally only those made for ``dataset_key`` (a ``LabDataset.key``)."""
     infos = []
     for folder in sets_dir().iterdir():
         if folder.name.startswith(".") or not folder.is_dir():
@@ -241,7 +240,7 @@ def list_sets(dataset_identity: str | None = None) -> list[SetInfo]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping unreadable synthetic set %s: %s", folder.name, err)
             continue
-        if dataset_identity is None or info.dataset_identity == dataset_identity:
+        if dataset_key is None or info.dataset_key == dataset_key:
             infos.append(info)
     return sorted(infos, key=lambda i: (i.created, i.id), reverse=True)
 
@@ -257,21 +256,28 @@ def load_set(set_id: str, *, kept_only: bool = True) -> ImageSet:
     """The set's images as an :class:`ImageSet` (provenance marks them synthetic), kept ones by default."""
     info = load_info(set_id)
     records = [r for r in load_manifest(set_id) if r.kept or not kept_only]
-    folder, side, shape = _folder(set_id), info.resolution, (info.channels, info.resolution, info.resolution)
+    folder, shape = _folder(set_id), (info.channels, info.resolution, info.resolution)
     images = np.zeros((len(records), *shape), dtype=np.uint8)
     for i, record in enumerate(records):
         pixels = read_png(folder / record.file, info.channels)
         if pixels.shape != shape:
             raise SetError(f"image {record.file!r} of set {set_id!r} has shape {pixels.shape}, expected {shape}")
         images[i] = pixels
-    n = len(records)
+    return as_image_set(images, records, info.class_names, source=f"synthetic:{set_id}")
+
+
+def as_image_set(
+    images: np.ndarray, records: Sequence[ImageRecord], class_names: Sequence[str], *, source: str
+) -> ImageSet:
+    """uint8 images (N, C, R, R) with their records as an :class:`ImageSet` whose provenance marks them synthetic."""
+    n, side = len(records), int(images.shape[-1])
     provenance = dataclasses.replace(
-        Provenance.real(f"synthetic:{set_id}", [r.file for r in records], [(side, side)] * n, [""] * n),
+        Provenance.real(source, [r.file for r in records], [(side, side)] * n, [""] * n),
         synthetic=np.ones(n, dtype=bool),
         generator=np.asarray([r.generator for r in records], dtype=object),
     )
     labels = torch.tensor([r.label for r in records], dtype=torch.int64)
-    return ImageSet(torch.from_numpy(images), labels, info.class_names, provenance)
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), labels, tuple(class_names), provenance)
 
 
 def set_kept(set_id: str, files: Sequence[str], kept: bool, *, reason: str = "rejected by hand") -> SetInfo:

@@ -1,0 +1,239 @@
+"""Every background job the lab submits: what it runs, its group, its lane.
+
+Generator training, synthetic sets (from a stored generator or from Stable Diffusion), Stable
+Diffusion previews, domain-gap scores and the runs of an experiment all go through the functions here;
+each returns at once with the job's id (an experiment: its record). A job's group is a typed
+:class:`JobGroup`, kept on the runner as a string (``"generate"``, ``"gap"``, ``"experiment:<id>"``)
+that :meth:`JobGroup.parse` reads back. Heavy jobs queue on the lane of the device they run on. A job
+stopped by a cancel raises :class:`~engine.jobs.Cancelled` and is recorded as cancelled: it creates no
+set and no generator (a Stable Diffusion request keeps what it wrote, for Resume). Where this stops:
+this is the only engine module that knows the job runner besides the runner itself (``jobs.py``); the
+work is in ``synth/``, ``gap.py`` and ``runs.py``; pages submit and poll, they never run jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import gap, runs
+from engine.datasets import ImageSet, LabDataset
+from engine.device import pick_device
+from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, synthetic_pools
+from engine.jobs import JobContext, JobRunner, JobSnapshot
+from engine.synth import filters, generators, make_sets, sd_requests, sets, stable_diffusion
+from engine.synth.events import GeneratorEvent
+from engine.training import TrainEvent
+
+
+class JobKind(enum.StrEnum):
+    """What a job is for; the panels show one kind each."""
+
+    GENERATE = "generate"  # generator training, synthetic sets, Stable Diffusion requests and previews
+    GAP = "gap"  # domain-gap scores of the Preprocess page
+    EXPERIMENT = "experiment"  # the runs of one experiment
+
+
+@dataclass(frozen=True)
+class JobGroup:
+    """A job's group: its kind and, for an experiment, the experiment's id."""
+
+    kind: JobKind
+    id: str = ""  # the experiment id; "" for the other kinds
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}" if self.kind is JobKind.EXPERIMENT else str(self.kind)
+
+    @classmethod
+    def parse(cls, group: str) -> JobGroup | None:
+        """The group a runner's group string stands for; None when no job of this module has it."""
+        kind, _, group_id = group.partition(":")
+        if kind not in tuple(JobKind) or (kind == JobKind.EXPERIMENT) != bool(group_id):
+            return None
+        return cls(JobKind(kind), group_id)
+
+
+GENERATE, GAP = JobGroup(JobKind.GENERATE), JobGroup(JobKind.GAP)
+
+
+def list_jobs(runner: JobRunner, kind: JobKind, *, owner: str | None = None) -> list[JobSnapshot]:
+    """Jobs of ``kind`` (optionally of one owner), oldest first."""
+    return [s for s in runner.list(owner=owner) if (g := JobGroup.parse(s.group)) is not None and g.kind is kind]
+
+
+def is_experiment(group: str) -> bool:
+    """Whether a runner's group string is an experiment's (other jobs: generators, sets, gap scores)."""
+    parsed = JobGroup.parse(group)
+    return parsed is not None and parsed.kind is JobKind.EXPERIMENT
+
+
+def cancel_job(runner: JobRunner, job_id: str, *, owner: str) -> None:
+    """Cancel a job; an experiment's run that never started is recorded as cancelled on disk too."""
+    runner.cancel(job_id, owner=owner)
+    snap = runner.snapshot(job_id)
+    if snap.status == "cancelled" and snap.tag and is_experiment(snap.group):
+        record = runs.load_record(snap.tag)
+        if record.status == "queued":
+            runs.save_record(dataclasses.replace(record, status="cancelled", finished=time.time()))
+
+
+def _lane(device: str = "auto", precision: str = "auto") -> str:
+    """The queue a heavy job waits in: one per device type ("auto" and "cpu" share one on a CPU machine).
+
+    A device this machine lacks is no error here: the job fails when it starts, with a message naming it.
+    """
+    if device != "auto":
+        return device
+    return pick_device("auto", "fp32").device.type  # the device type alone decides the queue
+
+
+# Generators and sets ---------------------------------------------------------------------------------
+
+
+def submit_generator_training(
+    runner: JobRunner, cfg: generators.GeneratorConfig, dataset: LabDataset, *, owner: str
+) -> str:
+    """Queue generator training (GAN or diffusion model); its events are loss rows, sample grids and
+    warnings, its result the generator's id."""
+
+    def job(ctx: JobContext) -> str:
+        def on_event(event: GeneratorEvent) -> None:
+            if event.kind == "step":
+                ctx.set_progress(event.step / max(1, event.total_steps), f"step {event.step} of {event.total_steps}")
+                if event.step % 10 == 0:  # keep the curve, not every step
+                    ctx.emit(event)
+            else:
+                ctx.emit(event)
+
+        return generators.train_generator(cfg, dataset, on_event=on_event, should_stop=ctx.should_stop)
+
+    title = f"train {cfg.kind} ({cfg.steps:,} steps)"
+    tag = generators.generator_id(cfg, dataset)
+    return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=tag, lane=_lane())
+
+
+def submit_generation(runner: JobRunner, cfg: make_sets.GenerateConfig, dataset: LabDataset, *, owner: str) -> str:
+    """Queue the making of a synthetic set from a stored generator; its result is the set's info."""
+
+    def job(ctx: JobContext) -> sets.SetInfo:
+        return make_sets.make_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
+
+    amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
+    title = f"generate {amount} with {cfg.generator}"
+    return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=cfg.generator, lane=_lane())
+
+
+def submit_sd_generation(runner: JobRunner, cfg: stable_diffusion.SDConfig, dataset: LabDataset, *, owner: str) -> str:
+    """Queue a Stable Diffusion set; its result is the set's info. A fulfilled request is served at once."""
+
+    def job(ctx: JobContext) -> sets.SetInfo:
+        return make_sets.make_sd_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
+
+    amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
+    cached = sd_requests.cached_set(cfg, dataset) is not None  # served at once, not queued behind heavy jobs
+    return runner.submit(
+        f"Stable Diffusion {cfg.mode}: {amount} with {Path(cfg.model).name}",
+        job,
+        owner=owner,
+        group=str(GENERATE),
+        tag=sd_requests.request_key(cfg, dataset),  # the unfinished-requests list keeps its buttons off meanwhile
+        lane=_lane(cfg.device),
+        heavy=not cached,
+    )
+
+
+def submit_sd_preview(runner: JobRunner, cfg: stable_diffusion.SDConfig, dataset: LabDataset, *, owner: str) -> str:
+    """Queue a one-image-per-class preview; its result is {class name: uint8 (C, R, R)}."""
+
+    def job(ctx: JobContext) -> dict[str, np.ndarray]:
+        return stable_diffusion.preview(cfg, dataset, should_stop=ctx.should_stop)
+
+    title = f"Stable Diffusion preview with {Path(cfg.model).name}"
+    return runner.submit(title, job, owner=owner, group=str(GENERATE), tag="preview", lane=_lane(cfg.device))
+
+
+# Gap scores ------------------------------------------------------------------------------------------
+
+
+def submit_gap_score(
+    runner: JobRunner,
+    dataset: LabDataset,
+    sides: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    owner: str,
+    presets: str = "",
+) -> str:
+    """Queue the domain-gap scores and feature distances; ``sides`` maps "before"/"after" to uint8 (real,
+    synthetic) images. Its result is :func:`~engine.gap.gap_report`'s table."""
+
+    def job(ctx: JobContext) -> dict[str, dict[str, float]]:
+        ctx.set_progress(0.05, "training the real-data classifier for features")
+        reference = filters.reference_classifier(dataset, seed=0, should_stop=ctx.should_stop)
+        return gap.gap_report(reference, sides, seed=0, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
+
+    title = f"domain gap ({presets})" if presets else "domain gap"
+    return runner.submit(title, job, owner=owner, group=str(GAP), tag="gap", lane=_lane())
+
+
+# Experiments -----------------------------------------------------------------------------------------
+
+
+def submit_experiment(
+    runner: JobRunner,
+    cfg: ExperimentConfig,
+    dataset: LabDataset,
+    *,
+    owner: str,
+    synthetic: Callable[[str], ImageSet] | None = None,
+) -> ExperimentRecord:
+    """Plan the experiment and queue one heavy job per run; returns the record at once.
+
+    The synthetic sets the mixes name are loaded first, once (a set made for another split is refused
+    before anything is planned). Each job reports every training event and its progress (steps done /
+    steps if no early stop).
+    """
+    pools = synthetic_pools(cfg, dataset, synthetic)
+    record = plan_experiment(cfg, dataset.key)
+    group = str(JobGroup(JobKind.EXPERIMENT, record.id))
+    lane = _lane(cfg.train.device, cfg.train.precision)
+    for label, seed, run_id in record.run_ids:
+        run_cfg = runs.load_record(run_id).config
+        job = _run_job(run_id, run_cfg, dataset, pools.get(run_cfg.mix.synthetic_set), record.id)
+        runner.submit(f"{label} · seed {seed}", job, owner=owner, group=group, tag=run_id, lane=lane)
+    return record
+
+
+def _run_job(
+    run_id: str, run_cfg: runs.RunConfig, dataset: LabDataset, pool: ImageSet | None, experiment: str
+) -> Callable[[JobContext], Any]:
+    def job(ctx: JobContext) -> runs.RunRecord:
+        def on_event(event: TrainEvent) -> None:
+            if event.kind == "step":  # progress only: a long run has hundreds of thousands of steps
+                ctx.set_progress(event.step / max(1, event.total_steps))
+                return
+            ctx.emit(event)
+            if event.kind == "epoch":
+                ctx.set_progress(
+                    event.step / max(1, event.total_steps),
+                    f"epoch {event.epoch}: val acc {event.values['val_acc']:.3f}",
+                )
+
+        return runs.execute_run(
+            run_id,
+            run_cfg,
+            dataset,
+            synthetic=pool,
+            experiment=experiment,
+            on_event=on_event,
+            should_stop=ctx.should_stop,
+        )
+
+    return job

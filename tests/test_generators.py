@@ -1,0 +1,74 @@
+"""Stored generators: trained once and reused, listed per dataset (old records too), nothing left by a cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
+from engine.datasets import LabDataset, build_dataset
+from engine.jobs import Cancelled
+from engine.synth import ddpm, gan, generators
+from engine.synth.events import GeneratorEvent
+
+TINY = gan.GanConfig(steps=12, width=8, batch_size=16, sample_every=6)
+
+
+@pytest.fixture(scope="module")
+def digits() -> LabDataset:
+    imbalance = ImbalanceConfig(kind="step", minority=("0", "1"), keep_fraction=0.1)
+    return build_dataset(DatasetConfig(imbalance=imbalance))
+
+
+def test_a_generator_is_trained_once_and_reused(digits: LabDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen_id = generators.train_generator(TINY, digits)
+    assert [g["id"] for g in generators.list_generators(digits)] == [gen_id]
+    assert (generators.generators_dir() / gen_id / "generator.safetensors").is_file()
+    assert not (generators.generators_dir() / gen_id / "checkpoint").exists()
+    assert generators.load_origin(gen_id)["dataset"] == digits.key  # type: ignore[index]
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored generator must be reused")
+
+    monkeypatch.setattr(gan, "train_gan", no_training)
+    assert generators.train_generator(TINY, digits) == gen_id
+    assert generators.generator_id(gan.GanConfig(steps=13, width=8, batch_size=16), digits) != gen_id
+
+
+def test_ids_are_the_ones_older_workspaces_stored(digits: LabDataset) -> None:
+    before = f"{TINY.cache_key()}-{digits.identity}-{digits.config.cache_key()}"  # the pre-LabDataset.key input
+    assert generators.generator_id(TINY, digits) == f"cgan-{hashlib.sha256(before.encode()).hexdigest()[:12]}"
+
+
+def test_generators_are_listed_for_their_dataset_only_old_records_too(digits: LabDataset) -> None:
+    other = build_dataset(DatasetConfig(split=SplitConfig(seed=1)))  # same files, another split
+    for name, origin in {
+        "new-one": {"id": "new-one", "kind": "cgan", "dataset": digits.key},
+        "old-one": {
+            "id": "old-one",
+            "kind": "cgan",
+            "dataset_identity": digits.identity,  # stored before origin.json held the dataset key
+            "dataset_key": digits.config.cache_key(),
+        },
+        "other-split": {"id": "other-split", "kind": "cgan", "dataset": other.key},
+    }.items():
+        (generators.generators_dir() / name).mkdir()
+        (generators.generators_dir() / name / "origin.json").write_text(json.dumps(origin))
+    assert sorted(g["id"] for g in generators.list_generators(digits)) == ["new-one", "old-one"]
+    assert [g["id"] for g in generators.list_generators(other)] == ["other-split"]
+    assert len(generators.list_generators()) == 3
+
+
+@pytest.mark.parametrize("cfg", [TINY, ddpm.DdpmConfig(width=8, steps=12, batch_size=8, sample_every=6, timesteps=50)])
+def test_a_cancelled_training_raises_and_stores_no_generator(
+    digits: LabDataset, cfg: generators.GeneratorConfig
+) -> None:
+    events: list[GeneratorEvent] = []
+    with pytest.raises(Cancelled, match=r"training of generator .* was cancelled at step 7 of 12; nothing was stored"):
+        generators.train_generator(
+            cfg, digits, on_event=events.append, should_stop=lambda: sum(e.kind == "step" for e in events) >= 7
+        )
+    assert generators.list_generators() == [] and list(generators.generators_dir().iterdir()) == []
+    assert sum(e.kind == "samples" for e in events) == 1  # it was cancelled after its first checkpoint was written
