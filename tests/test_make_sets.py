@@ -65,6 +65,8 @@ def test_fill_to_balance_gives_exact_counts_and_full_manifests(
     assert (np.bincount(mix.train.labels.numpy()) == counts.max()).all()  # balanced by synthetic images
     assert info.dataset_key == digits.key and [s.id for s in sets.list_sets(digits.key)] == [info.id]
     assert len(info.quality["per_class"]) == 10  # measured before the set was stored
+    judge = filters.judge_info(digits)
+    assert judge is not None and info.config["judge"] == judge.to_dict()  # how well the judge knows each class
 
 
 def test_the_same_seed_gives_the_same_images(digits: LabDataset, monkeypatch: pytest.MonkeyPatch) -> None:

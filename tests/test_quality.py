@@ -55,12 +55,19 @@ def test_the_generate_page_shows_a_short_set_with_its_ways_out_and_the_price_of_
         digits.class_names,
         generator="g",
         dataset_key=digits.key,
-        config={"wanted": [2, 4] + [0] * 8, "generate": {"threshold": 0.95}},
+        config={
+            "wanted": [2, 4] + [0] * 8,
+            "generate": {"threshold": 0.95},
+            "judge": {"name": "j", "val_recall": [0.9, 0.3] + [0.95] * 8, "balanced_accuracy": 0.84},
+        },
     )
     at = app_page("generate")
     assert not at.exception and not at.error
     warning = next(w.value for w in at.warning if "fewer images than asked" in w.value)
     assert "'1' (1 of 4)" in warning and "more steps" in warning and "fewer images per class" in warning
+    assert any("recognises fewer than 50% of the real validation images of class '1'" in w.value for w in at.warning)
+    counts = next(d.value for d in at.dataframe if "generated" in d.value.columns)
+    assert list(counts["judge recall on real images"])[:2] == ["90%", "30%"]
     table = next(d.value for d in at.dataframe if "filter" in d.value.columns)
     assert list(table["filter"]) == ["0.95 (this set)", "0.8", "0.5"]
     assert list(table["1: images"]) == [1, 2, 4]

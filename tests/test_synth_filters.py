@@ -191,7 +191,7 @@ def test_reference_classifier_is_trained_once_and_reloaded(
     (folder,) = [Path(p) for p in store.subdir("reference").iterdir()]
     other = build_dataset(dataclasses.replace(dataset.config, imbalance=ImbalanceConfig()))  # same source, all of it
     assert folder.name == f"{hashlib.sha256(dataset.key.encode()).hexdigest()[:20]}-3" and other.key != dataset.key
-    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["judge.json", "model.json", "model.safetensors"]
     images = dataset.val.images[:16]
     assert np.allclose(predict_proba(first, images), predict_proba(second, images))
 
@@ -230,3 +230,28 @@ def test_judge_runs_the_checks_in_order_and_counts_what_it_keeps() -> None:
     kept[:] = 0
     more = filters.judge(images[4:6], labels[:2], index, kept, np.array([5, 0]))
     assert more[0].startswith("near-duplicate of an image already kept") and more[1] == "blank image (no content)"
+
+
+def test_the_judge_is_class_balanced_and_says_how_well_it_knows_each_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    cut = build_dataset(DatasetConfig(imbalance=ImbalanceConfig(kind="step", minority=("0", "1"), keep_fraction=0.1)))
+    weighted: list[np.ndarray | None] = []
+    real_train = filters.train
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        weighted.append(kw.get("weights"))
+        return real_train(*args, **kw)
+
+    monkeypatch.setattr(filters, "train", spy)
+    assert filters.judge_info(cut) is None  # nothing is known before the judge is trained
+    model = filters.reference_classifier(cut)
+    weights = weighted[0]
+    assert weights is not None and weights[0] > 5 * weights[5]  # the cut classes weigh about ten times more
+    info = filters.judge_info(cut)
+    assert info is not None and len(info.val_recall) == 10
+    y = cut.val.labels.numpy()
+    pred = predict_proba(model, cut.val.images).argmax(1)
+    assert info.val_recall[0] == pytest.approx(np.mean(pred[y == 0] == 0))
+    assert info.balanced_accuracy == pytest.approx(np.mean(info.val_recall))
+    assert min(info.val_recall[:2]) >= 0.6  # 12 training images of each cut digit still teach it
+    assert info.weak_classes(cut.class_names, floor=1.01) == list(cut.class_names)
+    assert info.weak_classes(cut.class_names, floor=0.0) == []

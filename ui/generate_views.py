@@ -16,6 +16,7 @@ from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobError
 from engine.synth import ddpm, gan, make_sets, quality, sets
 from engine.synth.events import GeneratorEvent
+from engine.synth.filters import WEAK_RECALL
 from ui.figures import tile
 from ui.jobs_panel import STATUS_ICONS, get_runner
 
@@ -253,13 +254,24 @@ def set_browser(dataset: LabDataset) -> None:
     records = sets.load_manifest(set_id)
     short_set_notice(info, records)
     table = pd.DataFrame({"class": info.class_names, "generated": info.counts_total, "kept": info.counts_kept})
+    judge = info.config.get("judge")
+    if judge:  # the filter's decisions on a class mean only as much as the judge knows that class
+        table["judge recall on real images"] = [f"{r:.0%}" if r == r else "—" for r in judge["val_recall"]]
+        weak = [n for n, r in zip(info.class_names, judge["val_recall"], strict=True) if not r >= WEAK_RECALL]
+        if weak:
+            st.warning(
+                f"The filter's judge recognises fewer than {WEAK_RECALL:.0%} of the real validation images of class "
+                f"{', '.join(map(repr, weak))}: its keep or reject decisions on that class mean little."
+            )
     per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
     table["label fidelity"] = [per_class.get(n, {}).get("label_fidelity") for n in info.class_names]
-    table["TSTR recall"] = [per_class.get(n, {}).get("tstr_recall") for n in info.class_names]
+    table["learns-from-synthetic recall"] = [per_class.get(n, {}).get("tstr_recall") for n in info.class_names]
     st.dataframe(table, hide_index=True)
     st.caption(
-        "Label fidelity: share of a class's synthetic images that a classifier trained on real data assigns "
-        "to it. TSTR recall: recall on the real test set of a classifier trained on the synthetic set alone."
+        "Judge recall: share of a class's real validation images that the filter's classifier (trained "
+        "class-balanced on real images only) recognises. Label fidelity: share of a class's synthetic images it "
+        "assigns to that class. Learns-from-synthetic recall: recall on the real test images of a classifier "
+        "trained on the synthetic set alone (does the set teach the class?)."
     )
     present = sorted({r.class_name for r in records}, key=info.class_names.index)
     name = st.selectbox("Gallery class", present)

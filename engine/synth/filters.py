@@ -1,12 +1,15 @@
 """Judging synthetic candidates: the real-data classifier's verdict, near-duplicates, and the one judge step.
 
-The WGAN-GP report found that labels decide whether synthetic images help. :func:`confidence_filter`
+Wrong labels are what makes synthetic images hurt, so every candidate is judged. :func:`confidence_filter`
 turns class probabilities from a real-data classifier into a verdict per image: ``verify`` keeps an
 image whose given label the classifier agrees with at or above a threshold; ``assign`` relabels every
 image with the classifier's choice and keeps the confident ones. :func:`reference_classifier` trains
-that classifier on the real training split once per dataset (:attr:`LabDataset.key`) and seed and keeps
-it in the workspace. :class:`DuplicateIndex` catches near-duplicates, of a training image (memorisation,
-or img2img at a strength so low it copies its source) or of an image already kept in the set.
+that classifier (the judge) on the real training split once per dataset (:attr:`LabDataset.key`) and
+seed and keeps it in the workspace. The judge is trained class-balanced (a reweighted loss), so it does
+not inherit the imbalance it is meant to repair, and :func:`judge_info` tells how well it recognises
+each class on real validation images: where it cannot, its decisions on that class mean little.
+:class:`DuplicateIndex` catches near-duplicates, of a training image (memorisation, or img2img at a
+strength so low it copies its source) or of an image already kept in the set.
 :func:`judge` is the step every set recipe runs on a batch of candidates: safety checker, verdict,
 requested count, near-duplicates, in that order. Where this stops: no generation, no sets, no files other
 than the cached reference classifier.
@@ -19,6 +22,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +35,13 @@ from engine import store
 from engine.datasets import LabDataset
 from engine.jobs import Cancelled
 from engine.models import build_model
-from engine.training import EventFn, StopFn, TrainConfig, channel_stats, train
+from engine.training import EventFn, StopFn, TrainConfig, channel_stats, class_weights, predict_proba, train
 
 log = logging.getLogger(__name__)
 FILTER_MODES = ("verify", "assign")
-REFERENCE_RECIPE = 1  # bump when train_reference_classifier changes, so cached classifiers are retrained
+REFERENCE_RECIPE = 2  # bump when train_reference_classifier changes, so cached classifiers are retrained
+JUDGE_NAME = "simple CNN trained class-balanced on the real training images"
+WEAK_RECALL = 0.5  # a judge recognising fewer of a class's real validation images than this cannot judge it
 THUMB_SIDE = 16  # near-duplicate signatures compare images at this size, grayscale
 _TOLERANCE = 1e-6  # float32 probabilities: 0.95 stored as 0.9499999 still counts as "at the threshold"
 
@@ -135,8 +141,10 @@ def train_reference_classifier(
     on_event: EventFn | None = None,
     should_stop: StopFn | None = None,
 ) -> nn.Module:
-    """A simple CNN trained on the real training split only (early stopping on the real validation split).
+    """A simple CNN trained class-balanced on the real training split only (early stopping on real validation).
 
+    The loss weighs every class alike (inverse-frequency weights), so a class cut to a few percent is still
+    recognised: a judge that inherits the imbalance rejects exactly the classes a set should fill.
     Returned on the CPU in eval mode. Raises :class:`~engine.jobs.Cancelled` when ``should_stop`` turns
     true: a half-trained judge would reject good images and keep bad ones without saying so.
     """
@@ -149,6 +157,7 @@ def train_reference_classifier(
         dataset.val,
         TrainConfig(max_epochs=max_epochs),
         seed=seed,
+        weights=class_weights(dataset.train.labels.numpy(), dataset.train.num_classes),
         on_event=on_event,
         should_stop=should_stop,
     )
@@ -171,21 +180,62 @@ def reference_classifier(
     training split gets its own classifier. A cancelled training raises :class:`~engine.jobs.Cancelled`
     and saves nothing.
     """
-    folder = store.subdir("reference") / f"{hashlib.sha256(dataset.key.encode()).hexdigest()[:20]}-{seed}"
-    meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
+    meta_path, weights_path = _reference_files(dataset, seed)
     if meta_path.is_file() and weights_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.pop("recipe", None) == REFERENCE_RECIPE:
             loaded = build_model(meta.pop("name"), **meta)
             loaded.load_state_dict(load_file(str(weights_path)))
             return loaded.eval()
-        log.info("retraining reference classifier %s: its recipe changed", folder.name)
+        log.info("retraining reference classifier %s: its recipe changed", meta_path.parent.name)
     model = train_reference_classifier(dataset, seed=seed, on_event=on_event, should_stop=should_stop)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     store.write_atomic(weights_path, save(state))
     # written last: its presence marks a complete classifier
+    recall = _val_recall(model, dataset)
+    info = {"judge": JUDGE_NAME, "val_recall": recall, "balanced_accuracy": float(np.nanmean(recall))}
+    store.write_json(meta_path.with_name("judge.json"), info)
     store.write_json(meta_path, {"name": "simple_cnn", "recipe": REFERENCE_RECIPE, **_build_args(dataset)})
     return model
+
+
+@dataclass(frozen=True)
+class JudgeInfo:
+    """How well the judge recognises each class on real validation images it never trained on."""
+
+    name: str  # what the judge is, for people
+    val_recall: tuple[float, ...]  # per class, share of real validation images it assigns to their class
+    balanced_accuracy: float  # mean of val_recall
+
+    def weak_classes(self, class_names: Sequence[str], floor: float = WEAK_RECALL) -> list[str]:
+        """Classes whose real validation images the judge recognises less than ``floor`` of the time (or has none)."""
+        return [n for n, r in zip(class_names, self.val_recall, strict=True) if not r >= floor]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "val_recall": list(self.val_recall), "balanced_accuracy": self.balanced_accuracy}
+
+
+def judge_info(dataset: LabDataset, *, seed: int = 0) -> JudgeInfo | None:
+    """The stored judge's per-class validation recall for ``dataset``; None until it has been trained."""
+    path = _reference_files(dataset, seed)[0].with_name("judge.json")
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return JudgeInfo(str(data["judge"]), tuple(float(r) for r in data["val_recall"]), float(data["balanced_accuracy"]))
+
+
+def _reference_files(dataset: LabDataset, seed: int) -> tuple[Path, Path]:
+    folder = store.subdir("reference") / f"{hashlib.sha256(dataset.key.encode()).hexdigest()[:20]}-{seed}"
+    return folder / "model.json", folder / "model.safetensors"
+
+
+def _val_recall(model: nn.Module, dataset: LabDataset) -> list[float]:
+    """Per class, the share of real validation images ``model`` assigns to their class (nan without any)."""
+    y = dataset.val.labels.numpy()
+    pred = predict_proba(model, dataset.val.images).argmax(1) if len(y) else y
+    return [
+        float(np.mean(pred[y == c] == c)) if np.any(y == c) else float("nan") for c in range(len(dataset.class_names))
+    ]
 
 
 def thumbnails(images: np.ndarray | torch.Tensor) -> np.ndarray:
