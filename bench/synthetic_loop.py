@@ -44,7 +44,7 @@ def main() -> None:
     os.environ.setdefault("SYNTHLAB_FOLDER_ROOTS", os.sep)  # a benchmark reads what its user can read
     os.environ.setdefault("SYNTHLAB_HOME", tempfile.mkdtemp(prefix="synthlab-loop-"))
 
-    from engine import experiments
+    from engine import experiments, verdicts
     from engine.config import DatasetConfig, ImbalanceConfig, SourceConfig
     from engine.datasets import build_dataset
     from engine.mixes import MixConfig
@@ -115,6 +115,11 @@ def main() -> None:
         print(f"minority recall gain, {mix.label}: {', '.join(gains)}")
     for note in experiments.shortfall_notes(summary):
         print(f"note: {note}")
+    head = verdicts.headline(summary)
+    if head is not None:
+        print(f"answer: {head.sentence}")
+    for warning in verdicts.health_warnings(summary):
+        print(f"warning: {warning}")
     print(
         f"time: dataset {clock['dataset'] - clock['start']:.0f} s, "
         f"{args.generator} {clock['gan'] - clock['dataset']:.0f} s, "

@@ -28,7 +28,7 @@ from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.metrics import SCALAR_METRICS
 from engine.mixes import MixConfig
-from engine.models import MODEL_NAMES
+from engine.models import ALL_MODELS
 from engine.synth import sets
 from engine.training import TrainConfig, TrainEvent
 
@@ -61,8 +61,8 @@ class ExperimentConfig:
     name: str = ""  # free text shown on the Compare page
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ExperimentError(f"model={self.model!r} is not accepted: expected one of {', '.join(MODEL_NAMES)}.")
+        if self.model not in ALL_MODELS:
+            raise ExperimentError(f"model={self.model!r} is not accepted: expected one of {', '.join(ALL_MODELS)}.")
         seeds = tuple(self.seeds)
         if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
             raise ExperimentError(f"seeds={list(seeds)!r} is not accepted: expected distinct whole numbers >= 0.")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -92,6 +92,10 @@ class Mix:
     real_counts: tuple[int, ...]  # per class, real images (repeats included)
     synthetic_counts: tuple[int, ...]  # per class, synthetic or augmented images
     short: tuple[str, ...] = ()  # classes that got fewer synthetic images than asked, e.g. "'1': 5 of 115"
+    # Where each training image comes from, so a probe can look up cached features instead of images:
+    # source 0 = real split, 1 = synthetic set, 2 = classic augmentation of a real image; row = index there.
+    sources: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def synthetic_share(self) -> float:
@@ -150,7 +154,7 @@ def _take(pool: np.ndarray, k: int, gen: torch.Generator, *, repeat: bool) -> np
     return np.resize(order, k) if repeat else order[:k]
 
 
-def _augmented_copies(real: ImageSet, index: np.ndarray, seed: int) -> ImageSet:
+def augmented_copies(real: ImageSet, index: np.ndarray, seed: int) -> ImageSet:
     """Classic augmentation (affine + colour jitter) of the chosen real images, one draw per image."""
     transform = v2.Compose(
         [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.85, 1.15)), v2.ColorJitter(0.3, 0.3)]
@@ -191,15 +195,16 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
     zeros = tuple(0 for _ in counts)
     held = synthetic.class_counts() if synthetic is not None and cfg.synthetic_set else None
     # 2. Baseline and reweight: the real split as it is (a matched reweight weighs classes as add counts them).
+    every_real = (np.zeros(len(real), np.int8), np.arange(len(real), dtype=np.int64))
     if cfg.kind == "real":
-        return Mix(real, None, tuple(int(n) for n in counts), zeros)
+        return Mix(real, None, tuple(int(n) for n in counts), zeros, (), *every_real)
     if cfg.kind == "reweight":
         if held is None:
             weights = class_weights(labels, real.num_classes)
         else:
             target = (counts + matched_extra(cfg, counts, held)).astype(np.float64)
             weights = np.where(counts > 0, target / np.maximum(counts, 1) * counts.sum() / target.sum(), 0.0)
-        return Mix(real, weights, tuple(int(n) for n in counts), zeros)
+        return Mix(real, weights, tuple(int(n) for n in counts), zeros, (), *every_real)
     # 3. Mixes that add images per class: add takes what the set holds, matched controls as many.
     if cfg.kind in ("add", "oversample", "augment"):
         short: tuple[str, ...] = ()
@@ -221,10 +226,14 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
         elif cfg.kind == "oversample":
             added = real.subset(index)
         else:
-            added = _augmented_copies(real, index, seed)
+            added = augmented_copies(real, index, seed)
         real_counts = counts + (extra if cfg.kind == "oversample" else 0)
         synth_counts = zeros if cfg.kind == "oversample" else tuple(int(k) for k in extra)
-        return Mix(ImageSet.concat([real, added]), None, tuple(int(n) for n in real_counts), synth_counts, short)
+        source = {"add": 1, "oversample": 0, "augment": 2}[cfg.kind]
+        sources = np.concatenate([every_real[0], np.full(len(index), source, np.int8)])
+        rows = np.concatenate([every_real[1], index])
+        train = ImageSet.concat([real, added])
+        return Mix(train, None, tuple(int(n) for n in real_counts), synth_counts, short, sources, rows)
     # 4. Replace: a fixed total per class, a share of it synthetic; real images stand in for missing synthetic ones.
     assert synthetic is not None and held is not None
     synth_labels = synthetic.labels.numpy()
@@ -247,6 +256,9 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
         synth_picks.append(_take(synth_pool, n_synth, gen, repeat=False))
         real_list.append(n_real)
         synth_list.append(n_synth)
-    parts = [real.subset(np.sort(np.concatenate(real_picks))), synthetic.subset(np.concatenate(synth_picks))]
+    real_rows, synth_rows = np.sort(np.concatenate(real_picks)), np.concatenate(synth_picks)
+    parts = [real.subset(real_rows), synthetic.subset(synth_rows)]
     short = synthetic_short(cfg, counts, held, real.class_names)
-    return Mix(ImageSet.concat(parts), None, tuple(real_list), tuple(synth_list), short)
+    sources = np.concatenate([np.zeros(len(real_rows), np.int8), np.ones(len(synth_rows), np.int8)])
+    rows = np.concatenate([real_rows, synth_rows]).astype(np.int64)
+    return Mix(ImageSet.concat(parts), None, tuple(real_list), tuple(synth_list), short, sources, rows)

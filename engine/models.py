@@ -1,8 +1,11 @@
-"""Classifier builders: a simple CNN, a deeper CNN and a small ResNet, all trained from scratch.
+"""Classifier builders: three nets trained from scratch, and pretrained backbones as probes or fine-tuned.
 
-Every model takes float images in [0, 1], shape (N, C, H, W) for any H, W >= 4, normalises them
-with per-channel statistics stored as buffers (so a saved checkpoint carries them), and returns
-logits (N, num_classes). Only builders live here; training is in :mod:`engine.training`.
+Every model takes float images in [0, 1], shape (N, C, H, W) for any H, W >= 4, and returns logits
+(N, num_classes). The from-scratch nets (:data:`MODEL_NAMES`) normalise with per-channel statistics
+stored as buffers (so a saved checkpoint carries them). The pretrained ones (:data:`PRETRAINED_NAMES`,
+``"probe:<backbone>"`` or ``"finetune:<backbone>"``) are :class:`~engine.backbones.BackboneClassifier`:
+a probe trains only its linear head on cached features (:mod:`engine.probe`), a fine-tuned one also
+its backbone's last stages. Only builders live here; training is in :mod:`engine.training`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,53 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-MODEL_NAMES = ("simple_cnn", "cnn", "resnet")
+from engine.backbones import BACKBONES, BackboneClassifier
+
+MODEL_NAMES = ("simple_cnn", "cnn", "resnet")  # trained from scratch
 MODEL_LABELS = {
     "simple_cnn": "Simple CNN (two conv layers and a dense layer; fast)",
     "cnn": "Deeper CNN (conv/pool/dropout blocks)",
     "resnet": "Small ResNet (3 stages of residual blocks)",
 }
+PRETRAINED_MODES = {"probe": "linear probe on frozen features", "finetune": "fine-tuned last stages"}
+PRETRAINED_NAMES = tuple(f"{mode}:{name}" for name in BACKBONES for mode in PRETRAINED_MODES)
+ALL_MODELS = MODEL_NAMES + PRETRAINED_NAMES
+PRETRAINED_SIZE = 128  # backbone input side on the CPU: 224 costs about three times as much for a few points
+MODEL_LABELS.update(
+    {
+        f"{mode}:{name}": f"{spec.label.split(' (')[0]} pretrained, {PRETRAINED_MODES[mode]}"
+        + (" (works offline)" if spec.offline else "")
+        for name, spec in BACKBONES.items()
+        for mode in PRETRAINED_MODES
+    }
+)
+
+
+def pretrained_parts(name: str) -> tuple[str, str] | None:
+    """(mode, backbone) of a pretrained model name, e.g. ("probe", "efficientnet_lite0"); None for the others."""
+    mode, sep, backbone = name.partition(":")
+    return (mode, backbone) if sep and name in PRETRAINED_NAMES else None
+
+
+def build_classifier(
+    name: str,
+    *,
+    channels: int,
+    num_classes: int,
+    resolution: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int | None = None,
+) -> nn.Module:
+    """Any model of :data:`ALL_MODELS`; a pretrained one loads its weights here (an error says how to get them)."""
+    parts = pretrained_parts(name)
+    if parts is None:
+        return build_model(
+            name, channels=channels, num_classes=num_classes, resolution=resolution, mean=mean, std=std, seed=seed
+        )
+    mode, backbone = parts
+    model = BackboneClassifier(backbone, num_classes, size=PRETRAINED_SIZE, seed=seed)
+    return model.set_trainable("head" if mode == "probe" else "last_stages")
 
 
 class Classifier(nn.Module):

@@ -29,14 +29,16 @@ import sklearn
 import torch
 import torchvision
 from safetensors.torch import load_file, save
+from torch import nn
 
-from engine import preprocess, store
+from engine import preprocess, probe, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset
+from engine.device import pick_device
 from engine.metrics import Metrics, compute_metrics
-from engine.mixes import MixConfig, build_mix
-from engine.models import MODEL_NAMES, Classifier, build_model
-from engine.training import StopFn, TrainConfig, TrainEvent, channel_stats, predict_proba, train
+from engine.mixes import Mix, MixConfig, build_mix
+from engine.models import ALL_MODELS, build_classifier, pretrained_parts
+from engine.training import StopFn, TrainConfig, TrainConfigError, TrainEvent, channel_stats, predict_proba, train
 
 log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -49,13 +51,13 @@ class RunConfig:
 
     dataset: DatasetConfig
     mix: MixConfig = field(default_factory=MixConfig)
-    model: str = "simple_cnn"  # one of engine.models.MODEL_NAMES
+    model: str = "simple_cnn"  # one of engine.models.ALL_MODELS
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # model initialisation, batch order, augmentation and mix sampling
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"model={self.model!r} is not accepted: expected one of {', '.join(MODEL_NAMES)}.")
+        if self.model not in ALL_MODELS:
+            raise ValueError(f"model={self.model!r} is not accepted: expected one of {', '.join(ALL_MODELS)}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} is not accepted: expected a whole number >= 0.")
 
@@ -195,13 +197,26 @@ def load_predictions(run_id: str) -> tuple[np.ndarray, np.ndarray]:
         return data["y_true"], data["probs"]
 
 
-def load_model(run_id: str) -> Classifier:
-    """The trained classifier of a finished run, on the CPU, in eval mode."""
+def load_model(run_id: str) -> nn.Module:
+    """The trained classifier of a finished run, on the CPU, in eval mode.
+
+    A probe stored only its head: the backbone's pretrained weights are loaded again (an error says how
+    to get them where they are missing).
+    """
     record = load_record(run_id)
     meta = json.loads((runs_dir() / run_id / "model.json").read_text())
-    model = build_model(record.config.model, **meta)
-    model.load_state_dict(load_file(str(runs_dir() / run_id / "model.safetensors")))
+    model = build_classifier(record.config.model, **meta)
+    state = load_file(str(runs_dir() / run_id / "model.safetensors"))
+    if _is_probe(record.config.model):
+        model.load_state_dict(state, strict=False)  # the head; the backbone came with its weights
+    else:
+        model.load_state_dict(state)
     return model.eval()
+
+
+def _is_probe(model: str) -> bool:
+    parts = pretrained_parts(model)
+    return parts is not None and parts[0] == "probe"
 
 
 def execute_run(
@@ -252,10 +267,13 @@ def execute_run(
         save_record(record)
         mean, std = channel_stats(mix.train.images)
         meta = {"channels": dataset.channels, "num_classes": len(dataset.class_names), "resolution": dataset.resolution}
-        model = build_model(cfg.model, **meta, mean=mean, std=std, seed=cfg.seed)
+        model = build_classifier(cfg.model, **meta, mean=mean, std=std, seed=cfg.seed)
         # 3. Train, then score the real test set (with the deterministic part of the real images' preset).
         evaluation = preprocess.evaluation_preset(cfg.train.preprocess_real)
         val_set = dataclasses.replace(dataset.val, images=preprocess.apply(dataset.val.images, evaluation))
+        test_images = preprocess.apply(dataset.test.images, evaluation)
+        if _is_probe(cfg.model):
+            return _finish_probe(record, cfg, dataset, mix, synthetic, model, meta, collect, should_stop)
         result = train(
             model,
             mix.train,
@@ -270,32 +288,104 @@ def execute_run(
             should_stop=should_stop,
         )
         result.model.cpu()
-        probs = predict_proba(model, preprocess.apply(dataset.test.images, evaluation))
-        y_true = dataset.test.labels.numpy()
-        metrics = compute_metrics(y_true, probs, dataset.class_names)
+        probs = predict_proba(model, test_images)
         # 4. Save predictions, metrics and weights, then the final record.
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, y_true=y_true, probs=probs.astype(np.float32))
-        store.write_atomic(folder / "predictions.npz", buffer.getvalue())
-        store.write_json(folder / "metrics.json", metrics.to_dict())
-        store.write_json(folder / "model.json", meta)
-        store.write_atomic(
-            folder / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()})
-        )
-        record = dataclasses.replace(
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        finished = dataclasses.replace(
             record,
             status="cancelled" if result.cancelled else "done",
-            finished=time.time(),
             best_epoch=result.best_epoch,
             epochs=len(result.history),
             images_per_second=result.images_per_second,
             device=result.device,
-            headline=metrics.headline(),
         )
-        save_record(record)
-        return record
+        return _save_outcome(finished, dataset, probs, meta, state)
     except BaseException as err:
         save_record(
             dataclasses.replace(record, status="failed", error=f"{type(err).__name__}: {err}", finished=time.time())
         )
         raise
+
+
+def _finish_probe(
+    record: RunRecord,
+    cfg: RunConfig,
+    dataset: LabDataset,
+    mix: Mix,
+    synthetic: ImageSet | None,
+    model: nn.Module,
+    meta: dict[str, int],
+    collect: Callable[[TrainEvent], None],
+    should_stop: StopFn | None,
+) -> RunRecord:
+    """A probe run: cached features of every split, a linear head fitted on them, saved like any run.
+
+    The deterministic parts of the preprocessing presets apply before the features (a probe uses no
+    per-batch random augmentation); only the head is saved, the backbone's weights come with the package.
+    """
+    assert isinstance(model, probe.BackboneClassifier)
+    real_eval = preprocess.evaluation_preset(cfg.train.preprocess_real)
+    synth_eval = preprocess.evaluation_preset(cfg.train.preprocess_synthetic)
+
+    def prepared(images: ImageSet, preset: preprocess.Preset) -> ImageSet:
+        return dataclasses.replace(images, images=preprocess.apply(images.images, preset))
+
+    precision = "fp32" if cfg.train.precision == "auto" else cfg.train.precision  # see probe.probe_features
+    try:  # the config only checked values: this is where the machine is asked
+        setup = pick_device(cfg.train.device, precision)
+    except ValueError as err:
+        raise TrainConfigError(f"train.{err}") from err
+    uses_synthetic = bool((mix.sources == 1).any())
+    feats = probe.probe_features(
+        model.spec.name,
+        prepared(dataset.train, real_eval),
+        prepared(dataset.val, real_eval),
+        prepared(dataset.test, real_eval),
+        prepared(synthetic, synth_eval) if synthetic is not None and uses_synthetic else None,
+        augment=bool((mix.sources == 2).any()),
+        size=model.side,
+        setup=setup,
+        should_stop=should_stop,
+    )
+    x_train = probe.mix_features(mix, feats, seed=cfg.seed)
+    result = probe.train_probe(
+        model,
+        x_train,
+        mix.train.labels.numpy(),
+        feats.val,
+        dataset.val.labels.numpy(),
+        cfg.train,
+        seed=cfg.seed,
+        weights=mix.weights,
+        on_event=collect,
+        should_stop=should_stop,
+    )
+    probs = probe.head_probs(model, feats.test)
+    state = {k: v.contiguous() for k, v in model.head.state_dict(prefix="head.").items()}
+    finished = dataclasses.replace(
+        record,
+        status="cancelled" if result.cancelled else "done",
+        best_epoch=result.best_epoch,
+        epochs=len(result.history),
+        images_per_second=result.features_per_second,
+        device=f"{setup.label} (linear probe on cached features)",
+    )
+    return _save_outcome(finished, dataset, probs, meta, state)
+
+
+def _save_outcome(
+    record: RunRecord, dataset: LabDataset, probs: np.ndarray, meta: dict[str, int], state: dict[str, torch.Tensor]
+) -> RunRecord:
+    """Write predictions, metrics, the model's build arguments and weights, then the final record."""
+    folder = runs_dir() / record.id
+    y_true = dataset.test.labels.numpy()
+    metrics = compute_metrics(y_true, probs, dataset.class_names)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, y_true=y_true, probs=probs.astype(np.float32))
+    store.write_atomic(folder / "predictions.npz", buffer.getvalue())
+    store.write_json(folder / "metrics.json", metrics.to_dict())
+    store.write_json(folder / "model.json", meta)
+    store.write_atomic(folder / "model.safetensors", save(state))
+    record = dataclasses.replace(record, finished=time.time(), headline=metrics.headline())
+    save_record(record)
+    return record

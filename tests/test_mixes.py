@@ -135,3 +135,34 @@ def test_bad_mixes_are_refused_with_a_clear_message() -> None:
         MixConfig("real", synthetic_set="s")
     with pytest.raises(MixError, match=r"real training split holds synthetic images"):
         build_mix(MixConfig("real"), SYNTH)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        MixConfig("real"),
+        MixConfig("reweight"),
+        MixConfig("add", synthetic_set="s"),
+        MixConfig("oversample"),
+        MixConfig("augment"),
+        MixConfig("replace", synthetic_fraction=0.7, synthetic_set="s"),
+    ],
+)
+def test_every_training_image_says_where_it_comes_from(cfg: MixConfig) -> None:
+    real = image_set([40, 8, 4], value=7)
+    real = ImageSet(
+        torch.arange(len(real), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone(),
+        real.labels,
+        real.class_names,
+        real.provenance,
+    )
+    mix = build_mix(cfg, real, SYNTH if cfg.synthetic_set else None, seed=4)
+    assert len(mix.sources) == len(mix.rows) == len(mix.train)
+    for source, pool in ((0, real), (1, SYNTH)):
+        picked = mix.sources == source
+        assert torch.equal(mix.train.images[torch.from_numpy(picked)], pool.images[torch.from_numpy(mix.rows[picked])])
+    augmented = mix.sources == 2
+    assert torch.equal(
+        mix.train.labels[torch.from_numpy(augmented)], real.labels[torch.from_numpy(mix.rows[augmented])]
+    )
+    assert augmented.any() == (cfg.kind == "augment")
