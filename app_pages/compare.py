@@ -15,7 +15,7 @@ if not records:
     st.stop()
 
 labels = {r.id: f"{r.id} · {r.config.name or r.config.dataset.source.kind} · {r.config.model}" for r in records}
-exp_id = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__)
+exp_id = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__, key="compare_experiment")
 summary = views.summary_of(exp_id)
 cfg = summary.experiment.config
 method = next((c.method for m in summary.mixes for c in m.comparisons.values()), "")

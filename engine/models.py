@@ -43,6 +43,12 @@ def pretrained_parts(name: str) -> tuple[str, str] | None:
     return (mode, backbone) if sep and name in PRETRAINED_NAMES else None
 
 
+def pretrained_side(backbone: str) -> int:
+    """The input side a backbone sees: :data:`PRETRAINED_SIZE`, or its own where it takes no other (ViT)."""
+    spec = BACKBONES[backbone]
+    return PRETRAINED_SIZE if spec.resizable else spec.input_size
+
+
 def build_classifier(
     name: str,
     *,
@@ -60,7 +66,7 @@ def build_classifier(
             name, channels=channels, num_classes=num_classes, resolution=resolution, mean=mean, std=std, seed=seed
         )
     mode, backbone = parts
-    model = BackboneClassifier(backbone, num_classes, size=PRETRAINED_SIZE, seed=seed)
+    model = BackboneClassifier(backbone, num_classes, size=pretrained_side(backbone), seed=seed)
     return model.set_trainable("head" if mode == "probe" else "last_stages")
 
 

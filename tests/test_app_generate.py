@@ -50,9 +50,9 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
 
     train = app_page("train")
     assert train.selectbox(key="mix_set").value == info.id  # the new set is offered for the synthetic mixes
-    train.number_input[2].set_value(2)  # max epochs
+    train.number_input(key="train_epochs").set_value(2)
     train.number_input(key="mix_extra").set_value(min(info.counts_kept) or 1)
-    train.number_input[-1].set_value(1)  # seeds
+    train.number_input(key="train_seeds").set_value(1)
     train.checkbox(key="mix_reweight").uncheck()
     train.button(key="FormSubmitter:train_form-Start").click().run()
     assert not train.exception and not train.error
@@ -137,8 +137,8 @@ def test_generate_page_previews_and_makes_a_stable_diffusion_set(
 
     train = app_page("train")  # a set for two classes feeds "add" for those two; too few images: said, no dead end
     assert any("fewer images than 'add fill' asks for class '0': 3 of" in i.value for i in train.info)
-    train.number_input[2].set_value(2)  # max epochs
-    train.number_input[-1].set_value(1)  # seeds
+    train.number_input(key="train_epochs").set_value(2)
+    train.number_input(key="train_seeds").set_value(1)
     train.checkbox(key="mix_reweight").uncheck()
     train.button(key="FormSubmitter:train_form-Start").click().run()
     assert not train.exception and not train.error

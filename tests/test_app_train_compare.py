@@ -16,8 +16,8 @@ from ui.jobs_panel import get_runner
 
 
 def start_tiny_experiment(at: AppTest) -> None:
-    at.number_input[2].set_value(2)  # max epochs
-    at.number_input[-1].set_value(1)  # seeds
+    at.number_input(key="train_epochs").set_value(2)
+    at.number_input(key="train_seeds").set_value(1)
     at.checkbox(key="mix_reweight").uncheck()
     at.button(key="FormSubmitter:train_form-Start").click().run()
 
@@ -47,8 +47,8 @@ def test_train_page_runs_an_experiment_and_finds_it_again_after_a_reload() -> No
 def test_a_queued_run_can_be_cancelled_from_the_page() -> None:
     at = app_page("train")
     owner = str(at.session_state["owner"])
-    at.number_input[2].set_value(30)
-    at.number_input[-1].set_value(2)
+    at.number_input(key="train_epochs").set_value(30)
+    at.number_input(key="train_seeds").set_value(2)
     at.button(key="FormSubmitter:train_form-Start").click().run()
     queued = [s for s in get_runner().list(owner=owner) if s.status == "queued"]
     assert queued, "later runs wait in the queue"
@@ -71,9 +71,10 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
     record = experiments.run_experiment(cfg)
     at = app_page("compare")
     assert not at.exception
-    table = at.dataframe[0].value
+    table = next(d.value for d in at.dataframe if "verdict (accuracy)" in d.value.columns)
     assert list(table["mix"]) == ["real", "oversample fill"]
-    assert table["verdict (accuracy)"][1] in ("helps", "no detectable effect", "hurts")
+    expected = experiments.summarize(record.id).mixes[1].comparisons["accuracy"].verdict
+    assert table["verdict (accuracy)"][1] == expected
     assert any("two-level paired bootstrap over seeds and test images" in c.value for c in at.caption)
     assert "minority classes (★): 0, 1" in at.caption[0].value
     assert "still improving when they reached the epoch limit" in at.warning[0].value  # 2 epochs: cut short
@@ -81,7 +82,7 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
     for expected in ("Per-class recall", "Recall gain", "real: confusion", "ROC curve", "PR curve", "Dose-response"):
         assert any(t.startswith(expected) for t in titles), expected
     assert len(at.get("download_button")) == 2
-    assert at.selectbox[0].value == record.id
+    assert at.selectbox(key="compare_experiment").value == record.id
 
 
 def test_compare_page_without_experiments_says_where_to_start() -> None:

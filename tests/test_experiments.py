@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import recall_score
 
-from engine import experiments, runs, tasks
+from engine import experiments, runs, stats, tasks
 from engine.cli import main
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
 from engine.datasets import LabDataset, build_dataset
@@ -80,7 +80,7 @@ def test_an_experiment_runs_and_is_summarised_against_the_baseline() -> None:
     base, over, _ = summary.mixes
     assert base.label == "real" and base.comparisons == {} and base.runs_done == 2
     comp = over.comparisons["accuracy"]
-    assert comp.ci_low <= comp.diff <= comp.ci_high and comp.verdict in ("helps", "no detectable effect", "hurts")
+    assert comp.ci_low <= comp.diff <= comp.ci_high and comp.verdict == stats.verdict_from_ci(comp.ci_low, comp.ci_high)
     assert comp.n_seeds == 2 and comp.method.startswith("two-level paired bootstrap over seeds and test images")
     accs = [runs.load_record(r).headline["accuracy"] for label, _, r in record.run_ids if label == "oversample fill"]
     assert over.means["accuracy"] == pytest.approx(np.mean(accs))

@@ -105,3 +105,10 @@ def test_a_fine_tuned_backbone_trains_its_last_stages_and_reloads() -> None:
     assert not any(k.startswith("backbone._blocks.0.") for k in changed)  # early stages stay as pretrained
     _, probs = runs.load_predictions(run_id)
     assert np.abs(predict_proba(after, dataset.test.images) - probs).max() < 1e-4
+
+
+def test_every_backbone_gets_an_input_side_it_takes() -> None:
+    for name, spec in backbones.BACKBONES.items():
+        side = models.pretrained_side(name)
+        assert backbones.input_side(spec, side) == side  # raises for a side the backbone does not take
+    assert models.pretrained_side("vit_b_16") == 224 and models.pretrained_side("resnet18") == models.PRETRAINED_SIZE

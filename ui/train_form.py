@@ -68,7 +68,7 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         cols = st.columns(4)
         lr = cols[0].number_input("Learning rate", 1e-5, 1.0, defaults.lr, format="%.4f")
         batch = cols[1].number_input("Batch size", 1, 8192, defaults.batch_size)
-        epochs = cols[2].number_input("Max epochs", 1, 1000, defaults.max_epochs)
+        epochs = cols[2].number_input("Max epochs", 1, 1000, defaults.max_epochs, key="train_epochs")
         patience = cols[3].number_input(
             "Early-stop patience", 0, 1000, defaults.patience, help="Epochs without a better validation loss; 0 = off"
         )
@@ -126,7 +126,7 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
             key="mix_extra",
         )
         cols = st.columns(2)
-        n_seeds = cols[0].number_input("Seeds", 1, 10, 3, help="Runs per mix; seeds 0 … n-1")
+        n_seeds = cols[0].number_input("Seeds", 1, 10, 3, help="Runs per mix; seeds 0 … n-1", key="train_seeds")
         name = cols[1].text_input("Name (optional)")
         if not st.form_submit_button("Start", type="primary"):
             return None
