@@ -7,6 +7,7 @@ from engine import store
 from engine.config import ConfigError, DatasetConfig, ImbalanceConfig
 from ui import figures
 from ui.dataset_form import imbalance_form, source_form
+from ui.dataset_views import duplicates_panel
 from ui.state import current_dataset, describe, load_into_session
 
 st.title("Dataset")
@@ -57,6 +58,7 @@ with right:
     st.dataframe(pd.DataFrame(dataset.summary()), hide_index=True)
     st.plotly_chart(figures.sizes_figure(dataset), key="sizes")
 
+duplicates_panel(dataset)
 report = dataset.report
 skipped = len(report.skipped)
 st.caption(f"Layout: {report.layout} · {report.scanned:,} files scanned · {skipped:,} skipped")

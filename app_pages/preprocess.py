@@ -99,7 +99,7 @@ if cols[0].button("Measure the domain gap (background job)", key="pp_gap"):
     presets = f"real: '{real_preset.spec()}', synthetic: '{synthetic_preset.spec()}'"
     tasks.submit_gap_score(get_runner(), dataset, sides, owner=owner, presets=presets)
 if cols[1].button("Use these presets for training", key="pp_use", type="primary"):
-    st.session_state["presets_real"] = st.session_state["train_pre_real"] = real_preset.spec()
-    st.session_state["presets_synthetic"] = st.session_state["train_pre_synthetic"] = synthetic_preset.spec()
+    st.session_state["presets_real"] = real_preset.spec()  # the Train form starts from these
+    st.session_state["presets_synthetic"] = synthetic_preset.spec()
     st.success(f"The Train page will use real: '{real_preset.spec()}', synthetic: '{synthetic_preset.spec()}'.")
 gap_results(get_runner(), owner)

@@ -26,6 +26,7 @@ import numpy as np
 from engine import runs, stats, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
+from engine.jobs import user_message
 from engine.metrics import SCALAR_METRICS
 from engine.mixes import MixConfig
 from engine.models import ALL_MODELS
@@ -250,7 +251,7 @@ def run_experiment(
         except Exception as err:  # execute_run recorded it; a missing synthetic set fails before it starts
             rec = runs.load_record(run_id)
             if rec.status != "failed":
-                runs.save_record(dataclasses.replace(rec, status="failed", error=f"{type(err).__name__}: {err}"))
+                runs.save_record(dataclasses.replace(rec, status="failed", error=user_message(err)))
     return record
 
 

@@ -38,6 +38,18 @@ class Cancelled(Exception):
     """
 
 
+def user_message(err: BaseException) -> str:
+    """What a person reads about a failure: the lab's own messages as they are, no exception class names.
+
+    The lab's errors (ValueError, RuntimeError, OSError and Cancelled kinds) name the field, the value
+    and what is accepted; anything else is a bug, whose traceback goes to the log.
+    """
+    text = str(err).strip()
+    if isinstance(err, (ValueError, RuntimeError, OSError, Cancelled)) and text:
+        return text
+    return f"unexpected error: {text or 'no message'} (details are in the server log)"
+
+
 @dataclass(frozen=True)
 class JobSnapshot:
     """A consistent copy of a job's state at one moment."""
@@ -239,7 +251,7 @@ class JobRunner:
                 log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
             # a job that stops on cancel by raising was cancelled, not failed; its message is kept
             result, status = None, ("cancelled" if stopped else "failed")
-            error = f"{type(err).__name__}: {err}"
+            error = user_message(err)
         with self._lock:
             job.result, job.status, job.error, job.finished = result, status, error, time.time()
             job.fn = None  # the closure may hold a whole dataset

@@ -35,6 +35,7 @@ from engine import preprocess, probe, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
+from engine.jobs import user_message
 from engine.metrics import Metrics, compute_metrics
 from engine.mixes import Mix, MixConfig, build_mix
 from engine.models import ALL_MODELS, build_classifier, pretrained_parts
@@ -301,9 +302,7 @@ def execute_run(
         )
         return _save_outcome(finished, dataset, probs, meta, state)
     except BaseException as err:
-        save_record(
-            dataclasses.replace(record, status="failed", error=f"{type(err).__name__}: {err}", finished=time.time())
-        )
+        save_record(dataclasses.replace(record, status="failed", error=user_message(err), finished=time.time()))
         raise
 
 

@@ -57,7 +57,7 @@ def test_a_job_that_raises_cancelled_is_recorded_cancelled_with_its_message() ->
         raise Cancelled("stopped after 3 of 9 images")
 
     snap = runner.wait(runner.submit("stops", stops, owner="a"))
-    assert snap.status == "cancelled" and snap.error == "Cancelled: stopped after 3 of 9 images"
+    assert snap.status == "cancelled" and snap.error == "stopped after 3 of 9 images"
     assert not issubclass(Cancelled, ValueError)  # not a rejected request: callers catching ValueError let it pass
 
 
@@ -68,7 +68,7 @@ def test_a_failure_is_captured_with_its_message_and_the_worker_goes_on() -> None
         raise RuntimeError("the GPU caught fire")
 
     failed = runner.wait(runner.submit("boom", boom, owner="a"))
-    assert failed.status == "failed" and failed.error == "RuntimeError: the GPU caught fire"
+    assert failed.status == "failed" and failed.error == "the GPU caught fire"  # no class names in what people read
     assert runner.wait(runner.submit("after", lambda ctx: 42, owner="a")).result == 42
 
 
@@ -197,3 +197,10 @@ def test_a_finished_job_lets_go_of_what_its_function_held() -> None:
     runner.wait(job)
     gc.collect()
     assert ref() is None  # a session's dataset is not pinned by its finished jobs
+
+
+def test_a_bug_is_named_as_unexpected_without_its_class_name() -> None:
+    from engine.jobs import user_message
+
+    assert user_message(KeyError("weights")) == "unexpected error: 'weights' (details are in the server log)"
+    assert user_message(ValueError("mix.kind='x' is not accepted")) == "mix.kind='x' is not accepted"

@@ -112,3 +112,13 @@ def test_every_backbone_gets_an_input_side_it_takes() -> None:
         side = models.pretrained_side(name)
         assert backbones.input_side(spec, side) == side  # raises for a side the backbone does not take
     assert models.pretrained_side("vit_b_16") == 224 and models.pretrained_side("resnet18") == models.PRETRAINED_SIZE
+
+
+def test_explain_attributes_a_pretrained_classifier_with_every_method() -> None:
+    from engine import explain
+
+    model = models.build_classifier("probe:efficientnet_lite0", channels=1, num_classes=3, resolution=8, seed=0)
+    images = torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for method in explain.METHODS:
+        maps = explain.attribute(model.eval(), images, method, device="cpu")
+        assert maps.shape == (2, 8, 8) and maps.max() > 0, method

@@ -266,7 +266,18 @@ def set_browser(dataset: LabDataset) -> None:
     per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
     table["label fidelity"] = [per_class.get(n, {}).get("label_fidelity") for n in info.class_names]
     table["learns-from-synthetic recall"] = [per_class.get(n, {}).get("tstr_recall") for n in info.class_names]
+    realism = info.quality.get("realism")
+    if realism:
+        table["looks real (precision)"] = realism["precision"]
+        table["covers the real variety (recall)"] = realism["recall"]
     st.dataframe(table, hide_index=True)
+    if realism and realism.get("frechet") is not None:
+        st.caption(
+            f"In the features of a pretrained network: precision = share of a class's synthetic images that lie "
+            f"among its real ones, recall = share of its real images that the synthetic ones reach. Fréchet "
+            f"distance of the whole set to the real training images: {realism['frechet']:,.1f} (0 = the same "
+            "distribution; compare sets of similar size only)."
+        )
     st.caption(
         "Judge recall: share of a class's real validation images that the filter's classifier (trained "
         "class-balanced on real images only) recognises. Label fidelity: share of a class's synthetic images it "

@@ -96,7 +96,7 @@ def _model_field() -> str:
 
 def _prompt_editor(dataset: LabDataset) -> tuple[tuple[str, str], ...]:
     st.caption(
-        "Describe vague class names (the fruit report's 'Ginger' drew a person): the description replaces {class}."
+        "Describe vague class names (a class named 'Ginger' can draw a person): the description replaces {class}."
     )
     kept = st.session_state.setdefault("sd_prompts_kept", {})  # the editor's own state is dropped on other pages
     descriptions = [kept.get(name, "") for name in dataset.class_names]

@@ -28,7 +28,7 @@ import torch
 
 from engine.datasets import LabDataset
 from engine.jobs import Cancelled
-from engine.synth import filters, generators, quality, sd_requests, sets, stable_diffusion
+from engine.synth import filters, generators, quality, realism, sd_requests, sets, stable_diffusion
 from engine.synth.stable_diffusion import SDConfig
 from engine.training import predict_proba
 
@@ -134,6 +134,9 @@ def _store(
         report(0.9, "measuring quality per class (train on synthetic, test on real)")
         synthetic = sets.as_image_set(images[kept], [records[i] for i in kept], dataset.class_names, source="new")
         measured = quality.quality_report(synthetic, dataset, reference, seed=0, should_stop=stop).to_dict()
+        if dataset.resolution >= realism.MIN_SIDE:  # ImageNet features say little about tiny images such as digits
+            report(0.95, "measuring realism and coverage in a pretrained backbone's features")
+            measured["realism"] = realism.realism(synthetic, dataset, should_stop=stop).to_dict()
     judged_by = filters.judge_info(dataset) if reference is not None else None
     if judged_by is not None:  # how well the judge knows each class on real images, beside its keep rates
         config = {**config, "judge": judged_by.to_dict()}

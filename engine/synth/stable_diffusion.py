@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {  # suggested settings per well-known mode
         "steps": 25,
         "guidance": 7.5,
         "size": 512,
-        "note": "as in the fruit report",
+        "note": "the classic SD 1.5: 25 steps, guidance 7.5",
     },
     "stabilityai/stable-diffusion-2-1-base": {"steps": 25, "guidance": 7.5, "size": 512, "note": "SD 2.1 at 512 px"},
 }
