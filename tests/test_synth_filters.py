@@ -255,3 +255,21 @@ def test_the_judge_is_class_balanced_and_says_how_well_it_knows_each_class(monke
     assert min(info.val_recall[:2]) >= 0.6  # 12 training images of each cut digit still teach it
     assert info.weak_classes(cut.class_names, floor=1.01) == list(cut.class_names)
     assert info.weak_classes(cut.class_names, floor=0.0) == []
+
+
+def test_for_images_of_32_px_the_better_of_two_judges_judges(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import models
+    from engine.config import SourceConfig
+
+    monkeypatch.setattr(models, "PRETRAINED_SIZE", 32)
+    cfg = DatasetConfig(source=SourceConfig(resolution=32), imbalance=ImbalanceConfig(kind="subsample", fraction=0.3))
+    digits32 = build_dataset(cfg)
+    model = filters.reference_classifier(digits32)
+    folder = next(p for p in store.subdir("reference").iterdir() if p.name.endswith("-0"))
+    judged = json.loads((folder / "judge.json").read_text())
+    assert set(judged["candidates"]) == {"simple_cnn", filters.PROBE_JUDGE}
+    best = max(judged["candidates"], key=judged["candidates"].get)
+    assert judged["judge"] == filters.JUDGE_NAMES[best] and judged["balanced_accuracy"] == judged["candidates"][best]
+    again = filters.reference_classifier(digits32)  # reloaded, not retrained: the same answers
+    images = digits32.val.images[:16]
+    assert np.allclose(predict_proba(model, images), predict_proba(again, images), atol=1e-5)

@@ -257,6 +257,9 @@ def set_browser(dataset: LabDataset) -> None:
     judge = info.config.get("judge")
     if judge:  # the filter's decisions on a class mean only as much as the judge knows that class
         table["judge recall on real images"] = [f"{r:.0%}" if r == r else "—" for r in judge["val_recall"]]
+        st.caption(
+            f"Judge: {judge['name']}, balanced accuracy {judge['balanced_accuracy']:.0%} on real validation images."
+        )
         weak = [n for n, r in zip(info.class_names, judge["val_recall"], strict=True) if not r >= WEAK_RECALL]
         if weak:
             st.warning(

@@ -31,16 +31,22 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import nn
 
-from engine import store
+from engine import probe, store
+from engine.backbones import BackboneClassifier, is_available
 from engine.datasets import LabDataset
 from engine.jobs import Cancelled
-from engine.models import build_model
+from engine.models import build_classifier, build_model
 from engine.training import EventFn, StopFn, TrainConfig, channel_stats, class_weights, predict_proba, train
 
 log = logging.getLogger(__name__)
 FILTER_MODES = ("verify", "assign")
-REFERENCE_RECIPE = 2  # bump when train_reference_classifier changes, so cached classifiers are retrained
-JUDGE_NAME = "simple CNN trained class-balanced on the real training images"
+REFERENCE_RECIPE = 3  # bump when train_reference_classifier changes, so cached classifiers are retrained
+PROBE_JUDGE = "probe:efficientnet_lite0"  # the pretrained judge candidate (always available offline)
+PROBE_JUDGE_MIN_SIDE = 32  # below this (digits are 8 px) ImageNet features lose to raw pixels: no probe candidate
+JUDGE_NAMES = {
+    "simple_cnn": "simple CNN trained class-balanced on the real training images",
+    PROBE_JUDGE: "EfficientNet-Lite0 linear probe trained class-balanced on the real training images",
+}
 WEAK_RECALL = 0.5  # a judge recognising fewer of a class's real validation images than this cannot judge it
 THUMB_SIDE = 16  # near-duplicate signatures compare images at this size, grayscale
 _TOLERANCE = 1e-6  # float32 probabilities: 0.95 stored as 0.9499999 still counts as "at the threshold"
@@ -177,26 +183,78 @@ def reference_classifier(
 
     Kept under ``<workspace>/reference/<hash of the dataset key>-<seed>/`` as ``model.safetensors`` and
     ``model.json`` (build arguments); the key includes the split and the imbalance profile, so a scarcer
-    training split gets its own classifier. A cancelled training raises :class:`~engine.jobs.Cancelled`
+    training split gets its own classifier. Two candidates are trained class-balanced: the simple CNN,
+    and for images of at least :data:`PROBE_JUDGE_MIN_SIDE` px a linear probe on EfficientNet-Lite0
+    features; the one with the higher balanced accuracy on the real validation images judges, and
+    ``judge.json`` names it with every candidate's score. A cancelled training raises :class:`~engine.jobs.Cancelled`
     and saves nothing.
     """
     meta_path, weights_path = _reference_files(dataset, seed)
     if meta_path.is_file() and weights_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.pop("recipe", None) == REFERENCE_RECIPE:
-            loaded = build_model(meta.pop("name"), **meta)
-            loaded.load_state_dict(load_file(str(weights_path)))
+            name = meta.pop("name")
+            loaded = build_classifier(name, **meta)
+            probe_head = name == PROBE_JUDGE  # a probe judge stored its head; the backbone comes with its package
+            loaded.load_state_dict(load_file(str(weights_path)), strict=not probe_head)
             return loaded.eval()
         log.info("retraining reference classifier %s: its recipe changed", meta_path.parent.name)
-    model = train_reference_classifier(dataset, seed=seed, on_event=on_event, should_stop=should_stop)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    store.write_atomic(weights_path, save(state))
+    # 1. The candidates: the from-scratch judge, and a probe on pretrained features for images big enough.
+    candidates = {
+        "simple_cnn": train_reference_classifier(dataset, seed=seed, on_event=on_event, should_stop=should_stop)
+    }
+    if dataset.resolution >= PROBE_JUDGE_MIN_SIDE and is_available(PROBE_JUDGE.partition(":")[2]):
+        candidates[PROBE_JUDGE] = train_probe_judge(dataset, seed=seed, should_stop=should_stop)
+    # 2. The one that recognises the classes best on real validation images (balanced accuracy) judges.
+    recalls = {name: _val_recall(model, dataset) for name, model in candidates.items()}
+    scores = {name: float(np.nanmean(r)) for name, r in recalls.items()}
+    name = max(scores, key=lambda n: scores[n])
+    model = candidates[name]
+    state = model.head.state_dict(prefix="head.") if isinstance(model, BackboneClassifier) else model.state_dict()
+    store.write_atomic(weights_path, save({k: v.contiguous() for k, v in state.items()}))
+    info = {"judge": JUDGE_NAMES[name], "val_recall": recalls[name], "balanced_accuracy": scores[name]}
+    store.write_json(meta_path.with_name("judge.json"), {**info, "candidates": scores})
     # written last: its presence marks a complete classifier
-    recall = _val_recall(model, dataset)
-    info = {"judge": JUDGE_NAME, "val_recall": recall, "balanced_accuracy": float(np.nanmean(recall))}
-    store.write_json(meta_path.with_name("judge.json"), info)
-    store.write_json(meta_path, {"name": "simple_cnn", "recipe": REFERENCE_RECIPE, **_build_args(dataset)})
+    store.write_json(meta_path, {"name": name, "recipe": REFERENCE_RECIPE, **_build_args(dataset)})
     return model
+
+
+def train_probe_judge(dataset: LabDataset, *, seed: int = 0, should_stop: StopFn | None = None) -> nn.Module:
+    """A linear probe on pretrained features, trained class-balanced on the real training split (a judge candidate)."""
+    args = _build_args(dataset)
+    model = build_classifier(
+        PROBE_JUDGE,
+        channels=args["channels"],
+        num_classes=args["num_classes"],
+        resolution=args["resolution"],
+        seed=seed,
+    )
+    assert isinstance(model, BackboneClassifier)
+    feats = probe.probe_features(
+        model.spec.name,
+        dataset.train,
+        dataset.val,
+        dataset.val,
+        None,
+        augment=False,
+        size=model.side,
+        should_stop=should_stop,
+    )
+    labels = dataset.train.labels.numpy()
+    result = probe.train_probe(
+        model,
+        feats.real,
+        labels,
+        feats.val,
+        dataset.val.labels.numpy(),
+        TrainConfig(max_epochs=100, patience=10),
+        seed=seed,
+        weights=class_weights(labels, dataset.train.num_classes),
+        should_stop=should_stop,
+    )
+    if result.cancelled:
+        raise Cancelled(f"training of the probe judge was cancelled after {len(result.history)} epoch(s)")
+    return result.model
 
 
 @dataclass(frozen=True)
