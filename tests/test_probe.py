@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import backbones, experiments, models, runs
+from engine import backbones, experiments, models, probe, runs
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import build_dataset
 from engine.mixes import MixConfig, build_mix
@@ -57,6 +57,7 @@ def test_features_are_computed_once_for_every_later_experiment(monkeypatch: pyte
         raise AssertionError("features were extracted again")
 
     monkeypatch.setattr("engine.features.extract_features", no_extraction)
+    probe._memo.clear()  # a new server process: only the disk cache remains
     record = experiments.run_experiment(probe_config(MixConfig("reweight"), seeds=(1, 2)), dataset=dataset)
     assert {runs.load_record(r).status for _, _, r in record.run_ids} == {"done"}
 
