@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from engine.backbones import BACKBONES, BackboneClassifier
+from engine.backbones import BACKBONES, BackboneClassifier, is_available
+from engine.datasets import LabDataset
 
 MODEL_NAMES = ("simple_cnn", "cnn", "resnet")  # trained from scratch
 MODEL_LABELS = {
@@ -35,6 +37,18 @@ MODEL_LABELS.update(
         for mode in PRETRAINED_MODES
     }
 )
+
+
+def available_models() -> list[str]:
+    """The from-scratch nets and every pretrained model whose backbone weights are on this machine."""
+    return [*MODEL_NAMES, *(name for name in PRETRAINED_NAMES if is_available(name.partition(":")[2]))]
+
+
+def default_model(dataset: LabDataset) -> str:
+    """A pretrained probe for photos (originals above 64 px), the simple CNN for small images like digits."""
+    prov = dataset.train.provenance
+    photos = float(np.median(np.maximum(prov.orig_width, prov.orig_height))) > 64
+    return "probe:efficientnet_lite0" if photos and is_available("efficientnet_lite0") else "simple_cnn"
 
 
 def pretrained_parts(name: str) -> tuple[str, str] | None:

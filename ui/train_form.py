@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from engine.backbones import is_available
 from engine.datasets import LabDataset
 from engine.device import DEVICES, PRECISIONS
 from engine.experiments import ExperimentConfig
 from engine.mixes import MixConfig, synthetic_short
-from engine.models import MODEL_LABELS, MODEL_NAMES, PRETRAINED_NAMES
+from engine.models import MODEL_LABELS, available_models, default_model
 from engine.synth import sets
 from engine.training import TrainConfig
 
@@ -20,19 +18,6 @@ CONTROLS = {
     "augment": "Augment: classic augmentation of real images up to the same counts",
     "reweight": "Reweight: class-weighted loss on the real data",
 }
-
-
-def model_choices() -> list[str]:
-    """The from-scratch nets and every pretrained backbone whose weights are on this machine."""
-    ready = [name for name in PRETRAINED_NAMES if is_available(name.partition(":")[2])]
-    return [*MODEL_NAMES, *ready]
-
-
-def default_model(dataset: LabDataset) -> str:
-    """A pretrained probe for photos (originals above 64 px), the simple CNN for small images like digits."""
-    prov = dataset.train.provenance
-    photos = float(np.median(np.maximum(prov.orig_width, prov.orig_height))) > 64
-    return "probe:efficientnet_lite0" if photos and is_available("efficientnet_lite0") else "simple_cnn"
 
 
 def _short_set_notice(dataset: LabDataset, set_id: str, extra: int) -> None:
@@ -55,7 +40,7 @@ def experiment_form(dataset: LabDataset) -> ExperimentConfig | None:
         if key not in st.session_state:  # widget state is dropped on other pages; the chosen presets are not
             st.session_state[key] = st.session_state.get(kept, "")
     with st.form("train_form"):
-        choices = model_choices()
+        choices = available_models()
         model = st.selectbox(
             "Model",
             choices,
