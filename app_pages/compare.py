@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine import experiments
+from engine import experiments, verdicts
 from ui import compare_views as views
 
 st.title("Compare")
@@ -34,14 +34,16 @@ if short:
     )
 for note in experiments.shortfall_notes(summary):
     st.info(f"{note}.")
-table = pd.DataFrame(experiments.results_table(summary))
-st.dataframe(table, hide_index=True)
+table = pd.DataFrame(experiments.results_table(summary))  # the CSV export: full precision
+st.dataframe(views.results_frame(summary), hide_index=True)
 st.caption(
-    f"Intervals: {method or 'need the baseline and a mix with finished runs'}. Verdict: *helps* when the "
-    "whole 95% interval of the difference is above zero, *hurts* when below, else *no detectable effect*."
+    f"Intervals: {method or 'they need the baseline and a mix with finished runs'}. Verdict: *helps* when the "
+    "whole 95% interval of the difference to the real baseline is above zero, *hurts* when below, else *no "
+    "detectable effect*. Δ: the difference in percentage points (+2.0 = two points better than real only). "
+    "Macro-F1: the mean over classes of F1, which balances recall and precision; balanced accuracy: the mean "
+    "recall over classes, so small classes count as much as large ones."
     + (
-        " *minority_recall*: the mean recall of the minority classes (★), with the same interval — did the "
-        "minority classes gain?"
+        " Minority-class recall: the mean recall of the minority classes (★) — did the scarce classes gain?"
         if summary.minority
         else ""
     )
@@ -51,20 +53,33 @@ metrics = views.run_metrics(summary)
 if not metrics:
     st.info("No run of this experiment has finished yet: figures appear as runs finish (see the Train page).")
     st.stop()
-score = st.radio("Per-class score", ["recall", "f1"], horizontal=True)
+score = st.radio(
+    "Per-class score",
+    ["recall", "f1"],
+    horizontal=True,
+    help="Recall: the share of a class's test images the model finds; F1 also counts how often its predictions "
+    "of that class are right.",
+)
 st.plotly_chart(views.per_class_figure(summary, metrics, score), key="per_class")
-st.plotly_chart(views.recall_gain_figure(summary), key="gain")
+if any(m.recall_diff for m in summary.mixes):
+    st.plotly_chart(views.recall_gain_figure(summary), key="gain")
+else:
+    st.caption("The recall gain per class appears once a mix and the real baseline have finished a run of one seed.")
 
 mixes = [m.label for m in summary.mixes if m.runs_done]
 left, right = st.columns(2)
 other = left.selectbox("Mix shown against the baseline", [m for m in mixes if m != "real"] or mixes)
 class_index = right.selectbox(
-    "Class for ROC / PR", range(len(summary.class_names)), format_func=summary.class_names.__getitem__
+    "Class for ROC / PR",
+    range(len(summary.class_names)),
+    format_func=summary.class_names.__getitem__,
+    help="ROC and precision-recall curves treat this class against all the others, at every confidence threshold.",
 )
 for column, label in zip(st.columns(2), dict.fromkeys(["real", other]), strict=False):
     figure = views.summed_confusion_figure(summary, metrics, label)
     if figure is not None:
         column.plotly_chart(figure, key=f"cm-{label}")
+st.caption("Confusion matrix: rows are the true classes, columns what the model predicted; the diagonal is right.")
 
 run_table = views.runs_table(summary, metrics)
 status = st.multiselect("Runs: filter by status", sorted(run_table["status"].unique()))
@@ -72,15 +87,27 @@ shown = run_table[run_table["status"].isin(status)] if status else run_table
 picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs")
 rows = shown.iloc[picked.selection.rows] if picked.selection.rows else shown[shown["mix"].isin(["real", other])]
 chosen = {f"{r.mix} s{r.seed}": metrics[(r.mix, r.seed)] for r in rows.itertuples() if (r.mix, r.seed) in metrics}
-st.caption("Select runs in the table to overlay their curves; by default the baseline and the chosen mix.")
+st.caption(
+    "Select runs in the table to overlay their curves; by default the baseline and the chosen mix. AUC: the area "
+    "under the ROC curve (1 = perfect, 0.5 = guessing); AP: average precision, the area under the PR curve."
+)
 for column, kind in zip(st.columns(2), ["ROC", "PR"], strict=True):
     column.plotly_chart(views.curve_figure(chosen, class_index, kind), key=f"curve-{kind}")
 
-st.plotly_chart(
-    views.dose_figure(summary, st.selectbox("Dose-response metric", ["accuracy", "f1_macro", "balanced_accuracy"])),
-    key="dose",
+dose_metric = st.selectbox(
+    "Dose-response metric",
+    ["accuracy", "f1_macro", "balanced_accuracy"],
+    format_func=verdicts.METRIC_WORDS.__getitem__,
+    help="Dose-response: how the score changes as a larger share of the training set is synthetic.",
+)
+st.plotly_chart(views.dose_figure(summary, dose_metric), key="dose")
+st.caption(
+    "Each mix is one dose; mixes at the same share (the controls add no generated images) are drawn side by side, "
+    "and hovering a point shows its exact share. To see a trend, train Replace mixes (50/50, 30/70, synthetic "
+    "only) alongside Add on the Train page."
 )
 bundle = json.dumps(experiments.export_bundle(summary), indent=1, default=str)
 cols = st.columns(2)
 cols[0].download_button("Results as CSV", table.to_csv(index=False), f"{exp_id}.csv", "text/csv")
 cols[1].download_button("JSON bundle (re-run with the CLI)", bundle, f"{exp_id}.json", "application/json")
+views.classifier_download(summary)

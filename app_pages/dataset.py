@@ -56,7 +56,14 @@ with left:
     st.plotly_chart(figures.sample_grid_figure(dataset.train, seed=st.session_state.get("grid_seed", 0)), key="grid")
 with right:
     st.dataframe(pd.DataFrame(dataset.summary()), hide_index=True)
-    st.plotly_chart(figures.sizes_figure(dataset), key="sizes")
+    st.caption(
+        "train (before): training images as loaded; train: after the imbalance profile; kept %: the share kept; "
+        "val and test: real images held out for early stopping and for the final score."
+    )
+    sizes = figures.sizes_figure(dataset)
+    if sizes is not None:
+        st.plotly_chart(sizes, key="sizes")
+    st.caption(figures.sizes_summary(dataset))
 
 duplicates_panel(dataset)
 report = dataset.report

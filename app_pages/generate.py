@@ -3,8 +3,8 @@
 import streamlit as st
 
 from engine import tasks
-from engine.synth import generators, make_sets
-from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser
+from engine.synth import gan, generators, make_sets
+from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser, stopped_generators
 from ui.jobs_panel import get_runner, owner_token
 from ui.sd_views import keep_sd_settings, sd_form, unfinished_requests
 from ui.state import current_dataset, describe, keep_widget_values
@@ -45,6 +45,11 @@ else:
         if cfg is not None:
             tasks.submit_generator_training(get_runner(), cfg, dataset, owner=owner)
             st.toast("Generator training queued: curves and samples appear below.")
+        resume = stopped_generators(dataset, gan.GAN_KINDS if family == "GAN" else ("ddpm",))
+        if resume is not None:
+            tasks.submit_generator_training(get_runner(), resume, dataset, owner=owner)
+            st.toast("Resumed: training continues from the step it stopped at.")
+            st.rerun()  # its Resume button turns off while the job runs
 
     stored = generators.list_generators(dataset)
     with st.expander("2 · Generate a synthetic set", expanded=bool(stored)):

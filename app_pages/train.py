@@ -9,7 +9,7 @@ from engine.synth import sets
 from engine.training import TrainConfigError
 from ui.jobs_panel import get_runner, job_panel, owner_token
 from ui.state import current_dataset, describe
-from ui.train_form import experiment_form
+from ui.train_form import experiment_form, missing_split_sets_notice
 
 st.title("Train")
 dataset = current_dataset()
@@ -26,8 +26,10 @@ except (TrainConfigError, ExperimentError, MixError) as err:
 if cfg is not None:
     try:
         record = tasks.submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
-        st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds).")
+        splits = f" × {cfg.splits} splits" if cfg.splits > 1 else ""
+        st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds{splits}).")
     except (ExperimentError, sets.SetError) as err:  # e.g. the set was deleted, or made for another split
         st.error(f"Nothing started: {err}")
+missing_split_sets_notice(dataset, owner)
 
 job_panel(owner)

@@ -45,6 +45,7 @@ def main() -> None:
     os.environ.setdefault("SYNTHLAB_HOME", tempfile.mkdtemp(prefix="synthlab-loop-"))
 
     from engine import experiments, verdicts
+    from engine.cli_output import Progress, RunProgress, generator_progress
     from engine.config import DatasetConfig, ImbalanceConfig, SourceConfig
     from engine.datasets import build_dataset
     from engine.mixes import MixConfig
@@ -67,7 +68,7 @@ def main() -> None:
     else:
         cfg = gan.GanConfig(steps=args.steps, width=args.width)
     stored = {g["id"] for g in generators.list_generators(dataset)}  # with SYNTHLAB_HOME set, a generator is reused
-    gen_id = generators.train_generator(cfg, dataset)
+    gen_id = generators.train_generator(cfg, dataset, on_event=generator_progress(Progress("generator")))
     trained = "reused, trained earlier" if gen_id in stored else f"{args.steps} steps"
     clock["gan"] = time.perf_counter()
     generate = make_sets.GenerateConfig(
@@ -103,7 +104,10 @@ def main() -> None:
         seeds=tuple(range(args.seeds)),
         name="synthetic loop",
     )
-    record = experiments.run_experiment(exp, dataset=dataset, synthetic=sets.load_set)
+    runs_progress = RunProgress(exp.train.max_epochs)  # progress with the time left on stderr, as the CLI's
+    record = experiments.run_experiment(
+        exp, dataset=dataset, synthetic=sets.load_set, on_run=runs_progress.on_run, on_event=runs_progress.on_event
+    )
     clock["runs"] = time.perf_counter()
     summary = experiments.summarize(record.id)
     for row in experiments.results_table(summary):

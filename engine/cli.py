@@ -1,98 +1,190 @@
-"""Headless runs: ``python -m engine experiment <config.toml | bundle.json>``.
+"""Headless runs over the same engine as the pages: ``python -m engine <command>`` (see docs/cli.md).
 
-Runs the same experiment as the Train page, with a progress line on stderr, prints the results
-table with the verdicts, and writes the same workspace files, so CLI runs appear on Compare.
-``python -m engine runs`` lists the runs in the workspace. Exit status: 0 when every run finished,
-1 when some failed, 2 for a config that is not accepted.
+``experiment`` runs a TOML config or an exported JSON bundle; ``show`` prints a stored experiment's table
+and answer again; ``generate`` trains (or reuses) a generator; ``make-set`` makes a judged synthetic set;
+``loop`` runs a whole lesson from one TOML (dataset -> generator -> set -> experiment); ``runs``,
+``sets`` and ``generators`` list the workspace; ``export-set`` and ``export-model`` write a set as a zip
+and a run's classifier as a folder. Every long step prints its progress with the time left on stderr:
+one redrawn line on a terminal, a line per tenth (and per run or round) in a log. Results go to stdout.
+Exit status: 0 when everything finished, 1 when some runs (or a training) failed, 2 for input that is
+not accepted, with one line naming the field, the value and what is accepted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
-import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from engine import experiments, runs, store, verdicts
-from engine.synth import sets
-from engine.training import TrainEvent
+from engine import experiments, exports, loop, runs, store
+from engine.cli_output import (
+    DatasetFacts,
+    Progress,
+    RunProgress,
+    dataset_progress,
+    describe,
+    duration,
+    echo,
+    facts_of,
+    generator_progress,
+    report,
+    say,
+    set_progress,
+    stored_facts,
+    text_table,
+)
+from engine.config import DatasetConfig
+from engine.datasets import LabDataset
+from engine.jobs import Cancelled, user_message
+from engine.synth import generators, make_sets, sets, split_sets
+
+# Steps shared by the commands ---------------------------------------------------------------------------
 
 
 def load_config(path: Path) -> experiments.ExperimentConfig:
     """An experiment config from TOML, or from an exported JSON bundle (its ``config``)."""
     if not path.is_file():
-        raise experiments.ExperimentError(f"config={str(path)!r} is not a file")
+        raise experiments.ExperimentError(f"config={str(path)!r} is not accepted: expected an existing file")
     if path.suffix == ".json":
-        data: dict[str, Any] = json.loads(path.read_text())
-        data = data.get("config", data)
-    else:
-        data = tomllib.loads(path.read_text())
-    return experiments.ExperimentConfig.from_dict(data)
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            message = f"config={str(path)!r} is not accepted: it is not valid JSON ({err})"
+            raise experiments.ExperimentError(message) from None
+        return experiments.ExperimentConfig.from_dict(data.get("config", data))
+    return experiments.ExperimentConfig.from_dict(loop.read_toml(path))
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no runs)"
-    cols = list(rows[0])
-    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(width[c]) for c in cols), "  ".join("-" * width[c] for c in cols)]
-    lines += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
+def _dataset(cfg: DatasetConfig) -> LabDataset:
+    progress, on_progress = dataset_progress()
+    dataset = loop.load_dataset(cfg, on_progress=on_progress)
+    source = "read from the cache" if dataset.from_cache else "decoded"
+    progress.finish(f"{describe(cfg)}, {len(dataset.train):,} training images, {source}")
+    return dataset
+
+
+def _generator(cfg: generators.GeneratorConfig, dataset: LabDataset) -> str:
+    progress = Progress(f"generator {cfg.kind}")
+    gen_id, reused = loop.train_or_reuse_generator(cfg, dataset, on_event=generator_progress(progress))
+    progress.finish(
+        f"{gen_id} " + ("reused: trained earlier with this config" if reused else f"trained, {cfg.steps:,} steps")
+    )
+    for warning in (generators.load_origin(gen_id) or {}).get("warnings", []):
+        say(f"warning: generator {gen_id}: {warning}")
+    return gen_id
+
+
+def _make_set(request: make_sets.GenerateConfig, dataset: LabDataset, *, fresh: bool) -> sets.SetInfo:
+    loop.check_generator(request.generator, dataset)
+    make_sets.target_counts(dataset, request)  # class names checked before the judge trains
+    progress = Progress("set")
+    info, reused = loop.make_or_reuse_set(request, dataset, fresh=fresh, on_progress=set_progress(progress))
+    progress.finish(f"{info.id} " + ("reused: made earlier by the same request" if reused else "made"))
+    kept, total = sum(info.counts_kept), sum(info.counts_total)
+    print(f"set {info.id}: kept {kept:,} of {total:,} generated images, from generator {info.generator}")
+    wanted = info.config.get("wanted", [0] * len(info.class_names))
+    real = dataset.train.class_counts()
+    rows = [
+        {"class": name, "real train": int(real[c]), "asked": wanted[c], "kept": info.counts_kept[c]}
+        | {"generated": info.counts_total[c]}
+        for c, name in enumerate(info.class_names)
+        if wanted[c] or info.counts_total[c]
+    ]
+    print(text_table(rows))
+    for line in info.config.get("short", []):
+        echo(f"short class: {line} (its budget of candidates ran out)")
+    if info.config.get("given_up"):
+        echo(f"given up: {', '.join(map(repr, info.config['given_up']))} (no candidate passed the filter)")
+    return info
+
+
+def _experiment(cfg: experiments.ExperimentConfig, dataset: LabDataset) -> experiments.ExperimentRecord:
+    progress = RunProgress(cfg.train.max_epochs)
+    record = experiments.run_experiment(
+        cfg, dataset=dataset, synthetic=sets.load_set, on_run=progress.on_run, on_event=progress.on_event
+    )
+    progress.progress.finish(f"{len(record.run_ids)} runs of experiment {record.id}")
+    return record
+
+
+def _report(summary: experiments.ExperimentSummary, facts: DatasetFacts, args: argparse.Namespace) -> int:
+    return report(summary, facts, n_boot=args.n_boot, wide=args.wide, csv_path=args.csv)
+
+
+# Commands -----------------------------------------------------------------------------------------------
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(Path(args.config))
-    except (ValueError, tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    state = {"run": ""}
+    cfg = load_config(Path(args.config))
+    dataset = _dataset(cfg.dataset)
+    record = _experiment(cfg, dataset)
+    return _report(experiments.summarize(record.id, n_boot=args.n_boot), facts_of(dataset), args)
 
-    live = sys.stderr.isatty()  # a redrawn progress line on a terminal, one line per run in a log
 
-    def on_run(i: int, total: int, name: str) -> None:
-        state["run"] = f"[{i + 1}/{total}] {name}"
-        print(f"\r{state['run']:<70}", end="" if live else "\n", file=sys.stderr, flush=True)
+def cmd_show(args: argparse.Namespace) -> int:
+    summary = experiments.summarize(args.experiment, n_boot=args.n_boot)
+    return _report(summary, stored_facts(summary), args)
 
-    def on_event(event: TrainEvent) -> None:
-        if event.kind == "epoch" and live:
-            line = f"{state['run']}  epoch {event.epoch}  val_acc {event.values['val_acc']:.3f}"
-            print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
 
-    try:
-        record = experiments.run_experiment(cfg, synthetic=sets.load_set, on_run=on_run, on_event=on_event)
-    except (experiments.ExperimentError, sets.SetError) as err:  # a set that is missing or made for other data
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(file=sys.stderr)
-    summary = experiments.summarize(record.id, n_boot=args.n_boot)
-    print(f"experiment {record.id}: {cfg.name or 'unnamed'} · {cfg.model} · seeds {list(cfg.seeds)}")
-    print(f"minority classes: {', '.join(summary.minority) or 'none'}")
-    head = verdicts.headline(summary, n_boot=args.n_boot)
-    if head is not None:
-        print(f"answer: {head.sentence}")
-    for warning in verdicts.health_warnings(summary):
-        print(f"warning: {warning}")
-    print(_table(experiments.results_table(summary)))
-    for note in experiments.shortfall_notes(summary):
-        print(f"note: {note}")
-    short = experiments.unconverged_runs(summary)
-    if short:
-        print(
-            f"warning: {len(short)} run(s) were still improving at max_epochs ({', '.join(short[:4])}); "
-            "raise train.max_epochs so that differences are not down to training length"
+def cmd_generate(args: argparse.Namespace) -> int:
+    cfg = loop.LoopConfig.load(Path(args.config))
+    print(_generator(cfg.generator, _dataset(cfg.dataset)))
+    return 0
+
+
+def cmd_make_set(args: argparse.Namespace) -> int:
+    if not args.config and not args.generator:
+        raise loop.LoopError(
+            "make-set was given neither a config nor --generator: expected config.toml or --generator ID"
         )
-    method = next((c.method for m in summary.mixes for c in m.comparisons.values()), "")
-    if method:
-        print(f"intervals: {method}")
-    failed = [r for _, _, r in record.run_ids if runs.load_record(r).status != "done"]
-    for run_id in failed:
-        print(f"run {run_id} failed: {runs.load_record(run_id).error}", file=sys.stderr)
-    return 1 if failed else 0
+    cfg = loop.LoopConfig.load(Path(args.config)) if args.config else None
+    if cfg is not None:
+        dataset_cfg = cfg.dataset
+    elif args.dataset:
+        dataset_cfg = loop.LoopConfig.load(Path(args.dataset)).dataset
+    else:
+        dataset_cfg = loop.dataset_for_generator(args.generator)
+    dataset = _dataset(dataset_cfg)
+    gen_id = args.generator or (cfg.stored_generator if cfg else "")
+    if cfg is not None and not gen_id:
+        gen_id = _generator(cfg.generator, dataset)
+    request = cfg.generate_for(gen_id) if cfg else make_sets.GenerateConfig(generator=gen_id)
+    changes: dict[str, Any] = {
+        "per_class": args.per_class,
+        "classes": tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None,
+        "threshold": args.threshold,
+        "seed": args.seed,
+        "name": args.name,
+    }
+    request = dataclasses.replace(request, **{k: v for k, v in changes.items() if v is not None})
+    _make_set(request, dataset, fresh=args.new)
+    return 0
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    cfg = loop.LoopConfig.load(Path(args.config))
+    dataset = _dataset(cfg.dataset)
+    make_sets.target_counts(dataset, cfg.generate)  # class names checked before anything trains
+    gen_id = cfg.stored_generator or _generator(cfg.generator, dataset)
+    info = _make_set(cfg.generate_for(gen_id), dataset, fresh=args.new_set)
+    made = []
+    for split_seed in cfg.further_splits:  # repeated splits: the same generator and set on each further split
+        progress = Progress(f"set for split seed {split_seed}")
+        split = dataclasses.replace(cfg.dataset.split, seed=split_seed)
+        twin = split_sets.make_split_set(
+            info.id,
+            loop.load_dataset(dataclasses.replace(cfg.dataset, split=split)),
+            on_progress=set_progress(progress),
+            on_event=generator_progress(progress),
+        )
+        progress.finish(f"{twin} made like {info.id}")
+        made.append((info.id, split_seed, twin))
+    record = _experiment(cfg.experiment(info.id, made), dataset)
+    return _report(experiments.summarize(record.id, n_boot=args.n_boot), facts_of(dataset), args)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -104,24 +196,133 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "seed": r.config.seed,
             "model": r.config.model,
             "status": r.status,
-            "accuracy": r.headline.get("accuracy", ""),
+            "accuracy": "" if r.headline.get("accuracy") is None else f"{r.headline['accuracy']:.4f}",
         }
         for r in runs.list_records()
     ]
-    print(_table(rows))
+    print(text_table(rows, squeeze="mix"))
     return 0
+
+
+def _dataset_name(dataset_key: str) -> str:
+    cfg = loop.config_for_key(dataset_key)
+    return describe(cfg) if cfg is not None else "(not known here)"
+
+
+def cmd_sets(args: argparse.Namespace) -> int:
+    key = _dataset(loop.LoopConfig.load(Path(args.dataset)).dataset).key if args.dataset else None
+    rows = [
+        {
+            "set": s.id,
+            "name": s.name,
+            "generator": s.generator if len(s.generator) <= 24 else "…" + s.generator[-23:],
+            "dataset": _dataset_name(s.dataset_key),
+            "px": s.resolution,
+            "kept": f"{sum(s.counts_kept):,}",
+            "generated": f"{sum(s.counts_total):,}",
+        }
+        for s in sets.list_sets(key)
+    ]
+    print(text_table(rows, squeeze="dataset"))
+    return 0
+
+
+def cmd_generators(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "generator": g["id"],
+            "kind": g["kind"],
+            "steps": f"{g['config'].get('steps', 0):,}",
+            "dataset": _dataset_name(generators.made_for(g)),
+            "classes": len(g.get("class_names", [])),
+            "trained in": duration(float(g.get("seconds", 0.0))),
+            "warnings": len(g.get("warnings", [])),
+        }
+        for g in generators.list_generators()
+    ]
+    print(text_table(rows, squeeze="dataset"))
+    return 0
+
+
+def cmd_export_set(args: argparse.Namespace) -> int:
+    path = exports.save_set_zip(args.set, Path(args.out))
+    info = sets.load_info(args.set)
+    print(f"{path}: {sum(info.counts_kept):,} kept images in class folders, with manifest.json and manifest.csv")
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    folder = exports.export_classifier(args.run, Path(args.out))
+    print(f"{folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+    print(f"predict one image: .venv/bin/python {folder / 'load.py'} IMAGE")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="SynthLab headless runs (docs/cli.md)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def results(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals")
+        p.add_argument("--wide", action="store_true", help="every column, wider than 120 characters")
+        p.add_argument("--csv", metavar="PATH", help="write every column of the results to a CSV file")
+
+    exp = sub.add_parser("experiment", help="run an experiment from a TOML config or an exported JSON bundle")
+    exp.add_argument("config", help="path to config.toml or bundle.json")
+    results(exp)
+    exp.set_defaults(fn=cmd_experiment)
+    show = sub.add_parser("show", help="print a stored experiment's table and answer again")
+    show.add_argument("experiment", help="experiment id (see the Compare page or `runs`)")
+    results(show)
+    show.set_defaults(fn=cmd_show)
+    gen = sub.add_parser("generate", help="train (or reuse) the generator of a TOML's [generator]; prints its id")
+    gen.add_argument("config", help="TOML with [dataset] and [generator] tables (a loop config will do)")
+    gen.set_defaults(fn=cmd_generate)
+    make = sub.add_parser("make-set", help="make a judged synthetic set; prints its id and per-class counts")
+    make.add_argument("config", nargs="?", help="TOML with [dataset], [generator] and [generate] tables")
+    make.add_argument("--generator", help="id of a stored generator (see `generators`)")
+    make.add_argument("--dataset", help="TOML whose [dataset] the generator learnt from, when not known here")
+    make.add_argument("--per-class", type=int, help="images per class (0 = fill every class up to the largest)")
+    make.add_argument("--classes", help="only these classes, comma-separated")
+    make.add_argument("--threshold", type=float, help="least real-classifier confidence kept (0 = off)")
+    make.add_argument("--seed", type=int, help="noise seed")
+    make.add_argument("--name", help="the set's name")
+    make.add_argument("--new", action="store_true", help="make a new set even if the same request made one")
+    make.set_defaults(fn=cmd_make_set)
+    lp = sub.add_parser("loop", help="dataset -> generator -> set -> experiment, from one TOML")
+    lp.add_argument("config", help="loop TOML, e.g. examples/default_loop.toml")
+    lp.add_argument("--new-set", action="store_true", help="make a new set even if the same request made one")
+    results(lp)
+    lp.set_defaults(fn=cmd_loop)
+    sub.add_parser("runs", help="list the runs in the workspace").set_defaults(fn=cmd_runs)
+    ls = sub.add_parser("sets", help="list the synthetic sets in the workspace")
+    ls.add_argument("--dataset", help="only the sets made for the [dataset] of this TOML")
+    ls.set_defaults(fn=cmd_sets)
+    sub.add_parser("generators", help="list the stored generators").set_defaults(fn=cmd_generators)
+    es = sub.add_parser("export-set", help="a synthetic set as a zip of class folders with its manifest")
+    es.add_argument("set", help="set id (see `sets`)")
+    es.add_argument("out", help="the .zip file to write")
+    es.set_defaults(fn=cmd_export_set)
+    em = sub.add_parser("export-model", help="a run's classifier: safetensors, config.json, load.py, README.md")
+    em.add_argument("run", help="run id (see `runs`)")
+    em.add_argument("out", help="the folder to write")
+    em.set_defaults(fn=cmd_export_model)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The folder-roots guard protects a shared web server from its visitors; the CLI runs as its own user.
     os.environ.setdefault(store.FOLDER_ROOTS_ENV, os.sep)
-    parser = argparse.ArgumentParser(prog="python -m engine", description="SynthLab headless runs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("experiment", help="run an experiment from a TOML config or an exported JSON bundle")
-    exp.add_argument("config", help="path to config.toml or bundle.json")
-    exp.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals")
-    exp.set_defaults(fn=cmd_experiment)
-    sub.add_parser("runs", help="list the runs in the workspace").set_defaults(fn=cmd_runs)
-    args = parser.parse_args(argv)
-    return int(args.fn(args))
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        say("interrupted: nothing more was stored")
+        return 130
+    except (ValueError, OSError) as err:  # the lab's own messages: field, value, what is accepted
+        say(f"error: {user_message(err)}", wrap=False)
+        return 2
+    except (RuntimeError, Cancelled) as err:  # a training that diverged, weights that are missing
+        say(f"error: {user_message(err)}", wrap=False)
+        return 1

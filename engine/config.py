@@ -53,8 +53,23 @@ def _check_fraction(field_name: str, value: float) -> None:
         _fail(field_name, value, "a number in (0, 1]")
 
 
+# Fields added after datasets were first keyed, with the value that reproduces the earlier behaviour or
+# is safe to treat as it: left out of the key at that value, so stored sets and caches keep their keys.
+# (Moving near-copies of training images out of validation and test only shrinks those splits, so a
+# generator trained on the earlier split has still never seen the new split's test images.)
+_LATER_FIELDS = {"near_copies": "train"}
+NEAR_COPY_MODES: tuple[str, ...] = ("train", "keep")
+
+
+def _without_later_defaults(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_later_defaults(v) for k, v in value.items() if _LATER_FIELDS.get(k, object()) != v}
+    return value
+
+
 def _key(obj: object) -> str:
-    payload = json.dumps(dataclasses.asdict(obj), sort_keys=True, default=str)  # type: ignore[call-overload]
+    data = _without_later_defaults(dataclasses.asdict(obj))  # type: ignore[call-overload]
+    payload = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -98,8 +113,12 @@ class SplitConfig:
     test_fraction: float = 0.2  # share held out for test when the source has no test split
     use_source_test: bool = True  # use the source's own test split when it has one
     seed: int = 0  # seed of the stratified shuffle
+    # Validation and test images that nearly copy a training image: "train" moves them into the training
+    # split (they would be answered from memory and inflate every score), "keep" leaves them where they fell.
+    near_copies: str = "train"
 
     def __post_init__(self) -> None:
+        _check_choice("split.near_copies", self.near_copies, NEAR_COPY_MODES)
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < 0.9):

@@ -19,8 +19,10 @@ import torch
 
 from engine import sources, store
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
+from engine.signatures import nearest, thumbnails
 
 log = logging.getLogger(__name__)
+NEAR_COPY = 0.99  # signature similarity at or above which a validation or test image copies a training image
 
 ProgressFn = Callable[[int, int], None]
 
@@ -279,6 +281,32 @@ def apply_imbalance(train: ImageSet, cfg: ImbalanceConfig) -> ImageSet:
     return train.subset(keep)
 
 
+def move_near_copies(
+    train: ImageSet, val: ImageSet, test: ImageSet, threshold: float = NEAR_COPY
+) -> tuple[ImageSet, ImageSet, ImageSet, int]:
+    """Validation and test images whose signature is ``threshold`` similar to a training image's join training.
+
+    Returns the three splits and how many images moved. Copies within validation or test stay: they
+    share no image with training, which is what a score needs.
+    """
+    reference = thumbnails(train.images)
+    moved, kept = [], []
+    for name, images in (("validation", val), ("test", test)):
+        best, _ = nearest(thumbnails(images.images), reference)
+        copies = best >= threshold
+        if len(images) and copies.all():
+            raise DatasetError(
+                f"every {name} image nearly copies a training image (split.near_copies='train' would leave the "
+                "split empty): remove the copies from the source, or set split.near_copies='keep'"
+            )
+        moved.append(images.subset(np.flatnonzero(copies)))
+        kept.append(images.subset(np.flatnonzero(~copies)))
+    count = sum(len(m) for m in moved)
+    if count:
+        train = ImageSet.concat([train, *moved])
+    return train, kept[0], kept[1], count
+
+
 def build_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None) -> LabDataset:
     """Decode (through the disk cache), split and imbalance a dataset.
 
@@ -286,15 +314,22 @@ def build_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None) 
     """
     # 1. Decode the source, or read it back from the cache.
     raw, report, identity, from_cache = load_source_cached(cfg.source, on_progress=on_progress)
-    # 2. Split the real images.
+    # 2. Split the real images; near-copies of training images leave validation and test.
     train, val, test = split_real(raw, cfg.split)
+    notes = []
+    if cfg.split.near_copies == "train":
+        train, val, test, moved = move_near_copies(train, val, test)
+        if moved:
+            notes.append(
+                f"{moved} validation or test image(s) nearly copied a training image (the same photo twice, a "
+                "resized copy) and were moved into the training split, so that no score is answered from memory"
+            )
     empty = [raw.class_names[c] for c, n in enumerate(train.class_counts()) if n == 0]
     if empty:
         raise DatasetError(f"class {empty[0]!r} has no training images; every class needs some")
     # 3. Make the training split scarce or imbalanced on purpose.
     before = tuple(int(n) for n in train.class_counts())
     train = apply_imbalance(train, cfg.imbalance)
-    notes = []
     if cfg.imbalance.kind == "kshot" and min(before) < cfg.imbalance.k:
         short = [raw.class_names[i] for i, n in enumerate(before) if n < cfg.imbalance.k]
         notes.append(

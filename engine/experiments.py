@@ -28,17 +28,20 @@ from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.jobs import user_message
 from engine.metrics import SCALAR_METRICS
-from engine.mixes import MixConfig
-from engine.models import ALL_MODELS
+from engine.mixes import PRETRAIN_KINDS, MixConfig
+from engine.models import ALL_MODELS, pretrained_parts
 from engine.synth import sets
 from engine.training import TrainConfig, TrainEvent
 
 BASELINE = MixConfig(kind="real")
-CONTROL_KINDS = ("oversample", "augment", "reweight")
+CONTROL_KINDS = ("oversample", "augment", "reweight", "pretrain_real")
 DEFAULT_MIXES = (BASELINE, MixConfig(kind="oversample"), MixConfig(kind="augment"), MixConfig(kind="reweight"))
 COMPARED = ("accuracy", "f1_macro")
 MINORITY_RECALL = "minority_recall"  # mean recall over the minority classes, compared when there are some
 MINORITY_SHARE = 0.5  # a class is "minority" when its real training count is below half the largest
+MAX_SPLITS = 10
+SPLIT_STRIDE = 1000  # with repeated splits, split k's runs use seeds k * SPLIT_STRIDE + seed
+FEW_TEST_IMAGES = 30  # repeated splits are suggested when the smallest class has fewer test images than this
 
 
 class ExperimentError(ValueError):
@@ -60,6 +63,12 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seeds: tuple[int, ...] = (0, 1, 2)
     name: str = ""  # free text shown on the Compare page
+    # Repeated stratified splits: split seeds dataset.split.seed + 0 .. splits - 1, every mix and seed on each,
+    # so the intervals cover the variance of the split too. Synthetic sets are made per split (their
+    # generators learn from the training split): split_sets maps (set of the first split, split seed) to
+    # the set made the same way for that split.
+    splits: int = 1
+    split_sets: tuple[tuple[str, int, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.model not in ALL_MODELS:
@@ -73,13 +82,65 @@ class ExperimentConfig:
         if BASELINE not in mixes:  # every mix is judged against the real baseline
             mixes = (BASELINE, *mixes)
         mixes = _match_controls(mixes)
+        if not isinstance(self.splits, int) or not 1 <= self.splits <= MAX_SPLITS:
+            raise ExperimentError(
+                f"splits={self.splits!r} is not accepted: expected a whole number from 1 to {MAX_SPLITS}."
+            )
+        if self.splits > 1 and max(seeds) >= SPLIT_STRIDE:
+            raise ExperimentError(
+                f"seeds={list(seeds)!r} is not accepted with repeated splits: expected seeds below {SPLIT_STRIDE}."
+            )
+        split_sets = tuple((str(a), int(k), str(b)) for a, k, b in self.split_sets)
+        object.__setattr__(self, "split_sets", split_sets)
+        mapping = {(a, k): b for a, k, b in split_sets}
+        needed = dict.fromkeys(m.synthetic_set for m in mixes if m.synthetic_set)
+        missing = [(a, k) for a in needed for k in self.split_seeds()[1:] if (a, k) not in mapping]
+        if missing:
+            raise ExperimentError(
+                f"split_sets has no set for split seed {missing[0][1]} made like {missing[0][0]!r}: with repeated "
+                "splits every split needs its own synthetic set (its generator learns from that split's training "
+                "images); make them first"
+            )
+        pretraining = [m.label for m in mixes if m.kind in PRETRAIN_KINDS]
+        parts = pretrained_parts(self.model)
+        if pretraining and parts is not None and parts[0] == "probe":
+            raise ExperimentError(
+                f"mix {pretraining[0]!r} is not accepted with model={self.model!r}: a linear probe on fixed features "
+                "has no features to pretrain; choose a net trained from scratch or a fine-tuned backbone"
+            )
+        unmatched = [m.label for m in mixes if m.kind == "pretrain_real" and not m.synthetic_set]
+        if unmatched:
+            raise ExperimentError(
+                f"mix {unmatched[0]!r} is not accepted without a synthetic set: its first phase takes as many real "
+                "images per class as the set holds; add a 'pretrain' or 'add' mix, or name the set"
+            )
         object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "mixes", mixes)
 
+    def split_seeds(self) -> tuple[int, ...]:
+        """The split seeds of the experiment, the dataset's own first."""
+        return tuple(self.dataset.split.seed + k for k in range(self.splits))
+
+    def split_dataset(self, split_seed: int) -> DatasetConfig:
+        """The dataset config of one of the experiment's splits."""
+        return dataclasses.replace(self.dataset, split=dataclasses.replace(self.dataset.split, seed=split_seed))
+
+    def unit_seeds(self) -> tuple[int, ...]:
+        """The seeds runs are paired by: the training seeds on the first split, offset per further split."""
+        return tuple(k * SPLIT_STRIDE + seed for k in range(self.splits) for seed in self.seeds)
+
     def run_configs(self) -> list[runs.RunConfig]:
-        return [
-            runs.RunConfig(self.dataset, mix, self.model, self.train, seed) for mix in self.mixes for seed in self.seeds
-        ]
+        """One run per mix, split and seed; runs on a further split use that split's synthetic sets."""
+        mapping = {(a, k): b for a, k, b in self.split_sets}
+        out = []
+        for mix in self.mixes:
+            for k, split_seed in enumerate(self.split_seeds()):
+                data = self.split_dataset(split_seed) if k else self.dataset
+                here = mix
+                if k and mix.synthetic_set:
+                    here = dataclasses.replace(mix, synthetic_set=mapping[(mix.synthetic_set, split_seed)])
+                out += [runs.RunConfig(data, here, self.model, self.train, k * SPLIT_STRIDE + s) for s in self.seeds]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,18 +160,34 @@ class ExperimentConfig:
                 train=TrainConfig(**data.get("train", {})),
                 seeds=tuple(data.get("seeds", (0, 1, 2))),
                 name=str(data.get("name", "")),
+                splits=data.get("splits", 1),
+                split_sets=tuple(tuple(x) for x in data.get("split_sets", ())),
             )
         except TypeError as err:  # an unknown field inside a section
             raise ExperimentError(f"experiment config not accepted: {err}") from err
 
 
 def _match_controls(mixes: tuple[MixConfig, ...]) -> tuple[MixConfig, ...]:
-    """Controls without a set of their own take the set of the ``add`` mix they are compared with."""
+    """Controls without a set of their own take the set of the ``add`` mix they are compared with.
+
+    The pretraining control takes the ``pretrain`` mix's set and schedule (or, without one, the add mix's set).
+    """
     adds = {m.per_class: m for m in mixes if m.kind == "add"}
     only = next(iter(adds.values())) if len(adds) == 1 else None
+    pretrain = next((m for m in mixes if m.kind == "pretrain"), None)
     out = []
     for mix in mixes:
-        if mix.kind in CONTROL_KINDS and not mix.synthetic_set:
+        if mix.kind == "pretrain_real" and not mix.synthetic_set:
+            if pretrain is not None:
+                mix = dataclasses.replace(
+                    mix,
+                    synthetic_set=pretrain.synthetic_set,
+                    pretrain_epochs=pretrain.pretrain_epochs,
+                    finetune_lr_scale=pretrain.finetune_lr_scale,
+                )
+            elif only is not None:
+                mix = dataclasses.replace(mix, synthetic_set=only.synthetic_set)
+        elif mix.kind in CONTROL_KINDS and not mix.synthetic_set:
             add = only if mix.kind == "reweight" else adds.get(mix.per_class)
             if add is not None:
                 mix = dataclasses.replace(mix, per_class=add.per_class, synthetic_set=add.synthetic_set)
@@ -212,8 +289,30 @@ def synthetic_pools(
     queue. A stored set made for another split or imbalance of the source is refused: its generator may
     have learnt from this dataset's test images.
     """
+    return _load_pools([m.synthetic_set for m in cfg.mixes if m.synthetic_set], dataset, synthetic)
+
+
+def split_inputs(
+    cfg: ExperimentConfig, dataset: LabDataset | None, synthetic: Callable[[str], ImageSet] | None
+) -> dict[int, tuple[LabDataset, dict[str, ImageSet]]]:
+    """Per split seed: the dataset of that split and the synthetic sets its runs name, loaded once and checked.
+
+    ``dataset`` is the experiment's own (first) split when the caller has it built already.
+    """
+    configs = cfg.run_configs()
+    out = {}
+    for k, split_seed in enumerate(cfg.split_seeds()):
+        data = dataset if k == 0 and dataset is not None else build_dataset(cfg.split_dataset(split_seed))
+        named = [c.mix.synthetic_set for c in configs if c.dataset.split.seed == split_seed and c.mix.synthetic_set]
+        out[split_seed] = (data, _load_pools(named, data, synthetic))
+    return out
+
+
+def _load_pools(
+    set_ids: list[str], dataset: LabDataset, synthetic: Callable[[str], ImageSet] | None
+) -> dict[str, ImageSet]:
     pools: dict[str, ImageSet] = {}
-    for set_id in dict.fromkeys(m.synthetic_set for m in cfg.mixes if m.synthetic_set):
+    for set_id in dict.fromkeys(set_ids):
         try:
             made_for = sets.load_info(set_id).dataset_key
         except sets.SetError:
@@ -238,21 +337,27 @@ def run_experiment(
     on_event: Callable[[TrainEvent], None] | None = None,
 ) -> ExperimentRecord:
     """Plan and execute every run in order (headless); a failed run is recorded and the rest go on."""
-    dataset = dataset or build_dataset(cfg.dataset)
-    pools = synthetic_pools(cfg, dataset, synthetic)
-    record = plan_experiment(cfg, dataset.key)
+    inputs = split_inputs(cfg, dataset, synthetic)
+    record = plan_experiment(cfg, inputs[cfg.dataset.split.seed][0].key)
     for i, (label, seed, run_id) in enumerate(record.run_ids):
         if on_run:
-            on_run(i, len(record.run_ids), f"{label} seed {seed}")
+            on_run(i, len(record.run_ids), f"{label} {unit_name(seed)}")
         run_cfg = runs.load_record(run_id).config
+        data, pools = inputs[run_cfg.dataset.split.seed]
         try:
             pool = pools.get(run_cfg.mix.synthetic_set)
-            runs.execute_run(run_id, run_cfg, dataset, synthetic=pool, experiment=record.id, on_event=on_event)
+            runs.execute_run(run_id, run_cfg, data, synthetic=pool, experiment=record.id, on_event=on_event)
         except Exception as err:  # execute_run recorded it; a missing synthetic set fails before it starts
             rec = runs.load_record(run_id)
             if rec.status != "failed":
                 runs.save_record(dataclasses.replace(rec, status="failed", error=user_message(err)))
     return record
+
+
+def unit_name(seed: int) -> str:
+    """How a run's pairing seed reads: "seed 2", or "split 2 · seed 1" on a further split."""
+    split, train_seed = divmod(seed, SPLIT_STRIDE)
+    return f"split {split + 1} · seed {train_seed}" if split else f"seed {train_seed}"
 
 
 def minority_classes(counts: tuple[int, ...], names: tuple[str, ...]) -> tuple[str, ...]:
@@ -281,8 +386,9 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
         counted = [r for r in named if r.real_counts]
         minority = minority_classes(counted[0].real_counts, names) if counted else ()
     summaries = []
+    units = record.config.unit_seeds()
     for mix in record.config.mixes:
-        seeds = [s for s in record.config.seeds if (mix.label, s) in done]
+        seeds = [s for s in units if (mix.label, s) in done]
         mix_recs = [recs[done[(mix.label, s)]] for s in seeds]
         means, stds = {}, {}
         for m in SCALAR_METRICS:  # a metric can be undefined (None) for some or all runs, e.g. ROC-AUC
@@ -295,7 +401,7 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
         diff: tuple[float, ...] = ()
         diff_std: tuple[float, ...] = ()
         if mix.label != base_label and paired:
-            y_true = preds[done[(base_label, paired[0])]][0]
+            y_true = [preds[done[(base_label, s)]][0] for s in paired]  # each split has its own test set
             base_p = [preds[done[(base_label, s)]][1].argmax(1) for s in paired]
             mix_p = [preds[done[(mix.label, s)]][1].argmax(1) for s in paired]
             scorers: dict[str, stats.ScoreFn] = {
@@ -308,8 +414,8 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
                 comparisons[metric] = stats.paired_bootstrap(metric, y_true, base_p, mix_p, scorer, n_boot=n_boot)
                 seed_tests[metric] = stats.paired_seed_test(
                     metric,
-                    [scorer(y_true, p) for p in base_p],
-                    [scorer(y_true, p) for p in mix_p],
+                    [scorer(y, p) for y, p in zip(y_true, base_p, strict=True)],
+                    [scorer(y, p) for y, p in zip(y_true, mix_p, strict=True)],
                 )
             d, sd = stats.per_class_recall_diff(y_true, base_p, mix_p, len(names))
             diff, diff_std = tuple(float(x) for x in d), tuple(float(x) for x in sd)
@@ -320,7 +426,7 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
                 mix.label,
                 mix.kind,
                 len(mix_recs),
-                len(record.config.seeds),
+                len(units),
                 share,
                 means,
                 stds,
@@ -344,8 +450,9 @@ def unconverged_runs(summary: ExperimentSummary) -> list[str]:
     out = []
     for label, seed, run_id in summary.experiment.run_ids:
         rec = runs.load_record(run_id)
-        if rec.status == "done" and rec.epochs >= limit and rec.best_epoch >= limit - 1:
-            out.append(f"{label} seed {seed}")
+        first = rec.config.mix.pretrain_epochs if rec.config.mix.kind in PRETRAIN_KINDS else 0  # the first phase's
+        if rec.status == "done" and rec.epochs - first >= limit and rec.best_epoch - first >= limit - 1:
+            out.append(f"{label} {unit_name(seed)}")
     return out
 
 

@@ -62,6 +62,19 @@ def _last_conv(model: nn.Module, sample: torch.Tensor) -> nn.Module:
     return order[-1]
 
 
+def methods_for(model: nn.Module) -> tuple[str, ...]:
+    """The methods that mean something for ``model``, the preferred first.
+
+    Grad-CAM reads the last convolutional feature map; a vision transformer's only convolution cuts the
+    image into patches at its very start, so its Grad-CAM would show the input layer's gradients, not
+    what the network attends to. For such models Integrated Gradients comes first and Grad-CAM is left out.
+    """
+    attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    if attention:
+        return tuple(m for m in METHODS if m != "gradcam")
+    return METHODS
+
+
 def _prepared(model: nn.Module, device: torch.device) -> nn.Module:
     """A copy in eval mode with in-place ReLUs made out-of-place (captum's hooks need the outputs intact)."""
     net = copy.deepcopy(model).eval().to(device)
@@ -90,6 +103,11 @@ def attribute(
         raise ExplainError(f"method={method!r} is not accepted: expected one of {', '.join(METHODS)}")
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ExplainError(f"images of {images.dtype} {tuple(images.shape)} are not accepted: uint8 (N, C, H, W)")
+    if method not in methods_for(model):
+        raise ExplainError(
+            f"method={method!r} is not accepted for this model: it ends in attention layers, not convolutions, so "
+            f"Grad-CAM would only show its first layer; expected one of {', '.join(methods_for(model))}"
+        )
     if targets is None:
         targets = predict_proba(model, images).argmax(axis=1)
     dev = pick_device(device, "fp32").device

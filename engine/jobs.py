@@ -1,17 +1,21 @@
 """Background jobs: one process-wide runner shared by every session, on threads.
 
 Heavy jobs (training, generation) run one at a time per device lane and the rest wait in a FIFO
-queue with their place known; light jobs start at once. A job's function gets a
-:class:`JobContext` to report events and progress and to ask whether it should stop. Exceptions
-are caught and kept on the job with their message, never lost, and never reach another job; a job
-that stops on cancel raises :class:`Cancelled` and is recorded as cancelled. Readers get immutable
-:class:`JobSnapshot` copies. Where this stops: nothing here knows about training or Streamlit (what
-the lab submits is in ``tasks.py``); the pages poll snapshots.
+queue with their place known; light jobs start at once. A heavy job runs with its share of the torch
+threads (:mod:`engine.threads`), taken again whenever it reports or asks whether to stop. A job's
+function gets a :class:`JobContext` to report events and progress and to ask whether it should stop,
+and whether the stop asks to keep what it has (*Stop and keep*) or to throw it away (*Cancel*).
+Exceptions are caught and kept on the job with their message, never lost, and never reach another job;
+a job that stops on cancel raises :class:`Cancelled` and is recorded as cancelled; one asked to stop and
+keep that returns is recorded as stopped, with its result. Readers get immutable :class:`JobSnapshot`
+copies. Where this stops: nothing here knows about training or Streamlit (what the lab submits is in
+``tasks.py``); the pages poll snapshots.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import threading
@@ -21,13 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import threads
+
 log = logging.getLogger(__name__)
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-FINISHED = ("done", "failed", "cancelled", "interrupted")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "stopped", "interrupted")
+FINISHED = ("done", "failed", "cancelled", "stopped", "interrupted")
 
 
 class JobError(ValueError):
     """A request about a job cannot be carried out (unknown id, not the owner)."""
+
+
+class Unavailable(RuntimeError):
+    """Something a job needs is not on this machine (e.g. a model outside the cache while offline): an
+    expected failure, logged as one line without a traceback; the message says how to get it."""
 
 
 class Cancelled(Exception):
@@ -48,6 +59,24 @@ def user_message(err: BaseException) -> str:
     if isinstance(err, (ValueError, RuntimeError, OSError, Cancelled)) and text:
         return text
     return f"unexpected error: {text or 'no message'} (details are in the server log)"
+
+
+def format_duration(seconds: float) -> str:
+    """A rough duration as people say it: "40 s", "1 min 20 s", "12 min", "2 h 5 min"."""
+    if seconds < 57.5:  # rounded to 5 s below a minute
+        return f"{max(5, round(seconds / 5) * 5)} s"
+    if seconds < 600:
+        minutes, rest = divmod(round(seconds / 10) * 10, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def format_eta(seconds: float) -> str:
+    """The time left as people say it: "about 1 min 20 s left"."""
+    return f"about {format_duration(seconds)} left"
 
 
 @dataclass(frozen=True)
@@ -86,17 +115,24 @@ class JobContext:
         self._job, self._lock = job, lock
 
     def emit(self, event: Any) -> None:
+        threads.apply()
         with self._lock:
             self._job.events.append(event)
 
     def set_progress(self, fraction: float, message: str = "") -> None:
+        threads.apply()
         with self._lock:
             self._job.progress = min(1.0, max(0.0, float(fraction)))
             if message:
                 self._job.message = message
 
     def should_stop(self) -> bool:
+        threads.apply()  # a job started or ended elsewhere: take this job's new share of the threads
         return self._job.stop.is_set()
+
+    def keep_on_stop(self) -> bool:
+        """Whether the stop asks to keep what the job has so far (*Stop and keep*) rather than throw it away."""
+        return self._job.keep
 
 
 @dataclass
@@ -118,6 +154,8 @@ class _Job:
     error: str = ""
     result: Any = None
     stop: threading.Event = field(default_factory=threading.Event)
+    keep: bool = False  # the stop asks to keep what the job has (Stop and keep)
+    heavy: bool = True
 
 
 class JobRunner:
@@ -145,7 +183,7 @@ class JobRunner:
     ) -> str:
         """Queue ``fn``; returns the job id at once."""
         job_id = f"job-{next(self._ids)}-{int(time.time() * 1000) % 100000}"
-        job = _Job(job_id, title, owner, group, tag, lane, fn, collections.deque(maxlen=self._max_events))
+        job = _Job(job_id, title, owner, group, tag, lane, fn, collections.deque(maxlen=self._max_events), heavy=heavy)
         with self._lock:
             self._forget_old()
             self._jobs[job_id] = job
@@ -160,10 +198,15 @@ class JobRunner:
             self._wake[lane].notify()
         return job_id
 
-    def cancel(self, job_id: str, *, owner: str | None = None) -> None:
-        """Cancel a queued job at once, or ask a running one to stop at its next step."""
+    def cancel(self, job_id: str, *, owner: str | None = None, keep: bool = False) -> None:
+        """Cancel a queued job at once, or ask a running one to stop at its next step.
+
+        With ``keep``, a running job is asked to keep what it has (a job that cannot keep anything stops
+        as cancelled); a queued job has nothing to keep and is cancelled either way.
+        """
         with self._lock:
             job = self._get(job_id, owner)
+            job.keep = (job.keep and keep) if job.stop.is_set() else keep  # a cancel wins, in either order
             job.stop.set()
             if job.status == "queued":  # still in its queue: the worker pops and starts under this lock
                 queue = self._queues.get(job.lane)
@@ -243,11 +286,15 @@ class JobRunner:
             if job.status != "running" or fn is None:
                 return
         try:
-            result = fn(JobContext(job, self._lock))
-            status, error = ("cancelled" if job.stop.is_set() else "done"), ""
+            with threads.heavy_job() if job.heavy else contextlib.nullcontext():
+                result = fn(JobContext(job, self._lock))
+            stopped_as = "stopped" if job.keep else "cancelled"
+            status, error = (stopped_as if job.stop.is_set() else "done"), ""
         except Exception as err:  # kept on the job; the worker lives on for the next one
             stopped = job.stop.is_set() or isinstance(err, Cancelled)
-            if not stopped:
+            if isinstance(err, Unavailable):
+                log.warning("job %s (%s) failed: %s", job.id, job.title, err)
+            elif not stopped:
                 log.error("job %s (%s) failed:\n%s", job.id, job.title, traceback.format_exc())
             # a job that stops on cancel by raising was cancelled, not failed; its message is kept
             result, status = None, ("cancelled" if stopped else "failed")

@@ -10,6 +10,10 @@ the images a run trains on. Kinds:
   fraction is synthetic (0.5 = 50/50, 0.7 = 30/70, 1.0 = synthetic only).
 - controls at the same counts as ``add``: ``oversample`` (repeat real images), ``augment`` (classic
   augmentation of real images) and ``reweight`` (real data, class-weighted loss).
+- ``pretrain``: two phases: first train on the synthetic set alone for ``pretrain_epochs``, then
+  fine-tune on the real split at ``finetune_lr_scale`` times the learning rate. Its control,
+  ``pretrain_real``, runs the same schedule with real images in the first phase (drawn per class, with
+  repeats, to the set's counts), so any gain is the synthetic images', not the longer schedule's.
 
 A set a few images short never stops a mix: ``add`` and ``replace`` take what the set holds of a
 class (the rest of a ``replace`` total is real) and say which classes got fewer than asked
@@ -34,8 +38,9 @@ from torchvision.transforms import v2
 from engine.datasets import ImageSet, Provenance
 from engine.training import class_weights
 
-MIX_KINDS = ("real", "add", "replace", "oversample", "augment", "reweight")
-SYNTHETIC_KINDS = ("add", "replace")
+MIX_KINDS = ("real", "add", "replace", "pretrain", "oversample", "augment", "reweight", "pretrain_real")
+SYNTHETIC_KINDS = ("add", "replace", "pretrain")
+PRETRAIN_KINDS = ("pretrain", "pretrain_real")
 
 
 class MixError(ValueError):
@@ -51,6 +56,8 @@ class MixConfig:
     synthetic_fraction: float = 0.5  # replace: share of each class's total that is synthetic, in (0, 1]
     total_per_class: int = 0  # replace: images per class; 0 = the class's real count
     synthetic_set: str = ""  # add / replace: the synthetic set used; controls: the set whose counts they match
+    pretrain_epochs: int = 10  # pretrain / pretrain_real: epochs of the first phase
+    finetune_lr_scale: float = 0.3  # pretrain / pretrain_real: the second phase's learning rate, times train.lr
 
     def __post_init__(self) -> None:
         if self.kind not in MIX_KINDS:
@@ -61,6 +68,10 @@ class MixConfig:
             raise MixError(f"mix.synthetic_fraction={self.synthetic_fraction!r} is not accepted: expected (0, 1].")
         if not isinstance(self.total_per_class, int) or self.total_per_class < 0:
             raise MixError(f"mix.total_per_class={self.total_per_class!r} is not accepted: expected >= 0.")
+        if not isinstance(self.pretrain_epochs, int) or not 1 <= self.pretrain_epochs <= 1000:
+            raise MixError(f"mix.pretrain_epochs={self.pretrain_epochs!r} is not accepted: expected 1 to 1000.")
+        if not 0 < self.finetune_lr_scale <= 1:
+            raise MixError(f"mix.finetune_lr_scale={self.finetune_lr_scale!r} is not accepted: expected (0, 1].")
         if self.kind in SYNTHETIC_KINDS and not self.synthetic_set:
             raise MixError(f"mix.synthetic_set='' is not accepted for mix {self.kind!r}: name a synthetic set.")
         if self.kind == "real" and self.synthetic_set:
@@ -77,6 +88,8 @@ class MixConfig:
         if self.kind == "replace":
             synth = round(self.synthetic_fraction * 100)
             return f"replace {100 - synth}/{synth}"
+        if self.kind in PRETRAIN_KINDS:
+            return "pretrain synthetic" if self.kind == "pretrain" else "pretrain real"
         return self.kind
 
     def cache_key(self) -> str:
@@ -96,6 +109,7 @@ class Mix:
     # source 0 = real split, 1 = synthetic set, 2 = classic augmentation of a real image; row = index there.
     sources: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pretrain: ImageSet | None = None  # pretrain mixes: the first phase's images (``train`` is the second's)
 
     @property
     def synthetic_share(self) -> float:
@@ -234,7 +248,20 @@ def build_mix(cfg: MixConfig, real: ImageSet, synthetic: ImageSet | None = None,
         rows = np.concatenate([every_real[1], index])
         train = ImageSet.concat([real, added])
         return Mix(train, None, tuple(int(n) for n in real_counts), synth_counts, short, sources, rows)
-    # 4. Replace: a fixed total per class, a share of it synthetic; real images stand in for missing synthetic ones.
+    # 4. Pretrain: the real split for the second phase; the first phase's images per class as the set holds them.
+    if cfg.kind in PRETRAIN_KINDS:
+        if held is None or synthetic is None:
+            raise MixError(f"mix {cfg.label!r} needs a synthetic set whose counts its first phase follows")
+        if cfg.kind == "pretrain":
+            first = synthetic
+        else:
+            index = np.concatenate(
+                [_take(np.flatnonzero(labels == c), int(k), gen, repeat=True) for c, k in enumerate(held)]
+            ).astype(np.int64)
+            first = real.subset(index)
+        synth_counts = tuple(int(k) for k in held) if cfg.kind == "pretrain" else zeros
+        return Mix(real, None, tuple(int(n) for n in counts), synth_counts, (), *every_real, pretrain=first)
+    # 5. Replace: a fixed total per class, a share of it synthetic; real images stand in for missing synthetic ones.
     assert synthetic is not None and held is not None
     synth_labels = synthetic.labels.numpy()
     real_picks, synth_picks = [], []

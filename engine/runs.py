@@ -275,17 +275,35 @@ def execute_run(
         test_images = preprocess.apply(dataset.test.images, evaluation)
         if _is_probe(cfg.model):
             return _finish_probe(record, cfg, dataset, mix, synthetic, model, meta, collect, should_stop)
+        aspects = preprocess.real_aspects(dataset.train.provenance.orig_width, dataset.train.provenance.orig_height)
+        second: Callable[[TrainEvent], None] = collect
+        first_epochs, train_cfg = 0, cfg.train
+        if mix.pretrain is not None:  # pretrain mixes: a first phase on the set's images, then fine-tune on real
+            phase_cfg = dataclasses.replace(cfg.train, max_epochs=cfg.mix.pretrain_epochs, patience=0)
+            batches = -(-len(mix.pretrain) // cfg.train.batch_size) * phase_cfg.max_epochs
+            total = batches + -(-len(mix.train) // cfg.train.batch_size) * cfg.train.max_epochs
+            first = train(
+                model,
+                mix.pretrain,
+                val_set,
+                phase_cfg,
+                seed=cfg.seed,
+                aspect_pool=aspects,
+                on_event=_phase(collect, 1, 0, 0, total),
+                should_stop=should_stop,
+            )
+            first_epochs = len(first.history)
+            train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.mix.finetune_lr_scale)
+            second = _phase(collect, 2, first_epochs, batches, total)
         result = train(
             model,
             mix.train,
             val_set,
-            cfg.train,
+            train_cfg,
             seed=cfg.seed,
             weights=mix.weights,
-            aspect_pool=preprocess.real_aspects(
-                dataset.train.provenance.orig_width, dataset.train.provenance.orig_height
-            ),
-            on_event=collect,
+            aspect_pool=aspects,
+            on_event=second,
             should_stop=should_stop,
         )
         result.model.cpu()
@@ -295,8 +313,8 @@ def execute_run(
         finished = dataclasses.replace(
             record,
             status="cancelled" if result.cancelled else "done",
-            best_epoch=result.best_epoch,
-            epochs=len(result.history),
+            best_epoch=first_epochs + result.best_epoch,
+            epochs=first_epochs + len(result.history),
             images_per_second=result.images_per_second,
             device=result.device,
         )
@@ -304,6 +322,24 @@ def execute_run(
     except BaseException as err:
         save_record(dataclasses.replace(record, status="failed", error=user_message(err), finished=time.time()))
         raise
+
+
+def _phase(
+    collect: Callable[[TrainEvent], None], phase: int, epochs: int, steps: int, total: int
+) -> Callable[[TrainEvent], None]:
+    """Events of one phase of a pretrain mix, counted on after the first phase's epochs and steps, phase marked."""
+
+    def forward(event: TrainEvent) -> None:
+        values = {**event.values, "phase": float(phase)}
+        if event.kind == "epoch":
+            values["epoch"] = float(epochs + event.epoch)
+        collect(
+            dataclasses.replace(
+                event, epoch=epochs + event.epoch, step=steps + event.step, total_steps=total, values=values
+            )
+        )
+
+    return forward
 
 
 def _finish_probe(

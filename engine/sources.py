@@ -31,7 +31,11 @@ DECODER_VERSION = 1  # bump when decoding changes, so cached decodes are not reu
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")
 SMALL_SIDE = 64  # images up to this side keep their native size when resolution is auto
-PHOTO_RESOLUTION = 64  # auto working side for larger images
+# Auto working side for larger images: 128 px, the side pretrained backbones see here (models.PRETRAINED_SIZE),
+# so a probe reads the photo's own detail rather than a 64 px copy blown up; unless the decoded set would not
+# fit the memory limit, then 64. Generators learn from a 64 px copy (synth/generators.training_copy).
+PHOTO_RESOLUTION = 128
+PHOTO_FALLBACK = 64
 HEADER_SAMPLE = 200  # files whose headers decide the auto resolution
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # more than 8 bits: scaled, not clipped
@@ -391,9 +395,13 @@ def _fit(image: Image.Image, side: int, fit: str, gray: bool) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _auto_side(sizes: list[tuple[int, int]]) -> int:
+def _auto_side(sizes: list[tuple[int, int]], count: int, limits: Limits) -> int:
+    """Native for small images; else PHOTO_RESOLUTION when ``count`` images fit the memory limit, else the fallback."""
     largest = max((max(w, h) for w, h in sizes), default=PHOTO_RESOLUTION)
-    return largest if largest <= SMALL_SIDE else PHOTO_RESOLUTION
+    if largest <= SMALL_SIDE:
+        return largest
+    fits = count * PHOTO_RESOLUTION * PHOTO_RESOLUTION * 3 <= limits.max_decoded_bytes
+    return PHOTO_RESOLUTION if fits else PHOTO_FALLBACK
 
 
 def _peek_sizes(entries: list[_Entry], limits: Limits) -> list[tuple[int, int]]:
@@ -459,7 +467,7 @@ def _load_files(
             f"<root>/train|test/<class>/<image> with {', '.join(IMAGE_EXTENSIONS)} files"
         )
     # 2. Decode every file at the working resolution.
-    side = cfg.resolution or _auto_side(_peek_sizes([a[0] for a in assigned], limits))
+    side = cfg.resolution or _auto_side(_peek_sizes([a[0] for a in assigned], limits), len(assigned), limits)
     _check_decoded_size(len(assigned), side, limits)
     items = ((a[0].path, lambda e=a[0]: _open(e.read(), limits)) for a in assigned)
     images, kept, sizes, decode_skips = _decode_all(cfg, items, len(assigned), side, on_progress)
@@ -561,7 +569,7 @@ def decode_indexed(
     refs = [(split, ds, i) for split, ds in parts for i in range(len(ds))]  # type: ignore[arg-type]
     first = parts[0][1]
     sample = [first[i][0].size for i in range(min(HEADER_SAMPLE, len(first)))]  # type: ignore[index,arg-type]
-    side = cfg.resolution or _auto_side(sample)
+    side = cfg.resolution or _auto_side(sample, len(refs), Limits())
     labels: list[int] = []
 
     def items() -> Iterator[tuple[str, Callable[[], Image.Image]]]:

@@ -119,6 +119,53 @@ class MinorityRecall:
         return float(np.mean(recalls)) if recalls else float("nan")
 
 
+@dataclass(frozen=True)
+class MacroAUC:
+    """Mean one-vs-rest ROC-AUC over the classes that have both positives and negatives, from (N, C) scores.
+
+    Threshold-free: a gain here means the model ranks images better, not that a decision threshold moved
+    (which is what reweighting also gives). Same as the mean of ``sklearn.metrics.roc_auc_score(y == c,
+    scores[:, c])`` over those classes; NaN when none qualifies. :func:`paired_bootstrap` vectorises it.
+    """
+
+    num_classes: int
+
+    def __call__(self, y_true: np.ndarray, scores: np.ndarray) -> float:
+        y = np.asarray(y_true)
+        weights = np.ones((1, len(y)))
+        return float(_weighted_macro_auc(y, np.asarray(scores, dtype=np.float64), weights, self.num_classes)[0])
+
+
+def _weighted_macro_auc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray, num_classes: int) -> np.ndarray:
+    """(B,) macro one-vs-rest AUC of (N, C) ``scores`` with (B, N) item weights (bootstrap counts); ties count 1/2.
+
+    Per class the items are sorted by score once; a positive item earns the negative weight strictly below
+    its score plus half of the negative weight tied with it. Classes without positive or negative weight in
+    a resample are left out of its mean.
+    """
+    total = np.zeros(len(weights))
+    classes = np.zeros(len(weights))
+    for c in range(num_classes):
+        order = np.argsort(scores[:, c], kind="stable")
+        s = scores[order, c]
+        w = weights[:, order]
+        pos = y[order] == c
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first item of each group of tied scores
+        group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+        neg_w = np.where(pos, 0, w)
+        neg_group = neg_w if len(starts) == len(s) else np.add.reduceat(neg_w, starts, axis=1)  # (B, G)
+        below = np.cumsum(neg_group, axis=1) - neg_group
+        earned = below + 0.5 * neg_group
+        earned = earned if len(starts) == len(s) else earned[:, group]  # (B, N)
+        w_pos = np.where(pos, w, 0)
+        p_total, n_total = w_pos.sum(axis=1), neg_group.sum(axis=1)
+        ok = (p_total > 0) & (n_total > 0)
+        auc = np.divide((w_pos * earned).sum(axis=1), p_total * n_total, out=np.zeros(len(w)), where=ok)
+        total += np.where(ok, auc, 0.0)
+        classes += ok
+    return np.divide(total, classes, out=np.full(len(weights), np.nan), where=classes > 0)
+
+
 def paired_seed_test(
     metric: str, baseline: Sequence[float], treatment: Sequence[float], *, alpha: float = 0.05
 ) -> Comparison:
@@ -152,9 +199,12 @@ def paired_seed_test(
     return _compare(metric, b, t, low, high, p_value, method)
 
 
+Labels = np.ndarray | Sequence[np.ndarray]  # (N,) shared by every seed, or one (N,) per seed (repeated splits)
+
+
 def paired_bootstrap(
     metric: str,
-    y_true: np.ndarray,
+    y_true: Labels,
     baseline_preds: Sequence[np.ndarray],
     treatment_preds: Sequence[np.ndarray],
     score: ScoreFn,
@@ -166,44 +216,42 @@ def paired_bootstrap(
     """Two-level paired bootstrap over seeds and test images.
 
     ``y_true`` (N,) labels; ``baseline_preds[i]`` and ``treatment_preds[i]`` (N,) predicted labels of the
-    seed-i runs. Each resample draws S seed indices and N test indices with replacement (the images are
-    the same for both arms and every drawn seed) and records the mean over the drawn seeds of
+    seed-i runs. With repeated splits each pair of runs has its own test set: ``y_true`` is then one array
+    of labels per pair, in the same order (pairs with equal labels share their image draws). Each resample
+    draws S pair indices and, per test set, its N test indices with replacement (the images are the same
+    for both arms and every pair on that test set) and records the mean over the drawn pairs of
     score(treatment) - score(baseline). Interval: percentiles alpha/2 and 1-alpha/2; p-value:
     2 * min(share <= 0, share >= 0), capped at 1. Means, stds and ``diff`` come from the per-seed scores on
-    the full test set. ``score`` is any ``score(y_true, y_pred) -> float``; :func:`accuracy_score` and
-    :class:`MacroF1` take a vectorised path, anything else is called once per resample, arm and seed.
+    the full test set. ``score`` is any ``score(y_true, y_pred) -> float``; :func:`accuracy_score`,
+    :class:`MacroF1` and :class:`MacroAUC` (which takes (N, C) class scores instead of labels) take a
+    vectorised path, anything else is called once per resample, arm and seed.
     """
     _check_alpha(alpha)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise ValueError(f"n_boot={n_boot!r} is not accepted; expected a positive integer, e.g. 2000")
-    num_classes = score.num_classes if isinstance(score, MacroF1) else None
-    y, base, treat = _check_preds(y_true, baseline_preds, treatment_preds, num_classes)
-    n_seeds, n = base.shape
+    auc = isinstance(score, MacroAUC)
+    num_classes = score.num_classes if isinstance(score, (MacroF1, MacroAUC)) else None
+    ys, base, treat = _check_preds(y_true, baseline_preds, treatment_preds, num_classes, scores=auc)
+    n_seeds = len(ys)
+    groups = _groups(ys)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
-    indicators = _f1_indicators(y, np.concatenate([treat, base]), num_classes) if num_classes else None
-    per_item = (treat == y).astype(np.float32) - (base == y)  # (S, N): accuracy is a mean over items
-    chunk = max(1, 4_000_000 // (n * n_seeds))  # bounds the (S, chunk, N) block to a few tens of MB
+    prepared = [_prepare(score, ys[g[0]], [treat[u] for u in g], [base[u] for u in g]) for g in groups]
+    chunk = max(1, 4_000_000 // (max(len(y) for y in ys) * n_seeds))  # bounds the blocks to a few tens of MB
     for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n), dtype=np.int32)
-        drawn = rng.integers(0, n_seeds, size=(len(idx), n_seeds))
+        size = min(chunk, n_boot - start)
+        per_seed = np.empty((size, n_seeds))
+        for units, prep in zip(groups, prepared, strict=True):
+            y = ys[units[0]]
+            idx = rng.integers(0, len(y), size=(size, len(y)), dtype=np.int32)
+            pairs = [treat[u] for u in units], [base[u] for u in units]
+            per_seed[:, units] = _resampled_diffs(score, y, *pairs, prep, idx)
+        drawn = rng.integers(0, n_seeds, size=(size, n_seeds))
         weights = np.stack([np.bincount(row, minlength=n_seeds) for row in drawn]) / n_seeds  # (B, S)
-        if score is accuracy_score:
-            per_seed = per_item[:, idx].mean(axis=2).T  # (B, S)
-        elif num_classes and indicators is not None:
-            f1 = _resampled_macro_f1(idx, indicators, num_classes)  # (B, 2 S): treatment runs, then baseline
-            per_seed = f1[:, :n_seeds] - f1[:, n_seeds:]
-        else:
-            per_seed = np.array(
-                [
-                    [score(y[row], t[row]) - score(y[row], b[row]) for t, b in zip(treat, base, strict=True)]
-                    for row in idx
-                ]
-            )
-        diffs[start : start + len(idx)] = (weights * per_seed).sum(axis=1)
+        diffs[start : start + size] = (weights * (np.nan_to_num(per_seed) if auc else per_seed)).sum(axis=1)
     low, high = (float(q) for q in np.quantile(diffs, [alpha / 2, 1 - alpha / 2]))
     p_value = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
-    b_scores, t_scores = (np.array([score(y, p) for p in arm], dtype=float) for arm in (base, treat))
+    b_scores, t_scores = (np.array([score(y, p) for y, p in zip(ys, arm, strict=True)]) for arm in (base, treat))
     method = (
         f"two-level paired bootstrap over seeds and test images ({n_boot:,} resamples, {n_seeds} seed(s), "
         f"{_pct(alpha)} CI)"
@@ -211,42 +259,86 @@ def paired_bootstrap(
     return _compare(metric, b_scores, t_scores, low, high, p_value, method)
 
 
+def _groups(ys: list[np.ndarray]) -> list[list[int]]:
+    """Pairs that share one test set (equal labels), in order of first appearance."""
+    groups: list[list[int]] = []
+    for i, y in enumerate(ys):
+        home = next((g for g in groups if ys[g[0]] is y or np.array_equal(ys[g[0]], y)), None)
+        if home is None:
+            groups.append([i])
+        else:
+            home.append(i)
+    return groups
+
+
+def _prepare(score: ScoreFn, y: np.ndarray, treat: list[np.ndarray], base: list[np.ndarray]) -> Any:
+    """What the vectorised path of ``score`` needs once per test set: items right, or F1 indicators."""
+    if score is accuracy_score:
+        return np.stack([(t == y).astype(np.float32) - (b == y) for t, b in zip(treat, base, strict=True)])
+    if isinstance(score, MacroF1):
+        preds = np.stack([*treat, *base])
+        return _f1_indicators(np.broadcast_to(y, preds.shape), preds, score.num_classes)
+    return None
+
+
+def _resampled_diffs(
+    score: ScoreFn, y: np.ndarray, treat: list[np.ndarray], base: list[np.ndarray], prep: Any, idx: np.ndarray
+) -> np.ndarray:
+    """(B, U) score(treatment) - score(baseline) of the U pairs on one test set, for the drawn (B, N) indices."""
+    if score is accuracy_score:
+        return np.asarray(prep[:, idx].mean(axis=2).T)  # (B, U)
+    if isinstance(score, MacroF1):
+        f1 = _resampled_macro_f1(idx, prep, score.num_classes)  # (B, 2 U): treatment runs, then baseline
+        return np.asarray(f1[:, : len(treat)] - f1[:, len(treat) :])
+    pairs = list(zip(treat, base, strict=True))
+    if isinstance(score, MacroAUC):
+        counts = np.stack([np.bincount(row, minlength=len(y)) for row in idx]).astype(np.float32)  # (B, N)
+        c = score.num_classes
+        return np.stack(
+            [_weighted_macro_auc(y, t, counts, c) - _weighted_macro_auc(y, b, counts, c) for t, b in pairs], axis=1
+        )
+    return np.array([[score(y[row], t[row]) - score(y[row], b[row]) for t, b in pairs] for row in idx])
+
+
 def per_class_recall_diff(
-    y_true: np.ndarray, baseline_preds: Sequence[np.ndarray], treatment_preds: Sequence[np.ndarray], num_classes: int
+    y_true: Labels, baseline_preds: Sequence[np.ndarray], treatment_preds: Sequence[np.ndarray], num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(C,) mean over seeds of recall(treatment) - recall(baseline), and (C,) std over seeds of that difference.
 
     Paired by seed; std uses ddof=1 (0.0 with one seed). Classes without test images get NaN in both.
     """
-    y, base, treat = _check_preds(y_true, baseline_preds, treatment_preds, num_classes)
-    support = np.bincount(y, minlength=num_classes).astype(float)
-    hits = np.stack([np.bincount(y[p == y], minlength=num_classes) for p in (*treat, *base)]).astype(float)
-    recall = np.divide(hits, support, out=np.full_like(hits, np.nan), where=support > 0)
-    d = recall[: len(treat)] - recall[len(treat) :]
-    std = d.std(axis=0, ddof=1) if len(d) > 1 else np.where(support > 0, 0.0, np.nan)
+    ys, base, treat = _check_preds(y_true, baseline_preds, treatment_preds, num_classes)
+
+    def recall(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+        support = np.bincount(y, minlength=num_classes).astype(float)
+        hits = np.bincount(y[p == y], minlength=num_classes).astype(float)
+        return np.divide(hits, support, out=np.full(num_classes, np.nan), where=support > 0)
+
+    d = np.stack([recall(y, t) - recall(y, b) for y, t, b in zip(ys, treat, base, strict=True)])
+    std = d.std(axis=0, ddof=1) if len(d) > 1 else np.where(np.isnan(d[0]), np.nan, 0.0)
     return d.mean(axis=0), std
 
 
 def _f1_indicators(y: np.ndarray, preds: np.ndarray, num_classes: int) -> sparse.csr_array:
-    """(N, C * (1 + 2 R)) sparse 0/1: true class; per run, true positives by class; per run, predicted class."""
-    n, runs = len(y), len(preds)
+    """(N, 3 C R) sparse 0/1 from (R, N) labels and predictions: per run, true class; true positives; prediction."""
+    runs, n = preds.shape
     correct = preds == y  # (R, N)
-    rows = np.concatenate([np.arange(n), np.nonzero(correct)[1], np.tile(np.arange(n), runs)])
-    tp_cols = [(1 + r) * num_classes + y[c] for r, c in enumerate(correct)]
-    pred_cols = [(1 + runs + r) * num_classes + p for r, p in enumerate(preds)]
-    cols = np.concatenate([y, *tp_cols, *pred_cols])
-    shape = (n, num_classes * (1 + 2 * runs))
+    rows = np.concatenate([np.tile(np.arange(n), runs), np.nonzero(correct)[1], np.tile(np.arange(n), runs)])
+    true_cols = [r * num_classes + t for r, t in enumerate(y)]
+    tp_cols = [(runs + r) * num_classes + t[c] for r, (t, c) in enumerate(zip(y, correct, strict=True))]
+    pred_cols = [(2 * runs + r) * num_classes + p for r, p in enumerate(preds)]
+    cols = np.concatenate([*true_cols, *tp_cols, *pred_cols])
+    shape = (n, 3 * num_classes * runs)
     return sparse.coo_array((np.ones(len(rows)), (rows, cols)), shape=shape).tocsr()
 
 
 def _resampled_macro_f1(idx: np.ndarray, indicators: sparse.csr_array, num_classes: int) -> np.ndarray:
     """(B, R) macro-F1 of each run on each resample; idx (B, N) drawn indices, indicators of :func:`_f1_indicators`."""
     (b, n), c = idx.shape, num_classes
-    runs = (indicators.shape[1] // c - 1) // 2
+    runs = indicators.shape[1] // (3 * c)
     draws = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=idx.size).reshape(b, n)
-    counts = (indicators.T @ draws.T.astype(float)).T  # (B, C * (1 + 2 R)): exact integer counts
-    tp = counts[:, c : c * (1 + runs)].reshape(b, runs, c)
-    support = counts[:, None, :c] + counts[:, c * (1 + runs) :].reshape(b, runs, c)
+    counts = (indicators.T @ draws.T.astype(float)).T.reshape(b, 3, runs, c)  # exact integer counts
+    tp, support = counts[:, 1], counts[:, 0] + counts[:, 2]
     return np.divide(2 * tp, support, out=np.zeros_like(tp), where=support > 0).mean(axis=2)
 
 
@@ -269,34 +361,49 @@ def _check_labels(name: str, labels: np.ndarray, num_classes: int) -> None:
 
 
 def _check_preds(
-    y_true: np.ndarray,
+    y_true: Labels,
     baseline_preds: Sequence[np.ndarray],
     treatment_preds: Sequence[np.ndarray],
     num_classes: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """y (N,), baseline (S, N), treatment (S, N), or a ValueError that says what does not fit.
+    *,
+    scores: bool = False,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per pair: labels (N,), baseline and treatment predictions (N,), or (N, C) class scores with ``scores``.
 
-    With ``num_classes``, every label must also be an integer in [0, num_classes).
+    ``y_true`` is one (N,) array shared by every pair or one per pair. With ``num_classes``, every label must
+    also be an integer in [0, num_classes). A ValueError says what does not fit.
     """
-    y = np.asarray(y_true)
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"y_true has shape {y.shape}; expected a non-empty 1-D array of labels (N,)")
-    if len(baseline_preds) != len(treatment_preds) or len(baseline_preds) == 0:
+    n_seeds = len(baseline_preds)
+    if len(treatment_preds) != n_seeds or n_seeds == 0:
         raise ValueError(
-            f"baseline_preds has {len(baseline_preds)} seed(s) and treatment_preds {len(treatment_preds)}; "
+            f"baseline_preds has {n_seeds} seed(s) and treatment_preds {len(treatment_preds)}; "
             "expected the same number of seeds, at least one, paired by index"
         )
-    arms = []
+    shared = isinstance(y_true, np.ndarray) and y_true.ndim != 2
+    ys = [np.asarray(y_true)] * n_seeds if shared else [np.asarray(y) for y in y_true]
+    if len(ys) != n_seeds or any(y.ndim != 1 or y.size == 0 for y in ys):
+        shapes = np.shape(y_true) if isinstance(y_true, np.ndarray) else [y.shape for y in ys[:3]]
+        raise ValueError(
+            f"y_true has shape {shapes}; expected a non-empty 1-D array of labels (N,), or one per seed "
+            f"({n_seeds} of them)"
+        )
+    arms: list[list[np.ndarray]] = []
     for name, preds in (("baseline_preds", baseline_preds), ("treatment_preds", treatment_preds)):
         arrays = [np.asarray(p) for p in preds]
-        bad = [i for i, p in enumerate(arrays) if p.shape != y.shape]
-        if bad:
-            raise ValueError(f"{name}[{bad[0]}] has shape {arrays[bad[0]].shape}; expected {y.shape} like y_true")
-        arms.append(np.stack(arrays))
+        for i, (p, y) in enumerate(zip(arrays, ys, strict=True)):
+            expected = (len(y), num_classes) if scores else y.shape
+            if p.shape != expected:
+                what = "class scores" if scores else "like y_true"
+                raise ValueError(f"{name}[{i}] has shape {p.shape}; expected {expected} {what}")
+        arms.append(arrays)
     if num_classes is not None:
-        for name, arr in (("y_true", y), ("baseline_preds", arms[0]), ("treatment_preds", arms[1])):
-            _check_labels(name, arr, num_classes)
-    return y, arms[0], arms[1]
+        for y in ys:
+            _check_labels("y_true", y, num_classes)
+        if not scores:
+            for name, arm in (("baseline_preds", arms[0]), ("treatment_preds", arms[1])):
+                for p in arm:
+                    _check_labels(name, p, num_classes)
+    return ys, arms[0], arms[1]
 
 
 def _compare(

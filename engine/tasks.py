@@ -13,6 +13,7 @@ work is in ``synth/``, ``gap.py`` and ``runs.py``; pages submit and poll, they n
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import time
@@ -27,9 +28,9 @@ import torch
 from engine import gap, runs
 from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
-from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, synthetic_pools
-from engine.jobs import JobContext, JobRunner, JobSnapshot
-from engine.synth import filters, generators, make_sets, sd_requests, sets, stable_diffusion
+from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, split_inputs, unit_name
+from engine.jobs import JobContext, JobRunner, JobSnapshot, format_eta
+from engine.synth import filters, generators, make_sets, sd_requests, sets, split_sets, stable_diffusion
 from engine.synth.events import GeneratorEvent
 from engine.training import TrainEvent
 
@@ -75,9 +76,10 @@ def is_experiment(group: str) -> bool:
     return parsed is not None and parsed.kind is JobKind.EXPERIMENT
 
 
-def cancel_job(runner: JobRunner, job_id: str, *, owner: str) -> None:
-    """Cancel a job; an experiment's run that never started is recorded as cancelled on disk too."""
-    runner.cancel(job_id, owner=owner)
+def cancel_job(runner: JobRunner, job_id: str, *, owner: str, keep: bool = False) -> None:
+    """Cancel a job (with ``keep``: stop it and keep what it has, where it can); an experiment's run that
+    never started is recorded as cancelled on disk too."""
+    runner.cancel(job_id, owner=owner, keep=keep)
     snap = runner.snapshot(job_id)
     if snap.status == "cancelled" and snap.tag and is_experiment(snap.group):
         record = runs.load_record(snap.tag)
@@ -98,25 +100,61 @@ def _lane(device: str = "auto", precision: str = "auto") -> str:
 # Generators and sets ---------------------------------------------------------------------------------
 
 
+TRAINING_TITLES = ("train ", "resume ")  # how generator-training jobs' titles begin
+
+
+def keeps_on_stop(snap: JobSnapshot) -> bool:
+    """Whether a job can stop and keep what it has: generator training (the generator as it is at its last step)."""
+    parsed = JobGroup.parse(snap.group)
+    return parsed is not None and parsed.kind is JobKind.GENERATE and snap.title.startswith(TRAINING_TITLES)
+
+
+class StepClock:
+    """Time left from the pace of the last steps: "step 117 of 3000 · about 1 min 20 s left"."""
+
+    WINDOW = 200  # steps the pace is measured over: recent enough to follow a change of load
+
+    def __init__(self) -> None:
+        self._seen: collections.deque[tuple[float, int]] = collections.deque(maxlen=self.WINDOW)
+
+    def tick(self, step: int, total: int) -> str:
+        """The progress line for ``step`` of ``total``, with the time left once a few steps are timed."""
+        now = time.perf_counter()
+        self._seen.append((now, step))
+        (then, first), text = self._seen[0], f"step {step:,} of {total:,}"
+        if step - first < 5 or now - then < 1.0:
+            return text
+        return f"{text} · {format_eta((now - then) / (step - first) * (total - step))}"
+
+
 def submit_generator_training(
     runner: JobRunner, cfg: generators.GeneratorConfig, dataset: LabDataset, *, owner: str
 ) -> str:
-    """Queue generator training (GAN or diffusion model); its events are loss rows, sample grids and
-    warnings, its result the generator's id."""
+    """Queue generator training (GAN or diffusion model), or the resume of a stopped one (same config);
+    its events are loss rows, sample grids and warnings, its result the generator's id. *Stop and keep*
+    (``cancel_job(..., keep=True)``) stores the generator as it is; *Cancel* throws the training away."""
 
     def job(ctx: JobContext) -> str:
+        clock = StepClock()
+
         def on_event(event: GeneratorEvent) -> None:
             if event.kind == "step":
-                ctx.set_progress(event.step / max(1, event.total_steps), f"step {event.step} of {event.total_steps}")
+                ctx.set_progress(event.step / max(1, event.total_steps), clock.tick(event.step, event.total_steps))
                 if event.step % 10 == 0:  # keep the curve, not every step
                     ctx.emit(event)
             else:
                 ctx.emit(event)
 
-        return generators.train_generator(cfg, dataset, on_event=on_event, should_stop=ctx.should_stop)
+        return generators.train_generator(
+            cfg, dataset, on_event=on_event, should_stop=ctx.should_stop, keep_on_stop=ctx.keep_on_stop
+        )
 
-    title = f"train {cfg.kind} ({cfg.steps:,} steps)"
     tag = generators.generator_id(cfg, dataset)
+    origin = generators.load_origin(tag)
+    if origin is not None and generators.is_stopped(origin):
+        title = f"resume {cfg.kind} from step {origin['steps_done']:,} of {cfg.steps:,}"
+    else:
+        title = f"train {cfg.kind} ({cfg.steps:,} steps)"
     return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=tag, lane=_lane())
 
 
@@ -129,6 +167,24 @@ def submit_generation(runner: JobRunner, cfg: make_sets.GenerateConfig, dataset:
     amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
     title = f"generate {amount} with {cfg.generator}"
     return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=cfg.generator, lane=_lane())
+
+
+def submit_split_set(runner: JobRunner, set_id: str, dataset: LabDataset, *, owner: str) -> str:
+    """Queue the making of a set like ``set_id`` for another split (``dataset``); its result is the new set's id."""
+
+    def job(ctx: JobContext) -> str:
+        def on_event(event: GeneratorEvent) -> None:
+            if event.kind == "step":
+                ctx.set_progress(
+                    event.step / max(1, event.total_steps), f"generator step {event.step} of {event.total_steps}"
+                )
+
+        return split_sets.make_split_set(
+            set_id, dataset, on_progress=ctx.set_progress, on_event=on_event, should_stop=ctx.should_stop
+        )
+
+    title = f"set like {set_id} for split seed {dataset.config.split.seed}"
+    return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=set_id, lane=_lane())
 
 
 def submit_sd_generation(runner: JobRunner, cfg: stable_diffusion.SDConfig, dataset: LabDataset, *, owner: str) -> str:
@@ -200,14 +256,15 @@ def submit_experiment(
     before anything is planned). Each job reports every training event and its progress (steps done /
     steps if no early stop).
     """
-    pools = synthetic_pools(cfg, dataset, synthetic)
+    inputs = split_inputs(cfg, dataset, synthetic)  # with repeated splits, every split's dataset and sets
     record = plan_experiment(cfg, dataset.key)
     group = str(JobGroup(JobKind.EXPERIMENT, record.id))
     lane = _lane(cfg.train.device, cfg.train.precision)
     for label, seed, run_id in record.run_ids:
         run_cfg = runs.load_record(run_id).config
-        job = _run_job(run_id, run_cfg, dataset, pools.get(run_cfg.mix.synthetic_set), record.id)
-        runner.submit(f"{label} · seed {seed}", job, owner=owner, group=group, tag=run_id, lane=lane)
+        data, pools = inputs[run_cfg.dataset.split.seed]
+        job = _run_job(run_id, run_cfg, data, pools.get(run_cfg.mix.synthetic_set), record.id)
+        runner.submit(f"{label} · {unit_name(seed)}", job, owner=owner, group=group, tag=run_id, lane=lane)
     return record
 
 

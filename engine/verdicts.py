@@ -32,6 +32,7 @@ from engine.experiments import (
     MINORITY_RECALL,
     ExperimentConfig,
     ExperimentSummary,
+    unit_name,
 )
 from engine.mixes import SYNTHETIC_KINDS
 from engine.models import MODEL_NAMES
@@ -46,7 +47,9 @@ METRIC_WORDS = {
     "f1_macro": "macro-F1",
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
+    "roc_auc_macro": "macro ROC-AUC",
 }
+AUC_BOOT = 1000  # resamples for macro ROC-AUC, a secondary metric whose resamples cost far more than the others
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def health_warnings(summary: ExperimentSummary) -> list[str]:
     # 1. Runs that failed: their mix is judged on fewer seeds, or not at all.
     for label, seed, run_id in record.run_ids:
         if recs[run_id].status == "failed":
-            warnings.append(f"{label} seed {seed} failed ({_plain(recs[run_id].error)})")
+            warnings.append(f"{label} {unit_name(seed)} failed ({_plain(recs[run_id].error)})")
     # 2. Runs that predict one class for nearly every test image, or stopped learning at once.
     for label, seed, run_id in record.run_ids:
         rec = recs[run_id]
@@ -88,20 +91,22 @@ def health_warnings(summary: ExperimentSummary) -> list[str]:
         true_share = float(np.mean(y_true == top)) if len(y_true) else 0.0
         if predicted[top] >= CONSTANT_SHARE > true_share and names:
             warnings.append(
-                f"{label} seed {seed} predicts {names[top]!r} for {predicted[top]:.0%} of the test images: it learnt "
-                "the class frequencies, not the classes, so any mix that shifts predictions looks like a gain"
+                f"{label} {unit_name(seed)} predicts {names[top]!r} for {predicted[top]:.0%} of the test images: it "
+                "learnt the class frequencies, not the classes, so any mix that shifts predictions looks like a gain"
             )
         scratch = rec.config.model in MODEL_NAMES
         if scratch and 0 < rec.best_epoch <= EARLY_EPOCH and rec.epochs > rec.best_epoch:
             warnings.append(
-                f"{label} seed {seed} was best after epoch {rec.best_epoch} of {rec.epochs}: it stopped learning at "
-                "once (too few validation images, or a learning rate too high)"
+                f"{label} {unit_name(seed)} was best after epoch {rec.best_epoch} of {rec.epochs}: it stopped "
+                "learning at once (too few validation images, or a learning rate too high)"
             )
     # 3. Classes with too few validation or test images to be judged.
-    counted = next((r for r in recs.values() if r.val_counts and r.test_counts), None)
-    if counted is not None:
+    per_split = {r.config.dataset.split.seed: r for r in recs.values() if r.val_counts and r.test_counts}
+    if per_split:  # pooled over repeated splits: each split holds its classes' images out once
+        vals = np.sum([r.val_counts for r in per_split.values()], axis=0)
+        tests = np.sum([r.test_counts for r in per_split.values()], axis=0)
         for c, name in enumerate(names):
-            val, test = counted.val_counts[c], counted.test_counts[c]
+            val, test = int(vals[c]), int(tests[c])
             if val < MIN_VAL or test < MIN_TEST:
                 warnings.append(
                     f"class {name!r} has {val} validation and {test} test images (at least {MIN_VAL} and {MIN_TEST} "
@@ -135,18 +140,24 @@ def headline(summary: ExperimentSummary, *, n_boot: int = 2000) -> Headline | No
     # 2. Paired bootstrap of the mix against each opponent, on the seeds both finished.
     scorers = _scorers(summary)
     against: dict[str, stats.Comparison] = {}
-    others: dict[str, dict[str, stats.Comparison]] = {m: {} for m in scorers if m != metric}
+    others: dict[str, dict[str, stats.Comparison]] = {m: {} for m in (*scorers, "roc_auc_macro") if m != metric}
     for opponent in opponents:
         pair = _paired_predictions(summary, opponent, judged.label)
         if pair is None:
             continue
-        y_true, base_p, mix_p = pair
+        y_true, base_probs, mix_probs = pair
+        base_p, mix_p = [p.argmax(1) for p in base_probs], [p.argmax(1) for p in mix_probs]
         for name, scorer in scorers.items():
             comp = stats.paired_bootstrap(name, y_true, base_p, mix_p, scorer, n_boot=n_boot)
             if name == metric:
                 against[opponent] = comp
             else:
                 others[name][opponent] = comp
+        # Threshold-free: a gain in ranking, not only a moved decision threshold (which reweighting also gives).
+        auc = stats.MacroAUC(len(summary.class_names))
+        others["roc_auc_macro"][opponent] = stats.paired_bootstrap(
+            "roc_auc_macro", y_true, base_probs, mix_probs, auc, n_boot=min(n_boot, AUC_BOOT)
+        )
     # 3. The answer: every opponent beaten, some opponent ahead, or not enough to tell.
     reasons = tuple(health_warnings(summary))
     widths = [(c.ci_high - c.ci_low) / 2 for c in against.values() if np.isfinite(c.ci_high - c.ci_low)]
@@ -192,19 +203,19 @@ def _scorers(summary: ExperimentSummary) -> dict[str, stats.ScoreFn]:
 
 def _paired_predictions(
     summary: ExperimentSummary, base: str, mix: str
-) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None:
-    """Test labels and the predicted labels of both mixes on the seeds both finished; None when none did."""
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] | None:
+    """Test labels and the class probabilities of both mixes on the seeds both finished; None when none did."""
     done = {
         (label, seed): run_id
         for label, seed, run_id in summary.experiment.run_ids
         if runs.load_record(run_id).status == "done"
     }
-    seeds = [s for s in summary.experiment.config.seeds if (base, s) in done and (mix, s) in done]
+    seeds = [s for s in summary.experiment.config.unit_seeds() if (base, s) in done and (mix, s) in done]
     if not seeds:
         return None
-    y_true = runs.load_predictions(done[(base, seeds[0])])[0]
-    base_p = [runs.load_predictions(done[(base, s)])[1].argmax(1) for s in seeds]
-    mix_p = [runs.load_predictions(done[(mix, s)])[1].argmax(1) for s in seeds]
+    y_true = [runs.load_predictions(done[(base, s)])[0] for s in seeds]  # each split has its own test set
+    base_p = [runs.load_predictions(done[(base, s)])[1] for s in seeds]
+    mix_p = [runs.load_predictions(done[(mix, s)])[1] for s in seeds]
     return y_true, base_p, mix_p
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import class_files
+from ui.figures import TILE, grid_canvas, readable, split_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["dataset", "generate", "preprocess", "train", "compare", "explain"]
@@ -17,8 +20,6 @@ def app() -> AppTest:
 
 
 def plotly_titles(at: AppTest) -> list[str]:
-    import json
-
     return [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
 
 
@@ -30,6 +31,24 @@ def test_dataset_page_opens_with_digits_loaded_and_charted() -> None:
     assert "built-in digits · 10 classes · 8px × 1ch" in at.sidebar.caption[0].value
     table = at.dataframe[0].value
     assert list(table["class"]) == [str(i) for i in range(10)] and table["train"].sum() == 1259
+    grid = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "one row per class" in str(c.proto.spec))
+    assert grid["layout"]["yaxis"]["ticktext"] == [str(i) for i in range(10)]  # every row named by its class
+    assert any("were 8 × 8 px" in c.value for c in at.caption)  # one size for all: a sentence, not a lone bar
+
+
+def test_sample_grids_have_white_gaps_between_tiles_and_rows() -> None:
+    tiles = [[np.full((4, 4, 3), 10 * (3 * r + c), np.uint8) for c in range(3)] for r in range(2)]
+    canvas = grid_canvas(tiles, gap=2)
+    assert canvas.shape == (2 * 4 + 2, 3 * 4 + 2 * 2, 3)
+    assert (canvas[4:6] == 255).all() and (canvas[:, 4:6] == 255).all()  # the gaps
+    assert (canvas[6:10, 12:16] == 50).all()  # row 2, column 3 in its place
+    rows = split_grid(np.concatenate([np.concatenate(r, axis=1) for r in tiles], axis=0), columns=3)
+    assert len(rows) == 2 and all(len(r) == 3 for r in rows) and rows[1][2].shape == (TILE, TILE, 3)
+
+
+def test_numbers_are_rounded_to_three_significant_digits() -> None:
+    assert readable(69797.9731) == 69800.0 and readable(0.012345) == 0.0123 and readable(0.0) == 0.0
+    assert readable(float("nan")) != readable(float("nan"))  # nan passes through
 
 
 def test_navigation_lists_the_six_pages_in_order() -> None:

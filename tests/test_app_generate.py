@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ import pytest
 from engine import runs
 from engine.config import DatasetConfig
 from engine.datasets import build_dataset
-from engine.jobs import Cancelled
-from engine.synth import generators, make_sets, sd_requests, sets
+from engine.jobs import Cancelled, format_duration
+from engine.synth import gan, generators, make_sets, sd_requests, sets
 from engine.synth import stable_diffusion as sd
 from tests.conftest import app_page, store_images_as_set, wait_for_jobs
 from ui.jobs_panel import get_runner
@@ -34,7 +35,7 @@ def test_generate_page_trains_a_gan_makes_a_set_and_train_uses_it() -> None:
     assert trained and trained[-1].status == "done", trained[-1].error
     at.run()
     assert any("Generator training losses" in str(c.proto.spec) for c in at.get("plotly_chart"))
-    assert at.image, "the latest sample grid is shown"
+    assert any("Samples at step" in str(c.proto.spec) for c in at.get("plotly_chart")), "the latest sample grid"
     at.radio(key="gen_mode").set_value("N per class")
     at.number_input(key="gen_n").set_value(4)
     at.button(key="FormSubmitter:generate_form-Generate set").click().run()
@@ -208,3 +209,64 @@ def test_the_set_browser_keeps_its_choice_when_counts_change_and_deletes_only_th
     at.button(key="delete_set").click().run()
     assert [s.id for s in sets.list_sets()] == [made[1]]
     assert not at.checkbox(key=f"confirm_delete-{made[1]}").value  # the next set shown is not armed for deletion
+
+
+def test_presets_show_their_time_here_and_the_advanced_settings_explain_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(generators, "seconds_per_step", lambda cfg, dataset, steps=3: 0.04)
+    at = app_page("generate")
+    assert not at.exception
+    preset = at.radio(key="gan_preset")
+    assert preset.value == gan.DEFAULT_PRESET
+    quick = gan.PRESET_VALUES["cgan"]["quick"]["steps"]
+    assert preset.options[0] == f"Quick · {quick:,} steps · about {format_duration(quick * 0.04 * 1.05)} here"
+    labels = {w.label for w in at.number_input}
+    assert {"Steps", "Width", "Batch size"} <= labels and "Gradient penalty λ" not in labels  # cgan has no λ
+    explained = [
+        *at.number_input,
+        *at.checkbox,
+        *at.multiselect,
+        at.radio(key="gan_preset"),
+        at.selectbox(key="gan_kind"),
+    ]
+    gan_form = [w for w in explained if w.label in labels | {"Preset", "Generator", "DiffAugment on D's inputs"}]
+    assert all(w.help for w in gan_form), [w.label for w in gan_form if not w.help]
+    assert all(w.help for w in at.checkbox if w.label in ("EMA of G weights (0.999)", "Spectral norm in D"))
+    at.selectbox(key="gan_kind").set_value("wgan-gp").run()
+    assert "Gradient penalty λ" in {w.label for w in at.number_input} and not at.exception
+    wgan_quick = gan.PRESET_VALUES["wgan-gp"]["quick"]["steps"]
+    assert at.radio(key="gan_preset").options[0].startswith(f"Quick · {wgan_quick:,} steps")
+
+
+def test_stop_and_keep_and_resume_from_the_page() -> None:
+    at = app_page("generate")
+    owner = str(at.session_state["owner"])
+    at.number_input(key="gan_steps").set_value(100_000)
+    at.number_input(key="gan_width").set_value(8)
+    at.number_input(key="gan_batch").set_value(16)
+    at.button(key="FormSubmitter:gan_form-Train generator").click().run()
+    job = [s for s in get_runner().list(owner=owner) if s.title.startswith("train cgan")][-1]
+    deadline = time.monotonic() + 60
+    while get_runner().snapshot(job.id).progress < 5 / 100_000:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    at.run()
+    assert at.button(key=f"cancel-{job.id}") and not at.exception
+    at.button(key=f"keep-{job.id}").click().run()
+    wait_for_jobs(owner)
+    snap = get_runner().snapshot(job.id)
+    assert snap.status == "stopped", snap.error
+    at.run()
+    assert any("Stopped and kept" in i.value for i in at.info)
+    origin = generators.load_origin(str(snap.result))
+    assert origin is not None and generators.is_stopped(origin)
+    assert any(f"stopped at step {origin['steps_done']:,} of 100,000" in m.value for m in at.markdown)
+    at.button(key=f"resume-gen-{snap.result}").click().run()
+    resumed = [s for s in get_runner().list(owner=owner) if s.title.startswith("resume cgan")]
+    assert resumed and resumed[-1].tag == snap.result
+    at.run()
+    assert at.button(key=f"resume-gen-{snap.result}").disabled  # no second job on one generator
+    get_runner().cancel(resumed[-1].id, owner=owner)
+    wait_for_jobs(owner)
+    assert generators.is_stopped(generators.load_origin(str(snap.result)))  # type: ignore[arg-type]

@@ -3,12 +3,15 @@ and hands its presets to the Train page."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from engine import tasks
 from engine.config import DatasetConfig
 from engine.datasets import build_dataset
 from tests.conftest import app_page, store_images_as_set, wait_for_jobs
+from ui.figures import readable
 from ui.jobs_panel import get_runner
 
 
@@ -38,8 +41,16 @@ def test_preview_shows_before_and_after_measures_the_gap_and_feeds_training() ->
     assert at.selectbox(key="pp_synth_resize").value == "none"  # the digits are square: no resize is suggested
     at.button(key="pp_redraw").click().run()
     assert at.session_state["pp_seed"] == 1 and not at.exception
+    titles = {json.loads(c.proto.spec)["layout"]["xaxis"]["title"]["text"] for c in at.get("plotly_chart")}
+    assert "mean grey level (0 = black, 255 = white)" in titles and "width ÷ height (1 = square)" in titles
     table = at.dataframe[0].value
-    assert set(table["images"]) == {"real", "real after", "synthetic before", "synthetic after"}
+    assert all(v == readable(v) for v in table["mean"])  # three significant digits, not 69797.9731
+    assert set(table["images"]) == {
+        "real, as stored",
+        "real, after the preset",
+        "synthetic, as generated",
+        "synthetic, after the preset",
+    }
     at.selectbox(key="pp_synth_resize").set_value("letterbox")
     at.slider(key="pp_synth_jitter").set_value(0.2).run()
     at.button(key="pp_gap").click().run()
@@ -47,8 +58,11 @@ def test_preview_shows_before_and_after_measures_the_gap_and_feeds_training() ->
     at.run()
     job = tasks.list_jobs(get_runner(), tasks.JobKind.GAP)[-1]
     assert job.status == "done", job.error
-    scores = next(d.value for d in at.dataframe if "domain-gap accuracy" in d.value.columns)
-    assert list(scores[""]) == ["before", "after"] and (scores["frechet"] >= 0).all()
+    scores = next(d.value for d in at.dataframe if "real-vs-synthetic accuracy" in d.value.columns)
+    assert list(scores["presets"]) == ["before the presets", "after the presets"]
+    assert (scores["Fréchet distance"] >= 0).all() and "dims" not in scores.columns
+    assert all(a.endswith("%") for a in scores["real-vs-synthetic accuracy"])
+    assert all(v == readable(v) for v in scores["kernel distance"])  # rounded for reading
     at.button(key="pp_use").click().run()
     assert any("letterbox" in s.value for s in at.success)
 

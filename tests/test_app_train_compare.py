@@ -71,17 +71,18 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
     record = experiments.run_experiment(cfg)
     at = app_page("compare")
     assert not at.exception
-    table = next(d.value for d in at.dataframe if "verdict (accuracy)" in d.value.columns)
+    table = next(d.value for d in at.dataframe if "verdict: accuracy" in d.value.columns)
     assert list(table["mix"]) == ["real", "oversample fill"]
-    expected = experiments.summarize(record.id).mixes[1].comparisons["accuracy"].verdict
-    assert table["verdict (accuracy)"][1] == expected
+    comparison = experiments.summarize(record.id).mixes[1].comparisons["accuracy"]
+    assert table["verdict: accuracy"][1] == comparison.verdict
+    assert table["Δ accuracy (points, 95% interval)"][1].startswith(f"{100 * comparison.diff:+.1f} [")
     assert any("two-level paired bootstrap over seeds and test images" in c.value for c in at.caption)
     assert "minority classes (★): 0, 1" in at.caption[0].value
     assert "still improving when they reached the epoch limit" in at.warning[0].value  # 2 epochs: cut short
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     for expected in ("Per-class recall", "Recall gain", "real: confusion", "ROC curve", "PR curve", "Dose-response"):
         assert any(t.startswith(expected) for t in titles), expected
-    assert len(at.get("download_button")) == 2
+    assert [b.label for b in at.get("download_button")][2] == "Download the classifier"  # after CSV and JSON
     assert at.selectbox(key="compare_experiment").value == record.id
 
 
@@ -96,7 +97,8 @@ def test_compare_page_with_runs_still_queued_does_not_fail() -> None:
     at = app_page("compare")
     assert not at.exception
     assert "No run of this experiment has finished yet" in at.info[0].value
-    assert list(at.dataframe[0].value["Δ accuracy"]) == ["baseline", "—"]
+    assert list(at.dataframe[0].value["Δ accuracy (points, 95% interval)"]) == ["baseline", "—"]
+    assert list(at.dataframe[0].value["verdict: accuracy"]) == ["baseline", "waiting for runs"]
 
 
 def test_starting_the_app_marks_runs_of_a_stopped_process_interrupted() -> None:

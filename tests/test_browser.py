@@ -146,12 +146,14 @@ def test_generate_page_trains_a_gan_in_a_real_browser(server: str, tmp_path: Pat
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{server}/generate", wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name="Generate")).to_be_visible(timeout=60_000)
+        page.get_by_text("Advanced", exact=True).click()  # the settings beyond the preset
         for label, value in (("Steps", "30"), ("Width", "8"), ("Batch size", "16")):
             box = page.get_by_role("spinbutton", name=label, exact=True)
             box.fill(value)
             box.press("Tab")
         page.get_by_role("button", name="Train generator").click()
-        losses = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Generator training losses")
+        # .first: while the page reruns after the generator is stored, the old chart lingers beside the new
+        losses = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Generator training losses").first
         expect(losses).to_be_visible(timeout=90_000)
         expect(page.get_by_text("fixed noise, one row per class")).to_be_visible(timeout=90_000)
         expect(page.get_by_text("Train a generator first")).to_have_count(0, timeout=90_000)  # the generator is stored

@@ -109,7 +109,7 @@ def test_cli_runs_a_toml_config_and_re_runs_an_exported_bundle(
     config.write_text(TOML)
     assert main(["experiment", str(config), "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
-    assert "oversample fill" in out and "verdict (accuracy)" in out and "minority classes: 0, 1" in out
+    assert "oversample fill" in out and "minority recall*" in out and "minority classes: 0, 1" in out
     assert "two-level paired bootstrap over seeds and test images" in out
     assert len(runs.list_records()) == 4
     exp_id = experiments.list_experiments()[0].id
@@ -267,3 +267,30 @@ def test_a_short_set_still_gives_every_add_run_and_the_summary_says_which_class(
         f"add fill: the synthetic set had fewer images than asked for class '1': 3 of {want}; "
         "the mix used what the set had (the controls were matched to the same counts)"
     ]
+
+
+def test_pretrain_on_synthetic_then_fine_tune_runs_beside_its_real_schedule_control() -> None:
+    digits = build_dataset(DatasetConfig())
+    set_id = stored_set(digits)
+    cfg = experiments.ExperimentConfig(
+        dataset=digits.config,
+        mixes=(
+            MixConfig("pretrain", synthetic_set=set_id, pretrain_epochs=2, finetune_lr_scale=0.5),
+            MixConfig("pretrain_real"),
+        ),
+        train=TrainConfig(max_epochs=2, batch_size=64, device="cpu", precision="fp32"),
+        seeds=(0,),
+    )
+    control = next(m for m in cfg.mixes if m.kind == "pretrain_real")
+    assert (control.synthetic_set, control.pretrain_epochs, control.finetune_lr_scale) == (set_id, 2, 0.5)
+    record = experiments.run_experiment(cfg, dataset=digits, synthetic=sets.load_set)
+    recs = {label: runs.load_record(run_id) for label, _, run_id in record.run_ids}
+    assert [r.status for r in recs.values()] == ["done"] * 3
+    history = runs.load_history(recs["pretrain synthetic"].id)
+    assert [(row["epoch"], row["phase"]) for row in history] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert history[2]["lr"] == pytest.approx(0.5 * cfg.train.lr)
+    assert recs["pretrain real"].epochs == 4 and recs["pretrain real"].synthetic_counts == (0,) * 10
+    with pytest.raises(experiments.ExperimentError, match="linear probe"):
+        dataclasses.replace(cfg, model="probe:efficientnet_lite0")
+    with pytest.raises(experiments.ExperimentError, match="'pretrain real' is not accepted without a synthetic set"):
+        experiments.ExperimentConfig(mixes=(MixConfig("pretrain_real"),))

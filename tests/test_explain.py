@@ -137,3 +137,29 @@ def test_grad_cam_hooks_the_convolution_that_runs_last_in_every_model(name: str)
         assert isinstance(layer, torch.nn.Conv2d) and layer.kernel_size == (3, 3)
     images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     assert explain.attribute(model, images, "gradcam").shape == (2, 16, 16)
+
+
+class _TinyViT(torch.nn.Module):
+    """Patch embedding by a strided convolution, then attention: the shape of a vision transformer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches = torch.nn.Conv2d(1, 8, kernel_size=4, stride=4)
+        self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        mixed, _ = self.attention(tokens, tokens, tokens)
+        return self.head(mixed.mean(dim=1))
+
+
+def test_a_transformer_is_explained_by_integrated_gradients_not_grad_cam() -> None:
+    vit = _TinyViT()
+    assert explain.methods_for(vit)[0] == "integrated_gradients" and "gradcam" not in explain.methods_for(vit)
+    assert explain.methods_for(build_model("simple_cnn", channels=1, num_classes=3, resolution=8))[0] == "gradcam"
+    images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    maps = explain.attribute(vit, images, "integrated_gradients")
+    assert maps.shape == (2, 16, 16) and np.isfinite(maps).all()
+    with pytest.raises(explain.ExplainError, match="ends in attention layers"):
+        explain.attribute(vit, images, "gradcam")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -147,9 +148,8 @@ def test_a_nan_loss_stops_training_and_names_the_last_checkpoint(
     cfg = gan.GanConfig(steps=10, width=8, batch_size=16, sample_every=2)
     with pytest.raises(gan.GanDiverged, match=r"at step 4 of 10 \(d_loss=nan.*last good checkpoint at step 2 in"):
         gan.train_gan(cfg, tiny_set(), on_event=events.append, checkpoint_dir=tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / "generator.safetensors").is_file()
-    loaded, _ = gan.load_generator(tmp_path / "ckpt")
-    assert all(torch.isfinite(p).all() for p in loaded.parameters())
+    kept = gan.result_from_checkpoint(tmp_path / "ckpt")
+    assert kept.steps_done == 2 and all(torch.isfinite(p).all() for p in kept.generator.parameters())
     events.clear()
     with pytest.raises(gan.GanDiverged, match=r"at step 4 .*no checkpoint was saved"):
         gan.train_gan(cfg, tiny_set(), on_event=events.append)
@@ -212,13 +212,55 @@ def test_cache_key_is_stable_and_sensitive() -> None:
     assert gan.GanConfig(steps=3001).cache_key() != gan.GanConfig().cache_key()
 
 
+def test_a_preset_fills_the_fields_left_at_zero_and_given_ones_win() -> None:
+    for kind in gan.GAN_KINDS:
+        quick, thorough = gan.GanConfig(kind=kind, preset="quick"), gan.GanConfig(kind=kind, preset="thorough")
+        assert quick.steps < thorough.steps and quick.width <= thorough.width
+        assert all(getattr(quick, name) == value for name, value in gan.PRESET_VALUES[kind]["quick"].items())
+    assert gan.GanConfig() == gan.GanConfig(preset=gan.DEFAULT_PRESET)
+    assert gan.GanConfig(preset="quick", steps=7).steps == 7
+    # the name is a label: the same values give the same key, so the same stored generator
+    same = gan.GanConfig(preset="thorough", **gan.PRESET_VALUES["cgan"]["quick"])
+    assert same.cache_key() == gan.GanConfig(preset="quick").cache_key()
+    assert gan.GanConfig(**dataclasses.asdict(gan.GanConfig(preset="quick"))) == gan.GanConfig(preset="quick")
+
+
+def test_a_stopped_training_resumes_to_the_same_weights_bit_for_bit(tmp_path: Path) -> None:
+    cfg = gan.GanConfig(steps=8, width=8, batch_size=16, sample_every=3, kind="wgan-gp", critic_steps=2)
+    whole = gan.train_gan(cfg, tiny_set())
+    steps: list[int] = []
+    with pytest.raises(Cancelled, match="cancelled at step 5 of 8"):
+        gan.train_gan(
+            cfg,
+            tiny_set(),
+            on_event=lambda e: steps.append(e.step) if e.kind == "step" else None,
+            should_stop=lambda: len(steps) >= 5,
+            checkpoint_dir=tmp_path,
+        )
+    kept = gan.result_from_checkpoint(tmp_path)
+    assert kept.steps_done == 5 and not same_state(kept.generator, whole.generator)
+    events: list[GeneratorEvent] = []
+    resumed = gan.train_gan(cfg, tiny_set(), on_event=events.append, checkpoint_dir=tmp_path, resume=True)
+    assert [e.step for e in events if e.kind == "step"] == [6, 7, 8]  # it went on from the step after the stop
+    assert resumed.steps_done == 8 and same_state(resumed.generator, whole.generator)
+    assert resumed.history == whole.history
+
+
+def test_a_resume_refuses_a_checkpoint_of_other_settings(tmp_path: Path) -> None:
+    with pytest.raises(Cancelled):
+        gan.train_gan(TINY, tiny_set(), checkpoint_dir=tmp_path, should_stop=iter([False, False, True]).__next__)
+    with pytest.raises(ValueError, match="written for other settings or images: delete it"):
+        gan.train_gan(dataclasses.replace(TINY, seed=1), tiny_set(), checkpoint_dir=tmp_path, resume=True)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"kind": "vae"}, r"gan.kind='vae' is not accepted: expected one of 'cgan', 'wgan-gp'"),
         ({"conditional": False}, r"gan.conditional=False is not accepted: expected True for kind 'cgan'"),
         ({"diffaugment": "translation,flip"}, r"gan.diffaugment='translation,flip' .* 'translation', 'cutout'"),
-        ({"steps": 0}, r"gan.steps=0 is not accepted"),
+        ({"steps": -1}, r"gan.steps=-1 is not accepted"),
+        ({"preset": "fast"}, r"gan.preset='fast' is not accepted: expected one of 'quick', 'standard', 'thorough'"),
         ({"ema": 1.0}, r"gan.ema=1.0 is not accepted"),
         ({"batch_size": 1}, r"gan.batch_size=1 is not accepted"),
     ],

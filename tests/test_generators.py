@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
 import pytest
+import torch
 
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
 from engine.datasets import LabDataset, build_dataset
@@ -72,3 +74,50 @@ def test_a_cancelled_training_raises_and_stores_no_generator(
         )
     assert generators.list_generators() == [] and list(generators.generators_dir().iterdir()) == []
     assert sum(e.kind == "samples" for e in events) == 1  # it was cancelled after its first checkpoint was written
+
+
+def test_stop_and_keep_stores_the_generator_and_resume_trains_it_to_its_planned_steps(digits: LabDataset) -> None:
+    events: list[GeneratorEvent] = []
+
+    def steps_seen() -> int:
+        return sum(e.kind == "step" for e in events)
+
+    gen_id = generators.train_generator(
+        TINY, digits, on_event=events.append, should_stop=lambda: steps_seen() >= 8, keep_on_stop=lambda: True
+    )
+    origin = generators.load_origin(gen_id)
+    assert origin is not None and origin["steps_done"] == 8 and generators.is_stopped(origin)
+    folder = generators.generators_dir() / gen_id
+    _, meta = gan.load_generator(folder)  # usable for sets as it is
+    assert meta["steps_done"] == 8 and (folder / "checkpoint" / "checkpoint.json").is_file()
+    assert generators.list_generators(digits)[0]["id"] == gen_id
+
+    events.clear()  # a cancel while resuming leaves the stopped generator as it was
+    with pytest.raises(Cancelled, match=r"resuming generator .* was cancelled at step 10 of 12; it stays as stopped"):
+        generators.train_generator(TINY, digits, on_event=events.append, should_stop=lambda: steps_seen() >= 2)
+    assert generators.load_origin(gen_id)["steps_done"] == 8  # type: ignore[index]
+
+    events.clear()
+    assert generators.train_generator(TINY, digits, on_event=events.append) == gen_id  # Resume: the same request
+    assert [e.step for e in events if e.kind == "step"] == [11, 12]  # from the last checkpoint (step 10) on
+    origin = generators.load_origin(gen_id)
+    assert origin is not None and origin["steps_done"] == 12 and not generators.is_stopped(origin)
+    assert not (folder / "checkpoint").exists()
+    straight = gan.train_gan(TINY, digits.train)  # stopping and resuming changed nothing
+    resumed, _ = gan.load_generator(folder)
+    expected = straight.generator.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in resumed.state_dict().items())
+
+
+def test_a_stop_before_the_first_step_keeps_nothing(digits: LabDataset) -> None:
+    with pytest.raises(Cancelled, match="cancelled at step 0 of 12; nothing was stored"):
+        generators.train_generator(TINY, digits, should_stop=lambda: True, keep_on_stop=lambda: True)
+    assert generators.list_generators() == []
+
+
+def test_seconds_per_step_is_measured_once_per_setting(digits: LabDataset) -> None:
+    rate = generators.seconds_per_step(TINY, digits)
+    assert 0 < rate < 5
+    assert generators.seconds_per_step(dataclasses.replace(TINY, steps=500), digits) == rate  # remembered
+    assert generators.estimate_seconds(dataclasses.replace(TINY, steps=500), digits) == pytest.approx(500 * rate * 1.05)
+    assert generators.list_generators() == []  # timing stores nothing

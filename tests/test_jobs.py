@@ -12,7 +12,7 @@ import pytest
 from engine import runs
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
-from engine.jobs import Cancelled, JobContext, JobError, JobRunner
+from engine.jobs import Cancelled, JobContext, JobError, JobRunner, format_duration, format_eta
 from engine.mixes import MixConfig, build_mix
 from engine.training import TrainConfig, TrainEvent, predict_proba
 
@@ -59,6 +59,41 @@ def test_a_job_that_raises_cancelled_is_recorded_cancelled_with_its_message() ->
     snap = runner.wait(runner.submit("stops", stops, owner="a"))
     assert snap.status == "cancelled" and snap.error == "stopped after 3 of 9 images"
     assert not issubclass(Cancelled, ValueError)  # not a rejected request: callers catching ValueError let it pass
+
+
+def test_stop_and_keep_records_a_job_that_returns_as_stopped_with_its_result() -> None:
+    runner, started = JobRunner(), threading.Event()
+
+    def keeps(ctx: JobContext) -> str:
+        started.set()
+        while not ctx.should_stop():
+            time.sleep(0.01)
+        if not ctx.keep_on_stop():
+            raise Cancelled("cancelled: nothing kept")
+        return "what it had"
+
+    kept = runner.submit("keeps", keeps, owner="a")
+    assert started.wait(10)
+    runner.cancel(kept, owner="a", keep=True)
+    runner.cancel(kept, owner="a", keep=True)  # pressed twice: still a keep
+    snap = runner.wait(kept)
+    assert snap.status == "stopped" and snap.result == "what it had" and snap.error == ""
+    started.clear()
+    thrown = runner.submit("keeps", keeps, owner="a")
+    assert started.wait(10)
+    runner.cancel(thrown, owner="a")
+    runner.cancel(thrown, owner="a", keep=True)  # a keep after a cancel does not undo the cancel
+    snap = runner.wait(thrown)
+    assert snap.status == "cancelled" and snap.error == "cancelled: nothing kept" and snap.result is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(3, "about 5 s left"), (42, "about 40 s left"), (80, "about 1 min 20 s left"), (119, "about 2 min left")],
+)
+def test_times_left_read_as_people_say_them(seconds: float, text: str) -> None:
+    assert format_eta(seconds) == text
+    assert format_duration(3600 * 2 + 300) == "2 h 5 min" and format_duration(1500) == "25 min"
 
 
 def test_a_failure_is_captured_with_its_message_and_the_worker_goes_on() -> None:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engine.config import DatasetConfig, ImbalanceConfig
+from engine.config import DatasetConfig, ImbalanceConfig, SourceConfig
 from engine.datasets import LabDataset, build_dataset
 from engine.jobs import Cancelled
 from engine.mixes import MixConfig, build_mix
 from engine.synth import filters, gan, generators, make_sets, quality, sd_requests, sets
 from engine.synth import stable_diffusion as sd
 from engine.training import predict_proba
+from tests.conftest import class_files
 
 TINY = gan.GanConfig(steps=12, width=8, batch_size=16, sample_every=6)
 TWO = ("0", "1")
@@ -327,3 +330,19 @@ def test_blank_and_safety_checked_images_are_rejected_with_the_reason(
     reasons = [r.reason for r in sets.load_manifest(info.id)]
     assert reasons == ["blank image (no content)", "blacked out by the pipeline's safety checker"]
     assert info.counts_kept[0] == 0
+
+
+def test_photos_kept_at_128_px_are_learnt_at_64_and_the_set_comes_back_at_128(
+    make_folder: Callable[[dict[str, bytes]], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keep_everything(monkeypatch)
+    monkeypatch.setattr(
+        filters, "train_reference_classifier", partial(filters.train_reference_classifier, max_epochs=1)
+    )
+    folder = make_folder(class_files({"a": 12, "b": 12}, size=(150, 100)))
+    photos = build_dataset(DatasetConfig(source=SourceConfig(kind="folder", path=str(folder))))
+    assert photos.resolution == 128
+    assert generators.training_copy(photos.train).images.shape[-1] == generators.MAX_SIDE == 64
+    gen_id = generators.train_generator(gan.GanConfig(steps=2, width=8, batch_size=8, sample_every=1), photos)
+    info = make_sets.make_set(make_sets.GenerateConfig(generator=gen_id, per_class=2), photos)
+    assert info.resolution == 128 and sets.load_set(info.id).images.shape[1:] == (3, 128, 128)

@@ -166,3 +166,19 @@ def test_every_training_image_says_where_it_comes_from(cfg: MixConfig) -> None:
         mix.train.labels[torch.from_numpy(augmented)], real.labels[torch.from_numpy(mix.rows[augmented])]
     )
     assert augmented.any() == (cfg.kind == "augment")
+
+
+def test_pretrain_phases_take_the_set_or_as_many_real_images_per_class() -> None:
+    small = image_set([5, 7, 0], synthetic=True, value=200)
+    mix = build_mix(MixConfig("pretrain", synthetic_set="s"), REAL, small)
+    assert mix.train is REAL and mix.pretrain is small
+    assert mix.synthetic_counts == (5, 7, 0) and mix.real_counts == (40, 8, 4)
+    control = build_mix(MixConfig("pretrain_real", synthetic_set="s"), REAL, small, seed=3)
+    assert control.train is REAL and control.pretrain is not None
+    assert counts(control.pretrain, False) == [5, 7, 0]  # class b has 8 real images: 7 drawn without repeats
+    assert not control.pretrain.provenance.synthetic.any() and control.synthetic_counts == (0, 0, 0)
+    assert MixConfig("pretrain", synthetic_set="s").label == "pretrain synthetic"
+    with pytest.raises(MixError, match=r"mix.pretrain_epochs=0 .* 1 to 1000"):
+        MixConfig("pretrain", synthetic_set="s", pretrain_epochs=0)
+    with pytest.raises(MixError, match=r"mix.finetune_lr_scale=2 .* \(0, 1\]"):
+        MixConfig("pretrain", synthetic_set="s", finetune_lr_scale=2)

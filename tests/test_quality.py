@@ -64,7 +64,7 @@ def test_the_generate_page_shows_a_short_set_with_its_ways_out_and_the_price_of_
     at = app_page("generate")
     assert not at.exception and not at.error
     warning = next(w.value for w in at.warning if "fewer images than asked" in w.value)
-    assert "'1' (1 of 4)" in warning and "more steps" in warning and "fewer images per class" in warning
+    assert "class '1': 1 of 4 images" in warning and "more steps" in warning and "fewer images per class" in warning
     assert any("recognises fewer than 50% of the real validation images of class '1'" in w.value for w in at.warning)
     counts = next(d.value for d in at.dataframe if "generated" in d.value.columns)
     assert list(counts["judge recall on real images"])[:2] == ["90%", "30%"]

@@ -74,7 +74,7 @@ def test_resolution_and_fit_modes_keep_original_sizes(make_folder) -> None:  # t
     big = sources.load(
         SourceConfig(kind="folder", path=str(make_folder(class_files({"a": 2, "b": 2}, size=(300, 200)), "big")))
     )
-    assert big.images.shape[-1] == sources.PHOTO_RESOLUTION  # photos default to 64 px
+    assert big.images.shape[-1] == sources.PHOTO_RESOLUTION == 128  # photos default to what backbones see
 
 
 # The malformed-input corpus: each gives a clear skip or error, never a crash or a stray write.

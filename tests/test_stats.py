@@ -11,8 +11,10 @@ import pytest
 from scipy import stats as sps
 from sklearn import metrics
 
+from engine import stats as stats_module
 from engine.stats import (
     Comparison,
+    MacroAUC,
     MacroF1,
     ScoreFn,
     accuracy_score,
@@ -290,3 +292,39 @@ def test_run_to_run_variation_widens_the_bootstrap_interval() -> None:
     assert comp.ci_low < 0 < comp.ci_high and comp.verdict == "no detectable effect"
     steady = paired_bootstrap("accuracy", y, base, [preds(0.86) for _ in range(3)], accuracy_score, seed=1)
     assert steady.ci_low > 0.03 and steady.verdict == "helps"
+
+
+@pytest.mark.parametrize("decimals", [1, 6])  # coarse scores tie often; fine ones almost never
+def test_macro_auc_matches_sklearn_with_ties_and_bootstrap_weights(decimals: int) -> None:
+    rng = np.random.default_rng(decimals)
+    y = rng.integers(0, 4, 300)
+    scores = rng.random((300, 4))
+    scores[np.arange(300), y] += 0.4
+    scores = np.round(scores, decimals)
+    expected = np.mean([metrics.roc_auc_score(y == c, scores[:, c]) for c in range(4)])
+    assert MacroAUC(4)(y, scores) == pytest.approx(expected, abs=1e-9)
+    weights = rng.integers(0, 3, 300).astype(np.float64)
+    weighted = np.mean([metrics.roc_auc_score(y == c, scores[:, c], sample_weight=weights) for c in range(4)])
+    assert stats_module._weighted_macro_auc(y, scores, weights[None], 4)[0] == pytest.approx(weighted, abs=1e-6)
+
+
+def test_macro_auc_bootstrap_sees_better_ranking_that_accuracy_cannot() -> None:
+    # Both arms predict the same labels (argmax), but the treatment is surer where it is right, so it
+    # ranks images better: only a threshold-free metric can tell them apart.
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 3, n)
+    base, treat = [], []
+    for _ in range(3):
+        s = rng.random((n, 3))
+        s[np.arange(n), y] += 0.3
+        better = s + 0.05 * np.eye(3)[y] * (s.argmax(1) == y)[:, None]  # argmax unchanged for every item
+        base.append(s)
+        treat.append(better)
+    assert all((b.argmax(1) == t.argmax(1)).all() for b, t in zip(base, treat, strict=True))
+    comp = paired_bootstrap("roc_auc_macro", y, base, treat, MacroAUC(3), n_boot=300)
+    assert comp.verdict == "helps" and comp.diff > 0
+    labels = [b.argmax(1) for b in base], [t.argmax(1) for t in treat]
+    assert paired_bootstrap("accuracy", y, *labels, accuracy_score).diff == 0
+    with pytest.raises(ValueError, match=r"expected \(600, 3\) class scores"):
+        paired_bootstrap("roc_auc_macro", y, [b[:, :2] for b in base], treat, MacroAUC(3))

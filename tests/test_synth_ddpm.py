@@ -85,13 +85,45 @@ def test_a_nan_loss_stops_with_an_error_naming_the_checkpoint(tmp_path, monkeypa
     monkeypatch.setattr(ddpm.F, "mse_loss", poisoned)
     with pytest.raises(ddpm.DdpmDiverged, match=r"diverged at step 3 of 4.*last good checkpoint at step 2"):
         ddpm.train_ddpm(TINY, tiny_set(1, 8), checkpoint_dir=tmp_path / "ck")
-    model, meta = ddpm.load_model(tmp_path / "ck")
-    assert meta["resolution"] == 8 and model.config.num_class_embeds == 4
+    kept = ddpm.result_from_checkpoint(tmp_path / "ck")
+    assert kept.steps_done == 2 and kept.resolution == 8 and kept.model.config.num_class_embeds == 4
+    assert all(torch.isfinite(p).all() for p in kept.model.parameters())
+
+
+def test_a_stopped_training_resumes_to_the_same_weights_bit_for_bit(tmp_path) -> None:
+    cfg = ddpm.DdpmConfig(width=8, steps=5, batch_size=8, sample_every=2, sample_steps=2, timesteps=50)
+    data = tiny_set(1, 8)
+    whole = ddpm.train_ddpm(cfg, data)
+    steps: list[int] = []
+    with pytest.raises(Cancelled, match="cancelled at step 3 of 5"):
+        ddpm.train_ddpm(
+            cfg,
+            data,
+            on_event=lambda e: steps.append(e.step) if e.kind == "step" else None,
+            should_stop=lambda: len(steps) >= 3,
+            checkpoint_dir=tmp_path,
+        )
+    assert ddpm.result_from_checkpoint(tmp_path).steps_done == 3  # saved when the stop came, not only at step 2
+    resumed = ddpm.train_ddpm(cfg, data, checkpoint_dir=tmp_path, resume=True)
+    a, b = resumed.model.state_dict(), whole.model.state_dict()
+    assert resumed.steps_done == 5 and all(torch.equal(a[k], b[k]) for k in a)  # the lr schedule went on too
+
+
+def test_presets_fill_steps_and_width() -> None:
+    quick, thorough = ddpm.DdpmConfig(preset="quick"), ddpm.DdpmConfig(preset="thorough")
+    assert quick.steps < thorough.steps and quick.width <= thorough.width
+    assert ddpm.DdpmConfig(preset="quick", width=24).width == 24
+    assert ddpm.DdpmConfig(**{**quick.__dict__}).cache_key() == quick.cache_key()
 
 
 @pytest.mark.parametrize(
     ("changes", "field"),
-    [({"width": 12}, "ddpm.width"), ({"p_uncond": 1.5}, "ddpm.p_uncond"), ({"steps": 0}, "ddpm.steps")],
+    [
+        ({"width": 12}, "ddpm.width"),
+        ({"p_uncond": 1.5}, "ddpm.p_uncond"),
+        ({"steps": -1}, "ddpm.steps"),
+        ({"preset": "x"}, "ddpm.preset"),
+    ],
 )
 def test_bad_settings_name_the_field(changes: dict[str, object], field: str) -> None:
     with pytest.raises(ddpm.DdpmConfigError, match=field):

@@ -91,6 +91,52 @@ def test_a_cancelled_generator_job_stores_no_generator(digits: LabDataset) -> No
     assert generators.list_generators() == [] and list(generators.generators_dir().iterdir()) == []
 
 
+def test_stop_and_keep_stores_the_generator_and_the_same_request_resumes_it(digits: LabDataset) -> None:
+    runner = JobRunner()
+    cfg = gan.GanConfig(steps=100_000, width=8, batch_size=16, sample_every=50)
+    job = tasks.submit_generator_training(runner, cfg, digits, owner="me")
+    deadline = time.monotonic() + 60
+    while runner.snapshot(job).progress < 30 / 100_000:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert tasks.keeps_on_stop(runner.snapshot(job))
+    tasks.cancel_job(runner, job, owner="me", keep=True)
+    snap = runner.wait(job, timeout=60)
+    assert snap.status == "stopped" and snap.result == generators.generator_id(cfg, digits) and not snap.error
+    origin = generators.load_origin(snap.result)
+    assert origin is not None and generators.is_stopped(origin) and origin["steps_done"] >= 30
+    again = tasks.submit_generator_training(runner, cfg, digits, owner="me")  # Resume: the same config
+    assert runner.snapshot(again).title == f"resume cgan from step {origin['steps_done']:,} of 100,000"
+    first = origin["steps_done"] + 1
+    deadline = time.monotonic() + 60
+    while not any(getattr(e, "kind", "") == "step" for e in runner.snapshot(again).events):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    tasks.cancel_job(runner, again, owner="me")  # Cancel: the resumed steps are thrown away, not the generator
+    stopped = runner.wait(again, timeout=60)
+    assert stopped.status == "cancelled" and "it stays as stopped at step" in stopped.error
+    assert min(e.step for e in stopped.events if e.kind == "step") >= first
+    assert generators.load_origin(snap.result)["steps_done"] == origin["steps_done"]  # type: ignore[index]
+    request = make_sets.GenerateConfig(generator=snap.result, per_class=2, threshold=0.0)
+    made = runner.wait(tasks.submit_generation(runner, request, digits, owner="me"), timeout=120)
+    assert made.status == "done", made.error  # a stopped generator makes sets, which say at which step
+    assert made.result.config["generator_steps_done"] == origin["steps_done"]
+
+
+def test_the_progress_line_tells_the_time_left_from_the_pace_of_the_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = {"t": 100.0}
+    monkeypatch.setattr(tasks.time, "perf_counter", lambda: now["t"])
+    clock = tasks.StepClock()
+    assert clock.tick(1, 3000) == "step 1 of 3,000"  # no pace yet
+    for step in range(2, 118):
+        now["t"] += 0.05
+        line = clock.tick(step, 3000)
+    assert line == "step 117 of 3,000 · about 2 min 20 s left"  # 2,883 steps at 0.05 s
+    runner = JobRunner()
+    other = runner.submit("train of another kind", lambda ctx: 0, owner="o", group=str(tasks.GAP))
+    assert not tasks.keeps_on_stop(runner.snapshot(other))  # only generator training keeps on a stop
+
+
 def test_cancelling_a_stable_diffusion_job_keeps_what_it_wrote_for_resume(tiny_sd: Path) -> None:
     digits = build_dataset(DatasetConfig())
     runner = JobRunner()

@@ -11,11 +11,17 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import experiments, runs, verdicts
+from engine import experiments, exports, runs, verdicts
 from engine.experiments import ExperimentSummary
 from engine.metrics import Metrics
+from engine.mixes import SYNTHETIC_KINDS
 
 PALETTE = px.colors.qualitative.Safe
+FONT = {"size": 13}
+SCORE_WORDS = {
+    "recall": "recall: share of the class's test images found",
+    "f1": "F1: balance of recall and precision",
+}
 
 
 @st.cache_data(show_spinner="Comparing runs…", max_entries=32)
@@ -77,6 +83,43 @@ def show_headline(head: verdicts.Headline | None, warnings: list[str]) -> None:
         st.warning(f"{warning[0].upper()}{warning[1:]}.")
 
 
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}" if np.isfinite(value) else "—"
+
+
+def results_frame(summary: ExperimentSummary) -> pd.DataFrame:
+    """One row per mix, in words and percentage points: verdicts, differences with their 95% intervals, means.
+
+    The same numbers as :func:`engine.experiments.results_table` (the CSV export), rounded for reading.
+    """
+    minority = [experiments.MINORITY_RECALL] if summary.minority else []
+    compared = [*minority, *experiments.COMPARED]
+    rows = []
+    for mix in summary.mixes:
+        baseline = mix.kind == "real"
+        row: dict[str, object] = {"mix": mix.label, "finished runs": f"{mix.runs_done}/{mix.runs_total}"}
+        for metric in compared:
+            comp = mix.comparisons.get(metric)
+            row[f"verdict: {verdicts.METRIC_WORDS[metric]}"] = (
+                comp.verdict if comp else ("baseline" if baseline else "waiting for runs")
+            )
+        row["synthetic or augmented share"] = f"{100 * mix.synthetic_share:.0f}%" if mix.runs_done else "—"
+        for metric in compared:
+            comp = mix.comparisons.get(metric)
+            row[f"Δ {verdicts.METRIC_WORDS[metric]} (points, 95% interval)"] = (
+                f"{_points(comp.diff)} [{_points(comp.ci_low)}, {_points(comp.ci_high)}]"
+                if comp
+                else ("baseline" if baseline else "—")
+            )
+        for metric in ("accuracy", "balanced_accuracy", "f1_macro"):
+            mean = mix.means[metric]
+            row[f"{verdicts.METRIC_WORDS[metric]} (%)"] = (
+                "—" if np.isnan(mean) else f"{100 * mean:.1f} ± {100 * mix.stds[metric]:.1f}"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def run_metrics(summary: ExperimentSummary) -> dict[tuple[str, int], Metrics]:
     """Metrics of every finished run, by (mix label, seed)."""
     out = {}
@@ -107,12 +150,16 @@ def per_class_figure(summary: ExperimentSummary, metrics: dict[tuple[str, int], 
             name=mix.label,
             marker_color=PALETTE[i % len(PALETTE)],
         )
+    words = SCORE_WORDS.get(score, score)
     fig.update_layout(
         barmode="group",
-        height=360,
+        height=380,
         title=f"Per-class {score} (mean ± std over seeds; ★ minority)",
         margin={"t": 50, "b": 10},
-        yaxis_range=[0, 1.05],
+        yaxis={"range": [0, 1.05], "tickformat": ".0%", "title": words},
+        xaxis_title="class (★ = minority class)",
+        legend_title_text="training mix",
+        font=FONT,
     )
     fig.update_xaxes(type="category")
     return fig
@@ -125,17 +172,21 @@ def recall_gain_figure(summary: ExperimentSummary) -> go.Figure:
         if mix.recall_diff:
             fig.add_bar(
                 x=_ticks(summary),
-                y=mix.recall_diff,
-                error_y={"array": mix.recall_diff_std},
+                y=[100 * d for d in mix.recall_diff],
+                error_y={"array": [100 * d for d in mix.recall_diff_std]},
                 name=mix.label,
                 marker_color=PALETTE[i % len(PALETTE)],
             )
     fig.add_hline(y=0, line_color="#888")
     fig.update_layout(
         barmode="group",
-        height=340,
+        height=360,
         title="Recall gain over the real baseline (± std over seeds; ★ minority)",
         margin={"t": 50, "b": 10},
+        yaxis_title="recall change (percentage points)",
+        xaxis_title="class (★ = minority class)",
+        legend_title_text="training mix",
+        font=FONT,
     )
     fig.update_xaxes(type="category")
     return fig
@@ -149,11 +200,29 @@ def runs_table(summary: ExperimentSummary, metrics: dict[tuple[str, int], Metric
             "seed": seed,
             "run": run_id,
             "status": runs.load_record(run_id).status,
-            "accuracy": metrics[(label, seed)].accuracy if (label, seed) in metrics else None,
+            "test accuracy": round(metrics[(label, seed)].accuracy, 3) if (label, seed) in metrics else None,
         }
         for label, seed, run_id in summary.experiment.run_ids
     ]
     return pd.DataFrame(rows)
+
+
+def classifier_download(summary: ExperimentSummary) -> None:
+    """A finished run's classifier as a download: safetensors weights, config.json, load.py and a README."""
+    done = [(lab, seed, rid) for lab, seed, rid in summary.experiment.run_ids if runs.load_record(rid).status == "done"]
+    if not done:
+        return
+    labels = {rid: f"{lab} · seed {seed} · {rid}" for lab, seed, rid in done}
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    run_id = left.selectbox("Classifier to download", list(labels), format_func=labels.__getitem__, key="export_run")
+    right.download_button(
+        "Download the classifier",
+        lambda: exports.classifier_zip(run_id),  # built when clicked, not on every rerun
+        f"classifier-{run_id}.zip",
+        "application/zip",
+        key=f"download_model-{run_id}",
+        help="model.safetensors, config.json (model, input size, normalisation, class names) and load.py",
+    )
 
 
 def summed_confusion_figure(
@@ -174,12 +243,12 @@ def confusion_figure(matrix: np.ndarray, names: tuple[str, ...], title: str) -> 
         y=list(names),
         text_auto=True,
         color_continuous_scale="Blues",
-        labels={"x": "predicted", "y": "true", "color": "images"},
+        labels={"x": "predicted class", "y": "true class", "color": "test images"},
         title=title,
     )
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
-    fig.update_layout(height=420, margin={"t": 50, "b": 10}, coloraxis_showscale=False)
+    fig.update_layout(height=420, margin={"t": 50, "b": 10}, coloraxis_showscale=False, font=FONT)
     return fig
 
 
@@ -191,30 +260,66 @@ def curve_figure(curves: dict[str, Metrics], class_index: int, kind: str) -> go.
         area = "AUC" if kind == "ROC" else "AP"
         label = f"{name} ({area} {curve.auc:.3f})" if curve.auc is not None else name
         fig.add_scatter(x=curve.x, y=curve.y, name=label, mode="lines", line={"color": PALETTE[i % len(PALETTE)]})
-    axes = ("false positive rate", "true positive rate") if kind == "ROC" else ("recall", "precision")
+    axes = (
+        ("false positive rate (other classes taken for it)", "true positive rate (recall)")
+        if kind == "ROC"
+        else ("recall (share of the class found)", "precision (share of its predictions right)")
+    )
     fig.update_layout(
-        height=360, title=f"{kind} curve", xaxis_title=axes[0], yaxis_title=axes[1], margin={"t": 50, "b": 10}
+        height=380,
+        title=f"{kind} curve",
+        xaxis_title=axes[0],
+        yaxis_title=axes[1],
+        margin={"t": 50, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+        font=FONT,
     )
     return fig
 
 
 def dose_figure(summary: ExperimentSummary, metric: str) -> go.Figure:
-    """Metric against the synthetic share of the training set, one point per mix."""
-    frame = pd.DataFrame(
-        [
-            {
-                "mix": m.label,
-                "synthetic or augmented %": 100 * m.synthetic_share,
-                metric: m.means[metric],
-                "std": m.stds[metric],
-            }
-            for m in summary.mixes
-            if m.runs_done
-        ]
+    """Metric against the synthetic share of the training set: one coloured point per mix (mean ± std over
+    its finished seeds), named in the legend; mixes at the same share sit side by side, and a dotted line joins
+    the baseline and the synthetic mixes in order of their share."""
+    done = sorted((m for m in summary.mixes if m.runs_done), key=lambda m: m.synthetic_share)
+    span = max([100 * m.synthetic_share for m in done] + [1.0])
+    step = 0.03 * span  # points at one share are spread by a few pixels, not by a misleading amount
+    fig = go.Figure()
+    placed: dict[float, int] = {}
+    for i, mix in enumerate(summary.mixes):
+        if not mix.runs_done:
+            continue
+        share = round(100 * mix.synthetic_share, 1)
+        nudge = placed.get(share, 0)
+        placed[share] = nudge + 1
+        fig.add_scatter(
+            x=[share + step * nudge],
+            y=[100 * mix.means[metric]],
+            error_y={"array": [100 * mix.stds[metric]]},
+            mode="markers",
+            marker={"size": 12, "color": PALETTE[i % len(PALETTE)]},
+            name=f"{mix.label} ({mix.runs_done} run{'s' if mix.runs_done != 1 else ''})",
+            hovertemplate=f"{mix.label}: {share:g}% synthetic or augmented<br>%{{y:.1f}}%<extra></extra>",
+        )
+    line = [m for m in done if m.kind in ("real", *SYNTHETIC_KINDS)]
+    if len(line) > 1:
+        fig.add_scatter(
+            x=[round(100 * m.synthetic_share, 1) for m in line],
+            y=[100 * m.means[metric] for m in line],
+            mode="lines",
+            line={"color": "#999", "dash": "dot"},
+            name="real → more synthetic",
+            hoverinfo="skip",
+        )
+    words = verdicts.METRIC_WORDS.get(metric, metric)
+    fig.update_layout(
+        height=380,
+        title=f"Dose-response: {words} against the synthetic share",
+        xaxis_title="synthetic or augmented images in the training set (%)",
+        yaxis_title=f"{words} on the real test set (%)",
+        legend_title_text="training mix",
+        margin={"t": 50, "b": 10},
+        font=FONT,
     )
-    fig = px.scatter(
-        frame, x="synthetic or augmented %", y=metric, error_y="std", text="mix", title=f"Dose-response: {metric}"
-    )
-    fig.update_traces(textposition="top center")
-    fig.update_layout(height=340, margin={"t": 50, "b": 10})
+    fig.update_xaxes(range=[-0.06 * span, span + step * (max(placed.values(), default=1) + 1)])
     return fig

@@ -29,4 +29,11 @@ def duplicates_panel(dataset: LabDataset) -> None:
         "folder, or keep them in mind when reading the results."
     )
     with st.expander("Near-copies across splits"):
-        st.dataframe(pd.DataFrame([d.__dict__ for d in found]), hide_index=True)
+        table = pd.DataFrame([d.__dict__ for d in found]).rename(
+            columns={"image": "held-out image", "train_image": "training image it copies"}
+        )
+        table["similarity"] = table["similarity"].round(3)
+        st.dataframe(table, hide_index=True)
+        st.caption(
+            "Similarity: of the two images shrunk to 16 px in grey, with their mean brightness removed (1 = identical)."
+        )

@@ -6,45 +6,117 @@ stored synthetic set per class with filter scores and lets images be rejected or
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import tasks
+from engine import exports, tasks
 from engine.datasets import LabDataset
-from engine.jobs import FINISHED, JobError
-from engine.synth import ddpm, gan, make_sets, quality, sets
+from engine.jobs import FINISHED, JobError, JobSnapshot, format_duration
+from engine.synth import ddpm, gan, generators, make_sets, quality, sets
 from engine.synth.events import GeneratorEvent
 from engine.synth.filters import WEAK_RECALL
-from ui.figures import tile
-from ui.jobs_panel import STATUS_ICONS, get_runner
+from ui.figures import grid_figure, split_grid, tile
+from ui.jobs_panel import STATUS_ICONS, get_runner, progress_text
+from ui.state import DATASET_KEY
 
 KIND_LABELS = {"cgan": "Conditional GAN (projection discriminator)", "wgan-gp": "WGAN-GP (gradient penalty)"}
+GENERATOR_HELP = (
+    "Conditional GAN: a generator draws images of a chosen class while a discriminator learns to tell them from "
+    "real ones; it sees the class through a projection (a learned class vector multiplied into its features). "
+    "WGAN-GP: the discriminator gives a realism score, kept smooth by a gradient penalty."
+)
+DDIM_HELP = "Denoising steps per image with DDIM, a fast sampler: more steps, cleaner images, slower"
+GUIDANCE_HELP = (
+    "Classifier-free guidance: how strongly images are pushed towards their class (1 = not at all; higher = "
+    "more typical, less varied)"
+)
+PRESET_HELP = (
+    "How long the generator trains. Quick: a first look, about a minute on 2 CPU cores. Standard: the default, "
+    "enough to fill the minority classes of the built-in digits. Thorough: longer, for better images. The times "
+    "shown are measured on this machine now"
+)
+ZERO = "0 = the preset's value"
+DUPLICATE_HELP = (
+    "Two images shrunk to 16 px in grey, compared after removing their mean brightness (1 = identical): a "
+    "candidate this close to one already kept is dropped"
+)
+
+
+def _preset_labels(configs: dict[str, generators.GeneratorConfig], dataset: LabDataset) -> dict[str, str]:
+    """Each preset's label with its steps and its time here, from a few steps timed on this machine."""
+    labels = {}
+    with st.spinner("Timing a few training steps on this machine…"):
+        for name, cfg in configs.items():
+            label = f"{name.capitalize()} · {cfg.steps:,} steps"
+            try:
+                labels[name] = f"{label} · about {format_duration(generators.estimate_seconds(cfg, dataset))} here"
+            except (ValueError, RuntimeError):  # e.g. images the model does not accept: the form says why on Train
+                labels[name] = label
+    return labels
 
 
 def ddpm_form(dataset: LabDataset) -> ddpm.DdpmConfig | None:
-    """Small diffusion model settings; returns a config when Train is pressed."""
+    """Small diffusion model: a preset with its time here, the rest under Advanced; a config when Train is pressed."""
     d = ddpm.DdpmConfig()
+    labels = _preset_labels({p: ddpm.DdpmConfig(preset=p) for p in ddpm.PRESETS}, dataset)
     with st.form("ddpm_form"):
         st.caption(
             "A class-conditional UNet (diffusers UNet2DModel) trained with the DDPM loss on this training split "
             f"({dataset.resolution} px; the side must be a multiple of 4), sampled with DDIM and classifier-free "
             "guidance."
         )
-        cols = st.columns(4)
-        steps = cols[0].number_input("Steps", 1, 1_000_000, d.steps, step=500, key="ddpm_steps")
-        width = cols[1].number_input("Width (multiple of 8)", 8, 256, d.width, step=8, key="ddpm_width")
-        batch = cols[2].number_input("Batch size", 2, 4096, d.batch_size, key="ddpm_batch")
-        seed = cols[3].number_input("Seed", 0, 2**31 - 1, d.seed, key="ddpm_seed")
-        cols = st.columns(4)
-        lr = cols[0].number_input("Learning rate", 1e-6, 1e-2, d.lr, format="%.5f")
-        p_uncond = cols[1].number_input("Label dropout (for guidance)", 0.0, 0.9, d.p_uncond)
-        sample_steps = cols[2].number_input("DDIM steps for the sample grids", 1, 1000, d.sample_steps)
-        guidance = cols[3].number_input("Guidance for the sample grids", 0.0, 20.0, d.guidance)
+        preset = st.radio(
+            "Preset",
+            ddpm.PRESETS,
+            index=ddpm.PRESETS.index(ddpm.DEFAULT_PRESET),
+            format_func=labels.__getitem__,
+            horizontal=True,
+            key="ddpm_preset",
+            help=PRESET_HELP,
+        )
+        with st.expander("Advanced"):
+            cols = st.columns(4)
+            steps = cols[0].number_input(
+                "Steps", 0, 1_000_000, 0, step=500, key="ddpm_steps", help=f"Training updates; more take longer. {ZERO}"
+            )
+            width = cols[1].number_input(
+                "Width (multiple of 8)",
+                0,
+                256,
+                0,
+                step=8,
+                key="ddpm_width",
+                help=f"Channels of the network's first level; wider learns more detail but trains slower. {ZERO}",
+            )
+            batch = cols[2].number_input(
+                "Batch size", 2, 4096, d.batch_size, key="ddpm_batch", help="Training images per update"
+            )
+            seed = cols[3].number_input(
+                "Seed", 0, 2**31 - 1, d.seed, key="ddpm_seed", help="The same seed trains the same model"
+            )
+            cols = st.columns(4)
+            lr = cols[0].number_input(
+                "Learning rate", 1e-6, 1e-2, d.lr, format="%.5f", help="Step size of each update of the network"
+            )
+            p_uncond = cols[1].number_input(
+                "Label dropout (for guidance)",
+                0.0,
+                0.9,
+                d.p_uncond,
+                help="Share of training images shown without their class, so the model also learns to draw without "
+                "it; guidance needs this",
+            )
+            sample_steps = cols[2].number_input(
+                "DDIM steps for the sample grids", 1, 1000, d.sample_steps, help=DDIM_HELP
+            )
+            guidance = cols[3].number_input("Guidance for the sample grids", 0.0, 20.0, d.guidance, help=GUIDANCE_HELP)
         if not st.form_submit_button("Train diffusion model", type="primary"):
             return None
     return ddpm.DdpmConfig(
+        preset=str(preset),
         width=int(width),
         steps=int(steps),
         batch_size=int(batch),
@@ -57,34 +129,109 @@ def ddpm_form(dataset: LabDataset) -> ddpm.DdpmConfig | None:
 
 
 def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
-    """Generator settings; returns a config when Train is pressed."""
-    d = gan.GanConfig()
+    """GAN: the kind, a preset with its time here, the rest under Advanced; a config when Train is pressed."""
+    kind = st.selectbox(
+        "Generator", gan.GAN_KINDS, format_func=KIND_LABELS.__getitem__, help=GENERATOR_HELP, key="gan_kind"
+    )
+    wgan = kind == "wgan-gp"
+    d = gan.GanConfig(kind=kind)
+    labels = _preset_labels({p: gan.GanConfig(kind=kind, preset=p) for p in gan.PRESETS}, dataset)
     with st.form("gan_form"):
-        kind = st.selectbox("Generator", gan.GAN_KINDS, format_func=KIND_LABELS.__getitem__)
-        cols = st.columns(4)
-        steps = cols[0].number_input("Steps", 10, 200_000, d.steps, step=500, key="gan_steps")
-        width = cols[1].number_input("Width", 8, 256, d.width, key="gan_width", help="Base channels of G and D")
-        batch = cols[2].number_input("Batch size", 8, 1024, d.batch_size, key="gan_batch")
-        seed = cols[3].number_input("Seed", 0, 2**31 - 1, d.seed)
-        cols = st.columns(4)
-        lr_g = cols[0].number_input("G learning rate", 1e-6, 1e-2, d.lr_g, format="%.5f")
-        lr_d = cols[1].number_input("D learning rate", 1e-6, 1e-2, d.lr_d, format="%.5f")
-        critic = cols[2].number_input("D steps per G step (0 = default)", 0, 20, d.critic_steps)
-        gp = cols[3].number_input("Gradient penalty λ (WGAN-GP)", 0.0, 100.0, d.gp_lambda)
-        policy = st.multiselect(
-            "DiffAugment on D's inputs",
-            ["translation", "cutout", "color"],
-            default=[p for p in d.diffaugment.split(",") if p],
+        preset = st.radio(
+            "Preset",
+            gan.PRESETS,
+            index=gan.PRESETS.index(gan.DEFAULT_PRESET),
+            format_func=labels.__getitem__,
+            horizontal=True,
+            key="gan_preset",
+            help=PRESET_HELP,
         )
-        cols = st.columns(3)
-        ema = cols[0].checkbox("EMA of G weights (0.999)", d.ema > 0)
-        sn = cols[1].checkbox("Spectral norm in D", d.spectral_norm)
-        conditional = cols[2].checkbox("Conditional (WGAN-GP may be unconditional)", True)
+        with st.expander("Advanced"):
+            cols = st.columns(4)
+            steps = cols[0].number_input(
+                "Steps",
+                0,
+                200_000,
+                0,
+                step=500,
+                key="gan_steps",
+                help=f"Generator updates; more take longer. {ZERO}",
+            )
+            width = cols[1].number_input(
+                "Width",
+                0,
+                256,
+                0,
+                key="gan_width",
+                help="Channels of the generator (G) and discriminator (D); wider learns more detail but trains "
+                f"slower. {ZERO}",
+            )
+            batch = cols[2].number_input(
+                "Batch size", 8, 1024, d.batch_size, key="gan_batch", help="Images per update of G and of D"
+            )
+            seed = cols[3].number_input("Seed", 0, 2**31 - 1, d.seed, help="The same seed trains the same generator")
+            cols = st.columns(4)
+            lr_g = cols[0].number_input(
+                "G learning rate", 0.0, 1e-2, 0.0, format="%.5f", help=f"Step size of the generator's updates. {ZERO}"
+            )
+            lr_d = cols[1].number_input(
+                "D learning rate",
+                0.0,
+                1e-2,
+                0.0,
+                format="%.5f",
+                help=f"Step size of the discriminator's updates. {ZERO}",
+            )
+            critic = cols[2].number_input(
+                "D steps per G step (0 = default)",
+                0,
+                20,
+                d.critic_steps,
+                help="Discriminator updates per generator update; 0 = 1 for the conditional GAN, 5 for WGAN-GP",
+            )
+            gp = d.gp_lambda
+            if wgan:  # the conditional GAN has no gradient penalty: not shown for it
+                gp = cols[3].number_input(
+                    "Gradient penalty λ",
+                    0.0,
+                    100.0,
+                    d.gp_lambda,
+                    help="How strongly WGAN-GP keeps the discriminator's scores smooth (how fast they may change "
+                    "between images)",
+                )
+            policy = st.multiselect(
+                "DiffAugment on D's inputs",
+                ["translation", "cutout", "color"],
+                default=[p for p in d.diffaugment.split(",") if p],
+                help="Random shifts, cut-out patches and colour changes applied to real and generated images alike "
+                "before the discriminator sees them, so it cannot memorise a small training set",
+            )
+            cols = st.columns(3)
+            ema = cols[0].checkbox(
+                "EMA of G weights (0.999)",
+                d.ema > 0,
+                help="Exponential moving average: samples come from an average of the generator's recent weights, "
+                "steadier than the latest ones",
+            )
+            sn = cols[1].checkbox(
+                "Spectral norm in D",
+                d.spectral_norm,
+                help="Limits how sharply each discriminator layer can react to its input, which keeps training stable",
+            )
+            conditional = True
+            if wgan:  # the conditional GAN is conditional by definition
+                conditional = cols[2].checkbox(
+                    "Conditional",
+                    True,
+                    help="The generator is told which class to draw; an unconditional one draws any class and the "
+                    "filter labels its images",
+                )
         if not st.form_submit_button("Train generator", type="primary"):
             return None
     return gan.GanConfig(
         kind=kind,
-        conditional=conditional or kind == "cgan",
+        preset=str(preset),
+        conditional=bool(conditional) or not wgan,
         z_dim=d.z_dim,
         width=int(width),
         steps=int(steps),
@@ -101,9 +248,36 @@ def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
     )
 
 
-def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> make_sets.GenerateConfig | None:
+def stopped_generators(dataset: LabDataset, kinds: tuple[str, ...]) -> generators.GeneratorConfig | None:
+    """Generators of ``kinds`` stopped before their planned steps, each with Resume; the config to resume."""
+    stopped = [g for g in generators.list_generators(dataset) if g["kind"] in kinds and generators.is_stopped(g)]
+    if not stopped:
+        return None
+    busy = {j.tag for j in get_runner().list() if j.status not in FINISHED}  # no second job on one generator
+    st.markdown("**Stopped generators** (usable for sets as they are)")
+    for origin in stopped:
+        cols = st.columns([6, 1])
+        planned = int(origin["config"]["steps"])
+        cols[0].write(
+            f"{origin['id']} · {KIND_LABELS.get(origin['kind'], 'small diffusion model')} · stopped at step "
+            f"{int(origin['steps_done']):,} of {planned:,}"
+        )
+        label, key = "Resume", f"resume-gen-{origin['id']}"
+        if cols[1].button(label, key=key, disabled=origin["id"] in busy, help=f"Train on to step {planned:,}"):
+            return generators.config_from_origin(origin)
+    return None
+
+
+def _generator_label(origin: dict[str, Any]) -> str:
+    text = f"{origin['id']} · {origin['kind']} · {origin.get('seconds', 0):.0f} s of training"
+    if generators.is_stopped(origin):
+        text += f" · stopped at step {int(origin['steps_done']):,} of {int(origin['config']['steps']):,}"
+    return text
+
+
+def generate_form(dataset: LabDataset, stored: list[dict[str, Any]]) -> make_sets.GenerateConfig | None:
     """Which generator, how many images per class, and the filter threshold."""
-    labels = {str(g["id"]): f"{g['id']} · {g['kind']} · {g.get('seconds', 0):.0f} s of training" for g in generators}
+    labels = {str(g["id"]): _generator_label(g) for g in stored}
     with st.form("generate_form"):
         generator = st.selectbox("Generator", list(labels), format_func=labels.__getitem__)
         fill = st.radio(
@@ -112,13 +286,30 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> m
         cols = st.columns(3)
         per_class = cols[0].number_input("N per class", 1, 100_000, 100, key="gen_n")
         threshold = cols[1].slider(
-            "Keep when the real-data classifier is at least this sure (0 = off)", 0.0, 1.0, 0.95, key="gen_threshold"
+            "Keep when the real-data classifier is at least this sure (0 = off)",
+            0.0,
+            1.0,
+            0.95,
+            key="gen_threshold",
+            help="A classifier trained on the real images keeps a synthetic image only when it gives the intended "
+            "class at least this probability",
         )
         seed = cols[2].number_input("Noise seed", 0, 2**31 - 1, 0)
         cols = st.columns(3)
-        dup = cols[0].slider("Reject near-duplicates above this similarity", 0.5, 1.0, 0.99, key="gen_dup")
-        sample_steps = cols[1].number_input("DDIM steps (diffusion model)", 1, 1000, 50, key="gen_ddim_steps")
-        guidance = cols[2].number_input("Guidance (diffusion model)", 0.0, 20.0, 2.0, key="gen_guidance")
+        dup = cols[0].slider(
+            "Reject near-duplicates above this similarity",
+            0.5,
+            1.0,
+            0.99,
+            key="gen_dup",
+            help=DUPLICATE_HELP,
+        )
+        sample_steps = cols[1].number_input(
+            "DDIM steps (diffusion model)", 1, 1000, 50, key="gen_ddim_steps", help=DDIM_HELP
+        )
+        guidance = cols[2].number_input(
+            "Guidance (diffusion model)", 0.0, 20.0, 2.0, key="gen_guidance", help=GUIDANCE_HELP
+        )
         cols = st.columns(2)
         classes = cols[0].multiselect("Only these classes (empty = all)", dataset.class_names)
         candidates = cols[1].number_input(
@@ -147,13 +338,55 @@ def generate_form(dataset: LabDataset, generators: list[dict[str, object]]) -> m
     )
 
 
+LOSS_WORDS = {
+    "d_loss": "discriminator loss",
+    "g_loss": "generator loss",
+    "gp": "gradient penalty",
+    "loss": "denoising loss",
+}
+
+
 def _loss_figure(rows: list[dict[str, float]]) -> go.Figure:
     fig = go.Figure()
-    for key in ("d_loss", "g_loss", "gp", "loss"):
+    for key, words in LOSS_WORDS.items():
         if rows and key in rows[0]:
-            fig.add_scatter(x=[r["step"] for r in rows], y=[r[key] for r in rows], name=key, mode="lines")
-    fig.update_layout(height=280, title="Generator training losses", xaxis_title="step", margin={"t": 40, "b": 10})
+            fig.add_scatter(x=[r["step"] for r in rows], y=[r[key] for r in rows], name=words, mode="lines")
+    fig.update_layout(
+        height=300,
+        title="Generator training losses",
+        xaxis_title="training step",
+        yaxis_title="loss (no unit)",
+        legend={"orientation": "h", "y": -0.3},
+        margin={"t": 40, "b": 10},
+    )
     return fig
+
+
+def _row_names(rows: int) -> list[str]:
+    """The session dataset's class names for a sample grid of ``rows`` rows (one per class), else row numbers."""
+    dataset = st.session_state.get(DATASET_KEY)
+    names = list(dataset.class_names) if dataset is not None else []
+    return names if len(names) == rows else [f"row {i + 1}" for i in range(rows)]
+
+
+def _stop_buttons(column: Any, snap: JobSnapshot, owner: str) -> None:
+    """Cancel (throw the job's work away) and, for generator training, Stop and keep."""
+    keep = snap.status == "running" and tasks.keeps_on_stop(snap)
+    if keep and column.button(
+        "Stop and keep",
+        key=f"keep-{snap.id}",
+        help="Stop at the next step and store the generator as it is: usable for sets, and Resume continues it",
+    ):
+        _cancel(snap.id, owner, keep=True)
+    if column.button("Cancel", key=f"cancel-{snap.id}", help="Stop and throw this job's work away"):
+        _cancel(snap.id, owner, keep=False)
+
+
+def _cancel(job_id: str, owner: str, *, keep: bool) -> None:
+    try:
+        tasks.cancel_job(get_runner(), job_id, owner=owner, keep=keep)
+    except JobError as err:
+        st.error(str(err))
 
 
 @st.fragment(run_every=1.0)
@@ -164,21 +397,22 @@ def generate_panel(owner: str) -> None:
     if not jobs:
         st.caption("No generator jobs from this browser yet.")
         return
-    done = {j.id for j in jobs if j.status == "done"}
+    done = {j.id for j in jobs if j.status in ("done", "stopped")}
     seen = st.session_state.get("generate_done")
     st.session_state["generate_done"] = done
     if seen is not None and done - seen:  # a new generator or set: redraw the forms and the set browser
         st.rerun(scope="app")
     for snap in reversed(jobs):
-        cols = st.columns([4, 6, 1])
+        cols = st.columns([4, 6, 2])
         cols[0].write(f"{STATUS_ICONS.get(snap.status, '')} {snap.title}")
-        text = snap.error or snap.message or snap.status
-        cols[1].progress(snap.progress, text=f"{text} · place {snap.queue_position}" if snap.queue_position else text)
-        if snap.status not in FINISHED and cols[2].button("Cancel", key=f"cancel-{snap.id}"):
-            try:
-                runner.cancel(snap.id, owner=owner)
-            except JobError as err:
-                st.error(str(err))
+        cols[1].progress(snap.progress, text=progress_text(snap))
+        if snap.status not in FINISHED:
+            _stop_buttons(cols[2], snap, owner)
+        if snap.status == "stopped" and isinstance(snap.result, str):
+            st.info(
+                f"Stopped and kept: generator {snap.result} is stored as it was at its last step and can make "
+                "sets now; Resume (above) trains it on to its planned steps."
+            )
         events = [e for e in snap.events if isinstance(e, GeneratorEvent)]
         if events and (snap is jobs[-1] or snap.status == "running"):
             rows = [{"step": e.step, **e.values} for e in events if e.kind == "step"]
@@ -186,7 +420,9 @@ def generate_panel(owner: str) -> None:
             left, right = st.columns([3, 2])
             left.plotly_chart(_loss_figure(rows), key=f"loss-{snap.id}")
             if grids:
-                right.image(_upscale(grids[-1].grid), caption=f"step {grids[-1].step}: fixed noise, one row per class")
+                rows = split_grid(grids[-1].grid, gan.SAMPLES_PER_CLASS)
+                title = f"Samples at step {grids[-1].step:,} (the same noise each time)"
+                right.plotly_chart(grid_figure(rows, _row_names(len(rows)), title), key=f"grid-{snap.id}")
             for warning in {e.message for e in events if e.kind == "warning"}:
                 st.warning(warning)
         if isinstance(snap.result, dict) and snap.result:  # a Stable Diffusion preview: one image per class
@@ -198,20 +434,15 @@ def generate_panel(owner: str) -> None:
             )
 
 
-def _upscale(grid: np.ndarray, factor: int = 4) -> np.ndarray:
-    small = grid.shape[0] < 256
-    return np.repeat(np.repeat(grid, factor, 0), factor, 1) if small else grid
-
-
 def short_set_notice(info: sets.SetInfo, records: list[sets.ImageRecord]) -> None:
     """For a set with fewer images than asked: which classes, the honest ways out, and what a lower filter costs."""
     wanted = info.config.get("wanted") or []
     short = [c for c, n in enumerate(wanted) if n and info.counts_kept[c] < n]
     if not short:
         return
-    names = ", ".join(f"{info.class_names[c]!r} ({info.counts_kept[c]} of {wanted[c]})" for c in short)
+    names = "; ".join(f"class {info.class_names[c]!r}: {info.counts_kept[c]} of {wanted[c]} images" for c in short)
     st.warning(
-        f"This set has fewer images than asked for class {names}. It still feeds every mix on the Train page: "
+        f"This set has fewer images than asked for ({names}). It still feeds every mix on the Train page: "
         "a mix takes what the set has, and the controls are matched to the same counts. For a fuller set, "
         "train the generator for more steps, generate again with more candidates per image, or ask for fewer "
         "images per class."
@@ -241,6 +472,11 @@ def short_set_notice(info: sets.SetInfo, records: list[sets.ImageRecord]) -> Non
     st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
+def _share(value: float | None) -> str:
+    """A share in [0, 1] as a whole percentage for a table; a dash when it was not measured."""
+    return "—" if value is None or value != value else f"{value:.0%}"
+
+
 def set_browser(dataset: LabDataset) -> None:
     """Choose a stored set: counts, quality per class, a gallery with scores, reject/restore, delete."""
     stored = sets.list_sets(dataset.key)
@@ -267,12 +503,12 @@ def set_browser(dataset: LabDataset) -> None:
                 f"{', '.join(map(repr, weak))}: its keep or reject decisions on that class mean little."
             )
     per_class = {q["name"]: q for q in info.quality.get("per_class", [])}
-    table["label fidelity"] = [per_class.get(n, {}).get("label_fidelity") for n in info.class_names]
-    table["learns-from-synthetic recall"] = [per_class.get(n, {}).get("tstr_recall") for n in info.class_names]
+    table["label fidelity"] = [_share(per_class.get(n, {}).get("label_fidelity")) for n in info.class_names]
+    table["learns-from-synthetic recall"] = [_share(per_class.get(n, {}).get("tstr_recall")) for n in info.class_names]
     realism = info.quality.get("realism")
     if realism:
-        table["looks real (precision)"] = realism["precision"]
-        table["covers the real variety (recall)"] = realism["recall"]
+        table["looks real (precision)"] = [_share(v) for v in realism["precision"]]
+        table["covers the real variety (recall)"] = [_share(v) for v in realism["recall"]]
     st.dataframe(table, hide_index=True)
     if realism and realism.get("frechet") is not None:
         st.caption(
@@ -317,6 +553,13 @@ def set_browser(dataset: LabDataset) -> None:
             if files:
                 sets.set_kept(set_id, files, keep, reason="" if keep else "rejected by hand")
         st.rerun()
+    st.download_button(
+        "Download the set (zip of class folders with its manifest)",
+        lambda: exports.set_zip(set_id),  # built when clicked, not on every rerun
+        f"synthetic-{set_id}.zip",
+        "application/zip",
+        key=f"download_set-{set_id}",
+    )
     if st.checkbox(f"Delete set {set_id}", key=f"confirm_delete-{set_id}") and st.button(
         "Delete now", key="delete_set"
     ):

@@ -17,7 +17,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from engine import runs, tasks
-from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot
+from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot, format_eta
 from engine.training import TrainEvent
 
 TOKEN = re.compile(r"[0-9a-f]{12}")
@@ -27,6 +27,7 @@ STATUS_ICONS = {  # Streamlit's own icon font, so they render without system emo
     "done": ":material/check_circle:",
     "failed": ":material/error:",
     "cancelled": ":material/cancel:",
+    "stopped": ":material/pause_circle:",
     "interrupted": ":material/warning:",
 }
 
@@ -50,7 +51,7 @@ def owner_token() -> str:
 
 def curves_figure(snaps: list[JobSnapshot]) -> go.Figure:
     """Loss and accuracy per epoch, one line per run (validation solid, training dotted)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12)  # axis titles, not subplot titles: no collision
     for i, snap in enumerate(snaps):
         rows = [e.values for e in snap.events if isinstance(e, TrainEvent) and e.kind == "epoch"]
         if not rows:
@@ -79,19 +80,29 @@ def curves_figure(snaps: list[JobSnapshot]) -> go.Figure:
                 col=col,
             )
     fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="cross-entropy loss", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", row=1, col=2)
     fig.update_layout(
-        height=340, margin={"t": 40, "b": 10}, title_text="Training curves (validation solid, training dotted)"
+        height=360,
+        margin={"t": 50, "b": 10},
+        title_text="Training curves (validation solid, training dotted)",
+        legend_title_text="run",
+        font={"size": 13},
     )
     return fig
 
 
-def _eta(snap: JobSnapshot) -> str:
+def progress_text(snap: JobSnapshot) -> str:
+    """A job's progress line: its place in the queue, its message with the time left, or how it ended."""
     if snap.status == "queued":
         return f"queued, place {snap.queue_position}"
     if snap.status != "running":
-        return snap.error or snap.status
+        last = snap.message.partition(" · about")[0]  # a finished job has no time left
+        return snap.error or (f"stopped at {last}" if snap.status == "stopped" and last else last) or snap.status
     eta = snap.eta_seconds
-    return f"{snap.message} · about {eta:.0f} s left (at most)" if eta is not None else snap.message or "starting"
+    if " left" in snap.message or eta is None:  # generator training puts its own, from the pace of its steps
+        return snap.message or "starting"
+    return f"{snap.message} · {format_eta(eta)}" if snap.message else format_eta(eta)
 
 
 @st.fragment(run_every=1.0)
@@ -114,7 +125,7 @@ def job_panel(owner: str) -> None:
     for snap in snaps:
         cols = st.columns([3, 6, 1])
         cols[0].write(f"{STATUS_ICONS.get(snap.status, '')} {snap.title}")
-        cols[1].progress(snap.progress, text=_eta(snap))
+        cols[1].progress(snap.progress, text=progress_text(snap))
         if snap.status not in FINISHED and cols[2].button("Cancel", key=f"cancel-{snap.id}"):
             try:
                 tasks.cancel_job(runner, snap.id, owner=owner)

@@ -113,7 +113,12 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     model = _model_field()
     cols = st.columns([2, 3])
     mode = cols[0].radio(
-        "Start from", stable_diffusion.MODES, horizontal=True, key="sd_mode", help="img2img: real images"
+        "Start from",
+        stable_diffusion.MODES,
+        horizontal=True,
+        key="sd_mode",
+        help="text2img: from noise and the prompt alone; img2img: from a real training image of the class, "
+        "redrawn under the prompt",
     )
     strength = cols[1].slider(
         "img2img strength (0 copies the source, 1 ignores it)", 0.05, 1.0, d.strength, key="sd_strength"
@@ -122,10 +127,21 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
         "Prompt templates, one per line (one is drawn per image)", "\n".join(d.templates), key="sd_templates"
     )
     class_prompts = _prompt_editor(dataset)
-    negative = st.text_input("Negative prompt", d.negative_prompt, key="sd_negative")
+    negative = st.text_input(
+        "Negative prompt", d.negative_prompt, key="sd_negative", help="What the images should not show"
+    )
     cols = st.columns(5)
-    steps = cols[0].number_input("Steps", 1, 1000, key="sd_steps")
-    guidance = cols[1].number_input("Guidance", 0.0, 50.0, key="sd_guidance")
+    steps = cols[0].number_input(
+        "Steps", 1, 1000, key="sd_steps", help="Denoising steps per image: more steps, more detail, slower"
+    )
+    guidance = cols[1].number_input(
+        "Guidance",
+        0.0,
+        50.0,
+        key="sd_guidance",
+        help="Classifier-free guidance: how closely images follow the prompt (0 for sd-turbo; higher = more "
+        "literal, less varied)",
+    )
     size = cols[2].number_input("Output size (px)", 16, 2048, step=8, key="sd_size")
     batch = cols[3].number_input("Batch size", 1, 256, d.batch_size, key="sd_batch")
     seed = cols[4].number_input("Seed", 0, 2**31 - 1, d.seed, key="sd_seed")
@@ -133,9 +149,22 @@ def sd_form(dataset: LabDataset) -> SDRequest | None:
     cols = st.columns(3)
     per_class = cols[0].number_input("N per class", 1, 100_000, d.per_class, key="sd_n")
     threshold = cols[1].slider(
-        "Keep when the real-data classifier is at least this sure (0 = off)", 0.0, 1.0, 0.0, key="sd_threshold"
+        "Keep when the real-data classifier is at least this sure (0 = off)",
+        0.0,
+        1.0,
+        0.0,
+        key="sd_threshold",
+        help="A classifier trained on the real images keeps a generated image only when it gives the intended "
+        "class at least this probability",
     )
-    dup = cols[2].slider("Reject near-duplicates above this similarity", 0.5, 1.0, d.duplicate_threshold, key="sd_dup")
+    dup = cols[2].slider(
+        "Reject near-duplicates above this similarity",
+        0.5,
+        1.0,
+        d.duplicate_threshold,
+        key="sd_dup",
+        help="Two images shrunk to 16 px in grey, compared after removing their mean brightness (1 = identical)",
+    )
     classes = st.multiselect("Only these classes (empty = all)", dataset.class_names, key="sd_classes")
     name = st.text_input("Set name (optional)", key="sd_name")
     try:

@@ -61,7 +61,7 @@ def load_into_session(cfg: DatasetConfig, *, progress_label: str | None = None) 
         return str(err)
     except Exception as err:  # a broken file must not take the page down
         log.exception("dataset load failed")
-        return f"Unexpected error while loading the dataset ({type(err).__name__}): {err}"
+        return f"Unexpected error while loading the dataset: {err or 'no message'} (details are in the server log)"
     finally:
         if bar is not None:
             bar.empty()

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import nn
 
@@ -36,6 +35,7 @@ from engine.backbones import BackboneClassifier, is_available
 from engine.datasets import LabDataset
 from engine.jobs import Cancelled
 from engine.models import build_classifier, build_model
+from engine.signatures import thumbnails
 from engine.training import EventFn, StopFn, TrainConfig, channel_stats, class_weights, predict_proba, train
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ JUDGE_NAMES = {
     PROBE_JUDGE: "EfficientNet-Lite0 linear probe trained class-balanced on the real training images",
 }
 WEAK_RECALL = 0.5  # a judge recognising fewer of a class's real validation images than this cannot judge it
-THUMB_SIDE = 16  # near-duplicate signatures compare images at this size, grayscale
 _TOLERANCE = 1e-6  # float32 probabilities: 0.95 stored as 0.9499999 still counts as "at the threshold"
 
 
@@ -294,23 +293,6 @@ def _val_recall(model: nn.Module, dataset: LabDataset) -> list[float]:
     return [
         float(np.mean(pred[y == c] == c)) if np.any(y == c) else float("nan") for c in range(len(dataset.class_names))
     ]
-
-
-def thumbnails(images: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Near-duplicate signatures of uint8 images (N, C, R, R): (N, d) float32 unit vectors.
-
-    Grayscale, area-resized to at most THUMB_SIDE px, mean-centred per image: insensitive to small
-    shifts of brightness and to compression, sensitive to content. Flat images get a zero vector.
-    """
-    x = (images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))).float() / 255.0
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise FilterError(f"images of shape {tuple(x.shape)} are not accepted: expected uint8 (N, 1 or 3, R, R)")
-    gray = x.mean(dim=1, keepdim=True)
-    side = min(THUMB_SIDE, gray.shape[-1])
-    flat = F.adaptive_avg_pool2d(gray, side).reshape(len(x), -1)
-    flat = flat - flat.mean(dim=1, keepdim=True)
-    norm = flat.norm(dim=1, keepdim=True)
-    return torch.where(norm > 1e-3, flat / norm.clamp_min(1e-12), torch.zeros_like(flat)).numpy()
 
 
 class DuplicateIndex:

@@ -2,10 +2,15 @@
 
 A generator lives in ``<workspace>/generators/<id>/``: its weights in the family's format (``gan.py``,
 ``ddpm.py``) and ``origin.json`` (config, class names, the :attr:`~engine.datasets.LabDataset.key` of the
-dataset it learnt from), written last: its presence marks a complete generator. The id is a hash of the
-generator config and the dataset key, so the same request reuses the stored generator. A cancelled
-training raises :class:`~engine.jobs.Cancelled` and leaves no generator. Where this stops: no sets
-(``make_sets.py`` samples through :func:`sampler`), no threads (``tasks.py`` runs training as a job).
+dataset it learnt from, steps done), written last: its presence marks a usable generator. The id is a hash
+of the generator config and the dataset key, so the same request reuses the stored generator. While it
+trains, ``checkpoint/`` holds the whole training state (:mod:`engine.checkpoints`). A training stopped
+with *Stop and keep* stores the generator as it is at its last step, marked stopped at step k of N
+(usable for sets), and keeps the checkpoint: asking for the same generator again (*Resume*) continues it
+to its planned steps, as does asking again after an interrupted one. A cancelled training raises
+:class:`~engine.jobs.Cancelled` and leaves no generator (a cancelled resume leaves the stopped one as it
+was). Where this stops: no sets (``make_sets.py`` samples through :func:`sampler`), no threads
+(``tasks.py`` runs training as a job).
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from engine import store
-from engine.datasets import LabDataset
+from engine import checkpoints, store, threads
+from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
 from engine.jobs import Cancelled
 from engine.synth import ddpm, gan
 from engine.synth.events import GeneratorEvent
 
 log = logging.getLogger(__name__)
+MAX_SIDE = 64  # generators learn and draw at most this side; larger working resolutions get a downscaled copy
 GeneratorConfig = gan.GanConfig | ddpm.DdpmConfig
 Sampler = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (labels (N,), noise indices (N,)) -> uint8 (N, C, R, R)
 
@@ -71,36 +81,78 @@ def load_origin(gen_id: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def training_copy(images: ImageSet) -> ImageSet:
+    """What a generator learns from: the training images, downscaled (area) to MAX_SIDE px when larger.
+
+    Generators draw small images well and large ones slowly; photos kept at 128 px for the classifiers
+    are learnt at 64 px, and the sets' images are brought back to the working resolution (make_sets).
+    """
+    side = images.images.shape[-1]
+    if side <= MAX_SIDE:
+        return images
+    small = F.interpolate(images.images.float(), size=(MAX_SIDE, MAX_SIDE), mode="area")
+    return replace(images, images=small.round().clamp(0, 255).to(torch.uint8))
+
+
+def is_stopped(origin: dict[str, Any]) -> bool:
+    """Whether a stored generator was stopped before its planned steps (and can be resumed)."""
+    return int(origin.get("steps_done", origin["config"].get("steps", 0))) < int(origin["config"].get("steps", 0))
+
+
 def train_generator(
     cfg: GeneratorConfig,
     dataset: LabDataset,
     *,
     on_event: Callable[[GeneratorEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    keep_on_stop: Callable[[], bool] | None = None,
 ) -> str:
-    """Train a generator on the training split, or reuse the stored one; returns its id.
+    """Train a generator on the training split, resume a stopped one, or reuse the stored one; returns its id.
 
-    Raises :class:`~engine.jobs.Cancelled` when ``should_stop`` turns true; nothing is stored then.
+    A checkpoint in the generator's folder (a stopped or interrupted training) is resumed from, up to
+    ``cfg.steps``. When ``should_stop`` turns true and ``keep_on_stop()`` is true, the generator as it is
+    at its last step is stored, marked stopped, and its id returned. Otherwise raises
+    :class:`~engine.jobs.Cancelled`: a new training stores nothing; a resumed one leaves the stopped
+    generator as it was.
     """
     gen_id = generator_id(cfg, dataset)
     folder = generators_dir() / gen_id
-    if (folder / "origin.json").is_file():
+    origin = load_origin(gen_id)
+    if origin is not None and not is_stopped(origin):
         log.info("reusing generator %s", gen_id)
         return gen_id
-    result: gan.GanResult | ddpm.DdpmResult
     checkpoint = folder / "checkpoint"
+    family: Any = ddpm if isinstance(cfg, ddpm.DdpmConfig) else gan
+    train = ddpm.train_ddpm if isinstance(cfg, ddpm.DdpmConfig) else gan.train_gan
     try:
-        if isinstance(cfg, ddpm.DdpmConfig):
-            result = ddpm.train_ddpm(
-                cfg, dataset.train, on_event=on_event, should_stop=should_stop, checkpoint_dir=checkpoint
-            )
-        else:
-            result = gan.train_gan(
-                cfg, dataset.train, on_event=on_event, should_stop=should_stop, checkpoint_dir=checkpoint
-            )
+        result = train(
+            cfg,  # type: ignore[arg-type]  # the family matches the config's type
+            training_copy(dataset.train),
+            on_event=on_event,
+            should_stop=should_stop,
+            checkpoint_dir=checkpoint,
+            resume=True,
+        )
     except Cancelled as err:
-        shutil.rmtree(folder, ignore_errors=True)  # only checkpoints: origin.json was not there
-        raise Cancelled(f"training of generator {gen_id} was {err}; nothing was stored") from None
+        if keep_on_stop is not None and keep_on_stop() and checkpoints.has_checkpoint(checkpoint):
+            partial = family.result_from_checkpoint(checkpoint)
+            if partial.steps_done > 0:
+                _store(partial, cfg, dataset, gen_id, folder)
+                log.info("generator %s stopped and kept at step %d of %d", gen_id, partial.steps_done, cfg.steps)
+                return gen_id
+        if origin is None:
+            shutil.rmtree(folder, ignore_errors=True)  # checkpoints only: origin.json was not there
+            raise Cancelled(f"training of generator {gen_id} was {err}; nothing was stored") from None
+        done = f"step {origin.get('steps_done', 0)} of {cfg.steps}"
+        raise Cancelled(f"resuming generator {gen_id} was {err}; it stays as stopped at {done}") from None
+    _store(result, cfg, dataset, gen_id, folder)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return gen_id
+
+
+def _store(
+    result: gan.GanResult | ddpm.DdpmResult, cfg: GeneratorConfig, dataset: LabDataset, gen_id: str, folder: Path
+) -> None:
     if isinstance(result, ddpm.DdpmResult):
         ddpm.save_model(result, folder)
     else:
@@ -113,17 +165,69 @@ def train_generator(
         "class_names": list(dataset.class_names),
         "seconds": result.seconds,
         "warnings": result.warnings,
+        "steps_done": result.steps_done,
     }
-    store.write_json(folder / "origin.json", origin)  # written last: its presence marks a complete generator
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    return gen_id
+    store.write_json(folder / "origin.json", origin)  # written last: its presence marks a usable generator
+
+
+_rates: dict[tuple[str, str, int], float] = {}  # (settings that cost time, dataset key, threads) -> s/step
+_rates_lock = threading.Lock()
+FREE_FIELDS = ("steps", "seed", "preset", "lr", "lr_g", "lr_d", "sample_every", "p_uncond")  # no cost per step
+
+
+def seconds_per_step(cfg: GeneratorConfig, dataset: LabDataset, *, steps: int = 3) -> float:
+    """Seconds one training step of ``cfg`` takes on ``dataset`` on this machine, measured now and remembered.
+
+    Times ``steps`` steps after one warm-up step (no checkpoint, no sample grid), with the threads one more
+    heavy job would get; measured once per setting, dataset and thread count in this process.
+    """
+    share = threads.per_job(threads.running() + 1)
+    costly = {k: v for k, v in asdict(cfg).items() if k not in FREE_FIELDS}
+    key = (json.dumps(costly, sort_keys=True), dataset.key, share)
+    with _rates_lock:
+        if key in _rates:
+            return _rates[key]
+    stamps: list[float] = []
+
+    def on_event(event: GeneratorEvent) -> None:
+        if event.kind == "step":
+            stamps.append(time.perf_counter())
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(share)
+    try:
+        probe = replace(cfg, steps=steps + 2, sample_every=10_000_000)
+        train = ddpm.train_ddpm if isinstance(probe, ddpm.DdpmConfig) else gan.train_gan
+        train(probe, training_copy(dataset.train), on_event=on_event, should_stop=lambda: len(stamps) > steps)  # type: ignore[arg-type]
+    except Cancelled:
+        pass  # stopped before the last step's sample grid: only the steps were wanted
+    finally:
+        torch.set_num_threads(before)
+    rate = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    with _rates_lock:
+        _rates[key] = rate
+    return rate
+
+
+def estimate_seconds(cfg: GeneratorConfig, dataset: LabDataset) -> float:
+    """About how long training ``cfg`` on ``dataset`` takes here: the steps at :func:`seconds_per_step`.
+
+    Sample grids and checkpoints add a few percent; the diffusion model's grids (DDIM sampling) more.
+    """
+    extra = 1.15 if isinstance(cfg, ddpm.DdpmConfig) else 1.05
+    return cfg.steps * seconds_per_step(cfg, dataset) * extra
+
+
+def config_from_origin(origin: dict[str, Any]) -> GeneratorConfig:
+    """The config a stored generator was trained with (asking for it again resumes a stopped one)."""
+    if origin["kind"] == "ddpm":
+        return ddpm.DdpmConfig(**origin["config"])
+    return gan.GanConfig(**origin["config"])
 
 
 def config_hash(origin: dict[str, Any]) -> str:
     """The cache key of a stored generator's config (what its images' records name)."""
-    if origin["kind"] == "ddpm":
-        return ddpm.DdpmConfig(**origin["config"]).cache_key()
-    return gan.GanConfig(**origin["config"]).cache_key()
+    return config_from_origin(origin).cache_key()
 
 
 def sampler(

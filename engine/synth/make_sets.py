@@ -25,7 +25,9 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from engine import signatures
 from engine.datasets import LabDataset
 from engine.jobs import Cancelled
 from engine.synth import filters, generators, quality, realism, sd_requests, sets, stable_diffusion
@@ -211,7 +213,7 @@ def make_set(
             ask = np.minimum(ask, budget_left)
             labels = np.repeat(np.arange(len(wanted)), ask)
             offsets = np.concatenate([c * CLASS_STRIDE + next_index[c] + np.arange(k) for c, k in enumerate(ask)])
-            batch = draw(labels, offsets.astype(np.int64))
+            batch = _working_side(draw(labels, offsets.astype(np.int64)), dataset.resolution)
             next_index += ask
             probs = predict_proba(reference, torch.from_numpy(batch))
             verdict = filters.confidence_filter(probs, labels, dataset.class_names, threshold=cfg.threshold)
@@ -219,7 +221,7 @@ def make_set(
             total = int(max(64, 3 * need.sum()))
             offsets = (int(next_index[0]) + np.arange(total)).astype(np.int64)
             next_index[0] += total
-            batch = draw(np.zeros(total, dtype=np.int64), offsets)
+            batch = _working_side(draw(np.zeros(total, dtype=np.int64), offsets), dataset.resolution)
             probs = predict_proba(reference, torch.from_numpy(batch))
             verdict = filters.confidence_filter(
                 probs, None, dataset.class_names, threshold=cfg.threshold, mode="assign"
@@ -242,6 +244,7 @@ def make_set(
     settings = {
         "generate": asdict(cfg),
         "generator": origin["config"],
+        "generator_steps_done": origin.get("steps_done", origin["config"].get("steps")),  # fewer: drawn when stopped
         "kind": origin["kind"],
         "wanted": wanted.tolist(),
         "given_up": [dataset.class_names[c] for c in given_up],
@@ -265,6 +268,14 @@ def make_set(
     )
     report(1.0, f"stored set {info.id}")
     return info
+
+
+def _working_side(batch: np.ndarray, side: int) -> np.ndarray:
+    """Generated uint8 images (N, C, s, s) at the dataset's working side: generators draw at most 64 px."""
+    if batch.shape[-1] == side:
+        return batch
+    up = F.interpolate(torch.from_numpy(batch).float(), size=(side, side), mode="bilinear", align_corners=False)
+    return up.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _budget(wanted: np.ndarray, per_image: int) -> np.ndarray:
@@ -333,7 +344,7 @@ def make_sd_set(
         tried[r.label] = max(tried[r.label], r.noise_index + 1)
         if r.kept:
             kept[r.label] += 1
-            duplicates.add(filters.thumbnails(sets.read_png(folder / r.file, dataset.channels)[None])[0], r.label)
+            duplicates.add(signatures.thumbnails(sets.read_png(folder / r.file, dataset.channels)[None])[0], r.label)
     limit = np.ceil(wanted * cfg.max_factor).astype(np.int64)
     total = int(wanted.sum())
     # 4. Generate class by class, batch by batch, writing each image and its record as it comes.

@@ -36,7 +36,7 @@ from PIL import Image
 from engine import store
 from engine.datasets import LabDataset
 from engine.device import pick_device, pipeline_dtype
-from engine.jobs import Cancelled
+from engine.jobs import Cancelled, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class SDConfigError(ValueError):
     and what would be."""
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable):
     """The model is neither a local folder nor in this machine's Hugging Face cache, and the hub is out of reach."""
 
 
