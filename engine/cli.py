@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine import experiments, exports, loop, runs, store
+from engine import experiments, exports, loop, runs, store, threads
 from engine.cli_output import (
     DatasetFacts,
     Progress,
@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(store.FOLDER_ROOTS_ENV, os.sep)
     args = _parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        with threads.heavy_job():  # the CLI's work is one heavy job: the thread budget applies as on the server
+            return int(args.fn(args))
     except KeyboardInterrupt:
         say("interrupted: nothing more was stored")
         return 130

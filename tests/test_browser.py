@@ -155,8 +155,8 @@ def test_generate_page_trains_a_gan_in_a_real_browser(server: str, tmp_path: Pat
         # .first: while the page reruns after the generator is stored, the old chart lingers beside the new
         losses = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Generator training losses").first
         expect(losses).to_be_visible(timeout=90_000)
-        expect(page.get_by_text("fixed noise, one row per class")).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("(the same noise each time)")).to_be_visible(timeout=90_000)
         expect(page.get_by_text("Train a generator first")).to_have_count(0, timeout=90_000)  # the generator is stored
-        assert page.get_by_text("fixed noise, one row per class").count() >= 1
+        assert page.get_by_text("(the same noise each time)").count() >= 1
         page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT_GENERATE", tmp_path / "generate.png")))
         browser.close()
