@@ -9,6 +9,7 @@ Usage: python bench/screenshots.py [OUT_DIR]
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -84,7 +85,10 @@ try:
         # 2. Generate: default GAN, default settings
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Generate", exact=True).click()
         expect(page.get_by_role("heading", name="Generate")).to_be_visible(timeout=60_000)
+        # the page times a few steps of each preset first; the form is ready once their labels show
+        expect(page.get_by_text(re.compile(r"Standard · [\d,]+ steps · about .+ here"))).to_be_visible(timeout=120_000)
         page.get_by_role("button", name="Train generator").click()
+        expect(page.get_by_text(re.compile(r"step [\d,]+ of [\d,]+ · about .+ left"))).to_be_visible(timeout=300_000)
         expect(page.get_by_text("Train a generator first")).to_have_count(0, timeout=1_800_000)
         stamp("generator trained")
         page.get_by_role("button", name="Generate set").click()
