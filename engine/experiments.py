@@ -1,9 +1,12 @@
-"""Experiments: a grid of mixes × seeds on one dataset, and the honest summary of what helped.
+"""Experiments: a grid of mixes × seeds (× repeated splits) on one dataset, and the honest summary of what helped.
 
-:func:`plan_experiment` writes the experiment and one queued run record per (mix, seed);
+:func:`plan_experiment` writes the experiment and one queued run record per (mix, split, seed);
 :func:`run_experiment` executes them in order (the CLI); the Train page submits the same runs as
-jobs. Both load the synthetic sets once, first (:func:`synthetic_pools`). :func:`summarize` compares
-every mix with the real baseline, paired by seed: mean ± std, the 95% interval of the difference in
+jobs. Both build each split's dataset and load its synthetic sets once, first (:func:`split_inputs`).
+With repeated splits, runs on split k > 1 are paired by seed ``1000·(k−1) + seed`` (:func:`unit_name`
+says it in words) and every split has its own synthetic sets (``split_sets``; made by
+``synth/split_sets.py``). :func:`summarize` compares every mix with the real baseline, paired by
+split and seed: mean ± std, the 95% interval of the difference in
 accuracy, macro-F1 and the minority classes' mean recall from a two-level paired bootstrap
 (seeds and test images resampled), a paired t-interval over seeds as a second opinion, per-class recall
 differences with the minority classes marked, and a verdict: helps / no detectable effect / hurts.

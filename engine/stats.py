@@ -1,12 +1,14 @@
 """Did a training mix help? Paired comparisons of a treatment mix against the baseline, with intervals.
 
 Two honest answers to one question, both paired because every mix is trained with the same seeds and
-scored on the same real test set:
+scored on the same real test set (the same per split, with repeated splits):
 
 * :func:`paired_seed_test`: a Student t-interval of the mean per-seed difference (variation between
   training runs; weak with 3 seeds, and says so with a wide interval).
 * :func:`paired_bootstrap`: a two-level bootstrap: each resample draws seeds (pairs of runs) and test
-  images with replacement, the same images for both arms, so both the run-to-run variation and the
+  images with replacement (per test set, when repeated splits give each pair its own), the same images
+  for both arms; label scores (accuracy, macro-F1, any callable) and macro ROC-AUC from class scores
+  (:class:`MacroAUC`), so both the run-to-run variation and the
   finite test set widen the interval. (Resampling images alone treats the trained models as fixed and
   called a no-effect mix "helps" or "hurts" about 30% of the time in a simulation with 3 seeds.)
 
