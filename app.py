@@ -11,12 +11,16 @@ import logging
 
 import streamlit as st
 
-from ui.jobs_panel import get_runner
+from engine import accounts, owners
+from ui.auth import gate
+from ui.jobs_panel import get_runner, owner_token
 from ui.state import current_dataset, describe
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
 get_runner()  # the first session after a start marks runs left running by a stopped process as interrupted
+gate()  # who this session is (docs/accounts.md); draws the login page and stops until someone logs in
+owner_token()  # the engine acts as that user for this page run: what it lists and changes is checked against them
 
 PAGES = [
     st.Page("app_pages/dataset.py", title="Dataset", icon=":material/dataset:", default=True),
@@ -26,6 +30,8 @@ PAGES = [
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("app_pages/explain.py", title="Explain", icon=":material/visibility:"),
 ]
+if accounts.auth_mode() != "none" and owners.current().admin:  # a shared server: its admins see every user's work
+    PAGES.append(st.Page("app_pages/server.py", title="Server", icon=":material/admin_panel_settings:"))
 navigation = st.navigation(PAGES)
 navigation.run()
 

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine import experiments, verdicts
+from engine import experiments, owners, verdicts
 from ui import compare_views as views
 
 st.title("Compare")
@@ -14,8 +14,25 @@ if not records:
     st.info("No experiments yet: start one on the Train page (or with `python -m engine experiment`).")
     st.stop()
 
-labels = {r.id: f"{r.id} · {r.config.name or r.config.dataset.source.kind} · {r.config.model}" for r in records}
+me = owners.owner_name()
+labels = {
+    r.id: f"{r.id} · {r.config.name or r.config.dataset.source.kind} · {r.config.model}"
+    + ("" if r.owner == me else f" · by {r.owner}")
+    for r in records
+}
 exp_id = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__, key="compare_experiment")
+chosen_record = next(r for r in records if r.id == exp_id)
+if chosen_record.owner == me or owners.current().admin:
+    share = st.toggle(
+        "Share with everyone on this server",
+        chosen_record.shared,
+        key=f"share_experiment-{exp_id}",
+        help="Every user then sees this experiment's results here (read-only). Off by default.",
+    )
+    if share != chosen_record.shared:
+        experiments.set_shared(exp_id, share)
+else:
+    st.caption(f"Shared by {chosen_record.owner} (read-only).")
 summary = views.summary_of(exp_id)
 cfg = summary.experiment.config
 method = next((c.method for m in summary.mixes for c in m.comparisons.values()), "")
@@ -51,7 +68,7 @@ st.caption(
 
 metrics = views.run_metrics(summary)
 if not metrics:
-    st.info("No run of this experiment has finished yet: figures appear as runs finish (see the Train page).")
+    st.info(views.no_figures_text(exp_id))
     st.stop()
 score = st.radio(
     "Per-class score",

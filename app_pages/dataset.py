@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from engine import store
+from engine import owners, store
 from engine.config import ConfigError, DatasetConfig, ImbalanceConfig
 from ui import figures
 from ui.dataset_form import imbalance_form, source_form
@@ -70,10 +70,14 @@ report = dataset.report
 skipped = len(report.skipped)
 st.caption(f"Layout: {report.layout} · {report.scanned:,} files scanned · {skipped:,} skipped")
 with st.expander("Decode cache"):
-    st.caption(f"{store.cache_size_bytes() / 2**20:,.1f} MiB in {store.subdir('cache')}; entries are never evicted.")
-    if st.button("Clear the decode cache", key="clear_cache"):
-        store.clear_cache()
-        st.toast("Decode cache cleared: the next load of each dataset decodes it again.")
+    admin = owners.current().admin
+    st.caption(
+        f"{store.cache_size_bytes() / 2**20:,.1f} MiB of decoded datasets, shared by everyone who loads the same "
+        "data; entries are never evicted."
+    )
+    if st.button("Clear the decode cache" if admin else "Clear my entries of the decode cache", key="clear_cache"):
+        cleared = store.clear_cache()
+        st.toast(f"{cleared:,} entries cleared: the next load of those datasets decodes them again.")
 if skipped:
     with st.expander(f"{skipped:,} files skipped: " + ", ".join(f"{n} {r}" for r, n in report.reasons().items())):
         st.dataframe(pd.DataFrame(report.skipped, columns=["file", "reason"]), hide_index=True)

@@ -8,6 +8,7 @@ from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel
 from ui.jobs_panel import get_runner, owner_token
 from ui.sd_views import keep_sd_settings, sd_form, unfinished_requests
 from ui.state import current_dataset, describe, keep_widget_values
+from ui.submit import started
 
 FAMILIES = ("GAN", "Small diffusion model", "Stable Diffusion")
 
@@ -25,16 +26,21 @@ if family == "Stable Diffusion":
     with st.expander("Stable Diffusion (diffusers): prompts per class, text-to-image or img2img", expanded=True):
         request = sd_form(dataset)
     resume = unfinished_requests(dataset, get_runner())
-    if resume is not None:
-        tasks.submit_sd_generation(get_runner(), resume, dataset, owner=owner)
-        st.toast("Resumed: the request continues where it stopped.")
+    if resume is not None and started(
+        lambda: tasks.submit_sd_generation(get_runner(), resume, dataset, owner=owner),
+        "Resumed: the request continues where it stopped.",
+    ):
         st.rerun()
     if request is not None and request.action == "preview":
-        tasks.submit_sd_preview(get_runner(), request.config, dataset, owner=owner)
-        st.toast("Preview queued: one image per class appears below.")
+        started(
+            lambda: tasks.submit_sd_preview(get_runner(), request.config, dataset, owner=owner),
+            "Preview queued: one image per class appears below.",
+        )
     elif request is not None:
-        tasks.submit_sd_generation(get_runner(), request.config, dataset, owner=owner)
-        st.toast("Generation queued: images are written as they come; a stopped request resumes.")
+        started(
+            lambda: tasks.submit_sd_generation(get_runner(), request.config, dataset, owner=owner),
+            "Generation queued: images are written as they come; a stopped request resumes.",
+        )
 else:
     with st.expander("1 · Train a generator on this training split", expanded=True):
         try:
@@ -43,12 +49,15 @@ else:
             st.error(str(err))
             cfg = None
         if cfg is not None:
-            tasks.submit_generator_training(get_runner(), cfg, dataset, owner=owner)
-            st.toast("Generator training queued: curves and samples appear below.")
+            started(
+                lambda: tasks.submit_generator_training(get_runner(), cfg, dataset, owner=owner),
+                "Generator training queued: curves and samples appear below.",
+            )
         resume = stopped_generators(dataset, gan.GAN_KINDS if family == "GAN" else ("ddpm",))
-        if resume is not None:
-            tasks.submit_generator_training(get_runner(), resume, dataset, owner=owner)
-            st.toast("Resumed: training continues from the step it stopped at.")
+        if resume is not None and started(
+            lambda: tasks.submit_generator_training(get_runner(), resume, dataset, owner=owner),
+            "Training queued: it goes on from its last checkpoint, or from the start after Re-run.",
+        ):
             st.rerun()  # its Resume button turns off while the job runs
 
     stored = generators.list_generators(dataset)
@@ -62,8 +71,9 @@ else:
                 st.error(str(err))
                 generate = None
             if generate is not None:
-                tasks.submit_generation(get_runner(), generate, dataset, owner=owner)
-                st.toast("Generation queued.")
+                started(
+                    lambda: tasks.submit_generation(get_runner(), generate, dataset, owner=owner), "Generation queued."
+                )
 
 generate_panel(owner)
 st.subheader("Synthetic sets")

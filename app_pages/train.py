@@ -9,6 +9,7 @@ from engine.synth import sets
 from engine.training import TrainConfigError
 from ui.jobs_panel import get_runner, job_panel, owner_token
 from ui.state import current_dataset, describe
+from ui.submit import REFUSED
 from ui.train_form import experiment_form, missing_split_sets_notice
 
 st.title("Train")
@@ -28,7 +29,7 @@ if cfg is not None:
         record = tasks.submit_experiment(get_runner(), cfg, dataset, owner=owner, synthetic=sets.load_set)
         splits = f" × {cfg.splits} splits" if cfg.splits > 1 else ""
         st.toast(f"Queued {len(record.run_ids)} runs ({len(cfg.mixes)} mixes × {len(cfg.seeds)} seeds{splits}).")
-    except (ExperimentError, sets.SetError) as err:  # e.g. the set was deleted, or made for another split
+    except (ExperimentError, sets.SetError, *REFUSED) as err:  # e.g. the set was deleted; a limit reached
         st.error(f"Nothing started: {err}")
 missing_split_sets_notice(dataset, owner)
 

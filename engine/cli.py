@@ -4,8 +4,10 @@
 and answer again; ``generate`` trains (or reuses) a generator; ``make-set`` makes a judged synthetic set;
 ``loop`` runs a whole lesson from one TOML (dataset -> generator -> set -> experiment); ``runs``,
 ``sets`` and ``generators`` list the workspace; ``export-set`` and ``export-model`` write a set as a zip
-and a run's classifier as a folder. Every long step prints its progress with the time left on stderr:
-one redrawn line on a terminal, a line per tenth (and per run or round) in a log. Results go to stdout.
+and a run's classifier as a folder; ``users`` and ``limits`` manage a shared server's accounts and per-user
+limits, and ``--as-user NAME`` runs any command as one of its users. Every long step prints its progress
+with the time left on stderr: one redrawn line on a terminal, a line per tenth (and per run or round) in a
+log. Results go to stdout.
 Exit status: 0 when everything finished, 1 when some runs (or a training) failed, 2 for input that is
 not accepted, with one line naming the field, the value and what is accepted.
 """
@@ -13,14 +15,17 @@ not accepted, with one line naming the field, the value and what is accepted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import getpass
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from engine import experiments, exports, loop, runs, store, threads
+from engine import accounts, experiments, exports, limits, loop, owners, runs, store, threads
 from engine.cli_output import (
     DatasetFacts,
     Progress,
@@ -197,8 +202,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "model": r.config.model,
             "status": r.status,
             "accuracy": "" if r.headline.get("accuracy") is None else f"{r.headline['accuracy']:.4f}",
+            "owner": owners.owner_of(r.owner),
         }
-        for r in runs.list_records()
+        for r in runs.visible_records(frozenset(e.id for e in experiments.list_experiments() if e.shared))
     ]
     print(text_table(rows, squeeze="mix"))
     return 0
@@ -220,6 +226,7 @@ def cmd_sets(args: argparse.Namespace) -> int:
             "px": s.resolution,
             "kept": f"{sum(s.counts_kept):,}",
             "generated": f"{sum(s.counts_total):,}",
+            "owner": s.owner + (" (shared)" if s.shared else ""),
         }
         for s in sets.list_sets(key)
     ]
@@ -237,6 +244,7 @@ def cmd_generators(args: argparse.Namespace) -> int:
             "classes": len(g.get("class_names", [])),
             "trained in": duration(float(g.get("seconds", 0.0))),
             "warnings": len(g.get("warnings", [])),
+            "owner": owners.owner_of(str(g.get("owner", ""))),
         }
         for g in generators.list_generators()
     ]
@@ -258,8 +266,97 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# Accounts (docs/accounts.md) ---------------------------------------------------------------------------
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    """The new password: one line of stdin with --password-stdin, else typed twice at a hidden prompt."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    try:
+        first = getpass.getpass(f"password for {args.name}: ")
+        again = getpass.getpass("the same password again: ")
+    except EOFError:
+        raise accounts.AccountError("no password was typed: nothing was changed") from None
+    if first != again:
+        raise accounts.AccountError("the two passwords differ: nothing was changed")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    if args.action in ("remove", "passwd"):
+        accounts.get_user(args.name)  # an unknown name is refused before the password prompt
+    if args.action == "add":
+        user = accounts.add_user(args.name, _new_password(args), admin=args.admin)
+        print(f"added {user.name} ({user.role}) to {accounts.users_file()}")
+    elif args.action == "remove":
+        accounts.remove_user(args.name)
+        print(f"removed {args.name} and ended their sessions")
+    elif args.action == "passwd":
+        accounts.set_password(args.name, _new_password(args))
+        print(f"new password for {args.name}; their open sessions ended")
+    else:
+        print(text_table([{"name": u.name, "role": u.role} for u in accounts.list_users()]))
+    if accounts.auth_mode() != "users":
+        say(f"note: the server uses these accounts only with {accounts.AUTH_ENV}=users (docs/accounts.md)")
+    return 0
+
+
+def _users_parser(sub: Any) -> None:
+    users = sub.add_parser("users", help="the accounts of the server's users mode (docs/accounts.md)")
+    actions = users.add_subparsers(dest="action", required=True)
+    for action, text in [
+        ("add", "add an account (password typed twice, or --password-stdin)"),
+        ("remove", "remove an account and end its sessions"),
+        ("passwd", "set a new password (ends the account's sessions)"),
+    ]:
+        p = actions.add_parser(action, help=text)
+        p.add_argument("name", help="user name: 1 to 32 letters, digits, '.', '_' or '-'")
+        if action != "remove":
+            p.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    actions.choices["add"].add_argument("--admin", action="store_true", help="give the account the admin role")
+    actions.add_parser("list", help="names and roles (never the password hashes)")
+    users.set_defaults(fn=cmd_users)
+
+
+# Limits (docs/settings.md) -----------------------------------------------------------------------------
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    if args.action == "set":
+        now = limits.set_limit(args.field, args.value, user=args.user)
+        who = f"for {args.user}" if args.user else "for everyone without their own value"
+        again = " (the default again)" if args.user and args.value == "default" else ""
+        print(f"{args.field} is now {getattr(now, args.field)} {who}{again}")
+        return 0
+    shown = limits.show()
+    rows = [{"user": "(default)", **shown["default"]}]
+    rows += [{"user": name, **{f: over.get(f, "") for f in limits.FIELDS}} for name, over in shown["users"].items()]
+    print(text_table(rows))
+    say(f"kept in {shown['file']}; an empty cell means the default")
+    return 0
+
+
+def _limits_parser(sub: Any) -> None:
+    lim = sub.add_parser("limits", help="per-user limits of a shared server: show them or set one")
+    actions = lim.add_subparsers(dest="action", required=True)
+    actions.add_parser("show", help="the server default and each user's own values")
+    st = actions.add_parser("set", help="set a limit for everyone, or for one user with --user")
+    st.add_argument("field", help=f"one of {', '.join(limits.FIELDS)}")
+    st.add_argument("value", help="a number; with --user, 'default' removes the user's own value")
+    st.add_argument("--user", help="only this user (default: the server default for everyone)")
+    lim.set_defaults(fn=cmd_limits)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="SynthLab headless runs (docs/cli.md)")
+    parser.add_argument(
+        "--as-user",
+        metavar="NAME",
+        default="",
+        help="on a shared server, act as this user: lists show their own items and shared ones, and what is made "
+        "is theirs (default: the server's local administrator, who sees everything)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def results(p: argparse.ArgumentParser) -> None:
@@ -307,6 +404,8 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("run", help="run id (see `runs`)")
     em.add_argument("out", help="the folder to write")
     em.set_defaults(fn=cmd_export_model)
+    _users_parser(sub)
+    _limits_parser(sub)
     return parser
 
 
@@ -316,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(store.FOLDER_ROOTS_ENV, os.sep)
     args = _parser().parse_args(argv)
     try:
-        with threads.heavy_job():  # the CLI's work is one heavy job: the thread budget applies as on the server
+        acting = owners.acting_as(owners.check_name(args.as_user)) if args.as_user else contextlib.nullcontext()
+        with acting, threads.heavy_job():  # the CLI's work is one heavy job: the thread budget applies as on the server
             return int(args.fn(args))
     except KeyboardInterrupt:
         say("interrupted: nothing more was stored")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import runs, stats, store
+from engine import heartbeat, owners, records, runs, stats, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.jobs import user_message
@@ -205,6 +205,9 @@ class ExperimentRecord:
     run_ids: tuple[tuple[str, int, str], ...]  # (mix label, seed, run id)
     created: float
     dataset_key: str = ""  # LabDataset.key of the dataset the runs trained on
+    owner: str = ""  # the user who started it ("" in records older than owners: the local user's)
+    shared: bool = False  # every user of the server sees it (read-only)
+    schema: int = records.SCHEMA
 
 
 @dataclass(frozen=True)
@@ -244,10 +247,19 @@ def plan_experiment(cfg: ExperimentConfig, dataset_key: str = "") -> ExperimentR
     for run_cfg in cfg.run_configs():
         run_id = runs.new_run_id()
         runs.save_record(
-            runs.RunRecord(run_id, run_cfg, "queued", experiment=exp_id, created=time.time(), pid=os.getpid())
+            runs.RunRecord(
+                run_id,
+                run_cfg,
+                "queued",
+                experiment=exp_id,
+                created=time.time(),
+                pid=os.getpid(),
+                owner=owners.owner_name(),
+                host=heartbeat.host(),
+            )
         )
         planned.append((run_cfg.mix.label, run_cfg.seed, run_id))
-    record = ExperimentRecord(exp_id, cfg, tuple(planned), time.time(), dataset_key)
+    record = ExperimentRecord(exp_id, cfg, tuple(planned), time.time(), dataset_key, owner=owners.owner_name())
     save_experiment(record)
     return record
 
@@ -262,25 +274,38 @@ def load_experiment(exp_id: str) -> ExperimentRecord:
     path = experiments_dir() / f"{exp_id}.json"
     if not path.is_file():
         raise ExperimentError(f"experiment={exp_id!r} is not in this workspace")
-    data = json.loads(path.read_text())
+    data = records.migrate("experiment", json.loads(path.read_text()))
     return ExperimentRecord(
         data["id"],
         ExperimentConfig.from_dict(data["config"]),
         tuple((str(label), int(seed), str(run_id)) for label, seed, run_id in data["run_ids"]),
         data["created"],
-        data.get("dataset_key", data.get("dataset_identity", "")),
+        data["dataset_key"],
+        owner=owners.owner_of(data["owner"]),
+        shared=bool(data["shared"]),
     )
 
 
 def list_experiments() -> list[ExperimentRecord]:
-    """All experiments, newest first."""
+    """The experiments the acting user may see (their own and shared ones; all for an admin), newest first."""
     out = []
     for path in sorted(experiments_dir().glob("*.json"), reverse=True):
         try:
-            out.append(load_experiment(path.stem))
+            record = load_experiment(path.stem)
         except (OSError, ValueError, KeyError, TypeError):
             continue
+        if owners.can_see(record.owner, record.shared):
+            out.append(record)
     return out
+
+
+def set_shared(exp_id: str, shared: bool) -> ExperimentRecord:
+    """Share an experiment with every user of the server (read-only), or stop sharing it; owner or admin only."""
+    record = load_experiment(exp_id)
+    owners.check_can_change(record.owner, f"the experiment {exp_id!r}", "share or unshare")
+    record = dataclasses.replace(record, shared=bool(shared))
+    save_experiment(record)
+    return record
 
 
 def synthetic_pools(
@@ -505,9 +530,12 @@ def export_bundle(summary: ExperimentSummary) -> dict[str, Any]:
     for label, seed, run_id in record.run_ids:
         rec = runs.load_record(run_id)
         per_run.append({"mix": label, "seed": seed, "run": run_id, "status": rec.status, "metrics": rec.headline})
+    config = record.config.to_dict()
+    source = config["dataset"]["source"]
+    source["path"] = owners.public_source_path(source["path"])  # a bundle leaves the server: no server paths
     return {
         "experiment": record.id,
-        "config": record.config.to_dict(),
+        "config": config,
         "dataset_key": record.dataset_key,
         "runs": per_run,
         "results": results_table(summary),

@@ -128,8 +128,12 @@ def classifier_config(run_id: str, model: nn.Module) -> dict[str, Any]:
     }
 
 
-def export_classifier(run_id: str, folder: Path) -> Path:
-    """Write the classifier of finished run ``run_id`` into ``folder``; returns the folder."""
+def export_classifier(run_id: str, folder: Path, *, repo_root: str | None = None) -> Path:
+    """Write the classifier of finished run ``run_id`` into ``folder``; returns the folder.
+
+    ``load.py`` finds the SynthLab code at ``repo_root`` (this checkout by default; "" for a download from the
+    server, which must not tell where the lab lies: the user sets ``SYNTHLAB_ROOT`` or runs it from the lab's folder).
+    """
     if not (runs.runs_dir() / run_id / "run.json").is_file():
         raise ExportError(f"run={run_id!r} is not accepted: expected the id of a run in this workspace (see runs)")
     record = runs.load_record(run_id)
@@ -141,7 +145,8 @@ def export_classifier(run_id: str, folder: Path) -> Path:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     store.write_atomic(folder / "model.safetensors", save(state))
     store.write_json(folder / "config.json", classifier_config(run_id, model))
-    store.write_atomic(folder / "load.py", LOAD_PY.replace("REPO_ROOT", str(store.REPO_ROOT)).encode())
+    root = str(store.REPO_ROOT) if repo_root is None else repo_root
+    store.write_atomic(folder / "load.py", LOAD_PY.replace("REPO_ROOT", root or ".").encode())
     store.write_atomic(folder / "README.md", README.format(run=run_id, model=record.config.model).encode())
     return folder
 
@@ -149,7 +154,7 @@ def export_classifier(run_id: str, folder: Path) -> Path:
 def classifier_zip(run_id: str) -> bytes:
     """The exported classifier's files as zip bytes (a download)."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = export_classifier(run_id, Path(tmp) / run_id)
+        folder = export_classifier(run_id, Path(tmp) / run_id, repo_root="")  # a download: no server paths
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(folder.iterdir()):

@@ -1,14 +1,21 @@
 """Background jobs: one process-wide runner shared by every session, on threads.
 
-Heavy jobs (training, generation) run one at a time per device lane and the rest wait in a FIFO
-queue with their place known; light jobs start at once. A heavy job runs with its share of the torch
-threads (:mod:`engine.threads`), taken again whenever it reports or asks whether to stop. A job's
-function gets a :class:`JobContext` to report events and progress and to ask whether it should stop,
-and whether the stop asks to keep what it has (*Stop and keep*) or to throw it away (*Cancel*).
+Heavy jobs (training, generation) run one at a time per device lane; the rest wait in the lane's queue,
+taken round-robin across owners so that one user's twelfth run does not hold back another's first:
+owners take turns in the order they started waiting, and within one owner jobs run in the order they
+came. A job's ``queue_position`` is its place in that order (1 = next). Each user may have at most
+``limits_for(owner).max_jobs`` heavy jobs queued or running (:mod:`engine.limits`); one more is refused
+with :class:`LimitReached`, and :meth:`JobRunner.room` lets a caller refuse a batch up front. Light
+jobs start at once. A heavy job runs with its share of the torch threads (:mod:`engine.threads`), taken
+again whenever it reports or asks whether to stop. A job's function gets a :class:`JobContext` to report
+events and progress and to ask whether it should stop, and whether the stop asks to keep what it has
+(*Stop and keep*) or to throw it away (*Cancel*). Only a job's owner, or an admin, may cancel it.
 Exceptions are caught and kept on the job with their message, never lost, and never reach another job;
 a job that stops on cancel raises :class:`Cancelled` and is recorded as cancelled; one asked to stop and
 keep that returns is recorded as stopped, with its result. Readers get immutable :class:`JobSnapshot`
-copies. Where this stops: nothing here knows about training or Streamlit (what the lab submits is in
+copies; ``list(events=False)`` leaves the events out, for pages that poll every second. ``usage()``
+sums each owner's jobs for an admin, and ``every()`` runs a housekeeping function periodically.
+Where this stops: nothing here knows about training or Streamlit (what the lab submits is in
 ``tasks.py``); the pages poll snapshots.
 """
 
@@ -25,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import threads
+from engine import limits, owners, threads
 
 log = logging.getLogger(__name__)
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "stopped", "interrupted")
@@ -34,6 +41,10 @@ FINISHED = ("done", "failed", "cancelled", "stopped", "interrupted")
 
 class JobError(ValueError):
     """A request about a job cannot be carried out (unknown id, not the owner)."""
+
+
+class LimitReached(JobError):
+    """A user already has as many heavy jobs queued or running as this server allows them."""
 
 
 class Unavailable(RuntimeError):
@@ -156,6 +167,74 @@ class _Job:
     stop: threading.Event = field(default_factory=threading.Event)
     keep: bool = False  # the stop asks to keep what the job has (Stop and keep)
     heavy: bool = True
+    seq: int = 0  # submission order
+
+
+class _Lane:
+    """One device lane's queue: a FIFO per owner, owners taking turns round-robin.
+
+    Owners sit on a ring in the order they started waiting (the submission number of their oldest job
+    queued since their queue was last empty) and keep their place while they have jobs queued. The next
+    job is the oldest of the first owner on the ring after the one who started last; so round ``r`` takes
+    every owner's ``r``-th job, in that order, which is how :meth:`position` numbers the queue. Callers
+    hold the runner's lock.
+    """
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.wake = threading.Condition(lock)
+        self.queues: dict[str, collections.deque[_Job]] = {}  # owner -> their queued jobs, oldest first
+        self.ring: dict[str, int] = {}  # owner -> their place on the ring
+        self.last = ("", 0)  # the owner who started last and their place on the ring then
+        self._positions: dict[str, int] | None = None  # job id -> place in the order (1 = next), until a change
+
+    def __bool__(self) -> bool:
+        return bool(self.queues)
+
+    def push(self, job: _Job) -> None:
+        if job.owner not in self.queues:
+            self.queues[job.owner], self.ring[job.owner] = collections.deque(), job.seq
+        self.queues[job.owner].append(job)
+        self._positions = None
+        self.wake.notify()
+
+    def remove(self, job: _Job) -> None:
+        queue = self.queues.get(job.owner)
+        if queue is not None and job in queue:
+            queue.remove(job)
+            self._drop_if_empty(job.owner)
+            self._positions = None
+
+    def pop(self) -> _Job:
+        """The next job to start (the queue must not be empty)."""
+        owner = self._rotation()[0]
+        job = self.queues[owner].popleft()
+        self.last = (owner, self.ring[owner])
+        self._drop_if_empty(owner)
+        self._positions = None
+        return job
+
+    def position(self, job: _Job) -> int:
+        """The job's place in the order the worker will take the queued jobs (1 = next); 0 when not queued."""
+        if self._positions is None:
+            rotation = self._rotation()
+            turns = sorted(
+                (turn, rank, queued.id)
+                for rank, owner in enumerate(rotation)
+                for turn, queued in enumerate(self.queues[owner])
+            )
+            self._positions = {job_id: i + 1 for i, (_, _, job_id) in enumerate(turns)}
+        return self._positions.get(job.id, 0)
+
+    def _rotation(self) -> list[str]:
+        """Owners in the order of their next turns: those after the last one to start, then the rest (that one
+        last, also when they left the ring and came back)."""
+        ring = sorted(self.ring, key=self.ring.__getitem__)
+        pivot = self.ring.get(self.last[0], self.last[1])
+        return [o for o in ring if self.ring[o] > pivot] + [o for o in ring if self.ring[o] <= pivot]
+
+    def _drop_if_empty(self, owner: str) -> None:
+        if not self.queues[owner]:
+            del self.queues[owner], self.ring[owner]
 
 
 class JobRunner:
@@ -164,11 +243,11 @@ class JobRunner:
     def __init__(self, *, max_events: int = 20_000, keep_finished_s: float = 24 * 3600) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
-        self._queues: dict[str, collections.deque[_Job]] = {}
-        self._wake: dict[str, threading.Condition] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._ids = itertools.count(1)
         self._max_events = max_events
         self._keep_finished_s = keep_finished_s
+        self._every: dict[str, threading.Event] = {}  # periodic functions by name -> their stop flag
 
     def submit(
         self,
@@ -181,48 +260,124 @@ class JobRunner:
         lane: str = "cpu",
         heavy: bool = True,
     ) -> str:
-        """Queue ``fn``; returns the job id at once."""
-        job_id = f"job-{next(self._ids)}-{int(time.time() * 1000) % 100000}"
-        job = _Job(job_id, title, owner, group, tag, lane, fn, collections.deque(maxlen=self._max_events), heavy=heavy)
+        """Queue ``fn``; returns the job id at once.
+
+        A heavy job is refused with :class:`LimitReached` when ``owner`` already has as many heavy jobs
+        queued or running as their limit (``limits_for(owner).max_jobs``) allows.
+        """
+        cap = limits.limits_for(owner).max_jobs if heavy else 0  # read before the lock: it may read a file
+        seq = next(self._ids)
+        job_id = f"job-{seq}-{int(time.time() * 1000) % 100000}"
+        job = _Job(job_id, title, owner, group, tag, lane, fn, collections.deque(maxlen=self._max_events))
+        job.heavy, job.seq = heavy, seq
         with self._lock:
             self._forget_old()
+            if heavy and (active := self._active(owner)) >= cap:
+                held = "the most this server allows per user" if active == cap else f"and this server allows {cap}"
+                raise LimitReached(
+                    f"you already have {active} jobs queued or running, {held}: wait for some to finish or "
+                    "cancel some (an admin can raise the limit)"
+                )
             self._jobs[job_id] = job
             if not heavy:
                 threading.Thread(target=self._run, args=(job,), name=f"job-{job_id}", daemon=True).start()
                 return job_id
-            if lane not in self._queues:
-                self._queues[lane] = collections.deque()
-                self._wake[lane] = threading.Condition(self._lock)
+            if lane not in self._lanes:
+                self._lanes[lane] = _Lane(self._lock)
                 threading.Thread(target=self._worker, args=(lane,), name=f"lane-{lane}", daemon=True).start()
-            self._queues[lane].append(job)
-            self._wake[lane].notify()
+            self._lanes[lane].push(job)
         return job_id
 
-    def cancel(self, job_id: str, *, owner: str | None = None, keep: bool = False) -> None:
+    def room(self, owner: str) -> int:
+        """How many more heavy jobs ``owner`` may submit now (their limit less those queued or running)."""
+        cap = limits.limits_for(owner).max_jobs
+        with self._lock:
+            return max(0, cap - self._active(owner))
+
+    def check_room(self, owner: str, count: int, *, what: str, fewer: str = "ask for fewer") -> None:
+        """Refuse ``count`` heavy jobs at once, before any is submitted, when ``owner`` has no room for all.
+
+        ``what`` names the batch in the message ("this experiment"), ``fewer`` says how to ask for less.
+        """
+        room, cap = self.room(owner), limits.limits_for(owner).max_jobs
+        if count > room:
+            raise LimitReached(
+                f"{what} needs {count} jobs and you have room for {room} more (at most {cap} jobs queued or "
+                f"running per user on this server): wait for some to finish, cancel some, or {fewer} "
+                "(an admin can raise the limit)"
+            )
+
+    def cancel(self, job_id: str, *, owner: str | None = None, admin: bool = False, keep: bool = False) -> None:
         """Cancel a queued job at once, or ask a running one to stop at its next step.
 
-        With ``keep``, a running job is asked to keep what it has (a job that cannot keep anything stops
-        as cancelled); a queued job has nothing to keep and is cancelled either way.
+        Only the job's ``owner`` may cancel it, or anyone with ``admin`` (``owner`` None: the server itself,
+        as in the CLI and tests). With ``keep``, a running job is asked to keep what it has (a job that
+        cannot keep anything stops as cancelled); a queued job has nothing to keep and is cancelled either way.
         """
         with self._lock:
-            job = self._get(job_id, owner)
+            job = self._get(job_id, None if admin else owner)
             job.keep = (job.keep and keep) if job.stop.is_set() else keep  # a cancel wins, in either order
             job.stop.set()
             if job.status == "queued":  # still in its queue: the worker pops and starts under this lock
-                queue = self._queues.get(job.lane)
-                if queue is not None and job in queue:
-                    queue.remove(job)
+                if job.lane in self._lanes:
+                    self._lanes[job.lane].remove(job)
                 job.status, job.finished, job.fn = "cancelled", time.time(), None
 
     def snapshot(self, job_id: str) -> JobSnapshot:
+        """One job, with its events."""
         with self._lock:
-            return self._snap(self._get(job_id, None))
+            return self._snap(self._get(job_id, None), events=True)
 
-    def list(self, *, owner: str | None = None, group: str | None = None) -> list[JobSnapshot]:
-        """Jobs, oldest first, optionally of one owner or group."""
+    def list(self, *, owner: str | None = None, group: str | None = None, events: bool = True) -> list[JobSnapshot]:
+        """Jobs, oldest first, optionally of one owner or group.
+
+        ``events=False`` leaves every snapshot's events out (``events=()``): cheap enough to poll every
+        second with many long jobs; :meth:`snapshot` then gives the events of the jobs a page draws.
+        """
         with self._lock:
             jobs = [j for j in self._jobs.values() if owner in (None, j.owner) and group in (None, j.group)]
-            return [self._snap(j) for j in jobs]
+            return [self._snap(j, events=events) for j in jobs]
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Per owner: jobs ``queued``, ``running`` and ``finished`` and ``seconds`` of running time (heavy and
+        light, finished or not), over the jobs the runner still remembers (finished ones for a day)."""
+        now, out = time.time(), dict[str, dict[str, float]]()
+        with self._lock:
+            for job in self._jobs.values():
+                row = out.setdefault(job.owner, {"queued": 0, "running": 0, "finished": 0, "seconds": 0.0})
+                row["finished" if job.status in FINISHED else job.status] += 1
+                if job.started:
+                    row["seconds"] += (job.finished or now) - job.started
+        return out
+
+    def every(self, seconds: float, fn: Callable[[], None], name: str) -> None:
+        """Run ``fn`` every ``seconds`` on a daemon thread, the first time ``seconds`` from now.
+
+        Its exceptions are logged and the next round runs all the same; a second ``every`` with a ``name``
+        already registered does nothing.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ValueError(f"seconds={seconds!r} is not accepted: expected a number of seconds above 0")
+        with self._lock:
+            if name in self._every:
+                return
+            stop = self._every[name] = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(seconds):
+                try:
+                    fn()
+                except Exception:
+                    log.exception("periodic %s failed; it runs again in %s s", name, seconds)
+
+        threading.Thread(target=loop, name=f"every-{name}", daemon=True).start()
+
+    def stop_every(self, name: str) -> None:
+        """Stop the periodic function registered as ``name`` (its current round finishes); none: nothing."""
+        with self._lock:
+            stop = self._every.pop(name, None)
+        if stop is not None:
+            stop.set()
 
     def wait(self, job_id: str, timeout: float = 60.0) -> JobSnapshot:
         """Block until the job has finished (for the CLI and tests)."""
@@ -233,17 +388,21 @@ class JobRunner:
             time.sleep(0.02)
         return snap
 
+    def _active(self, owner: str) -> int:
+        """Heavy jobs of ``owner`` queued or running (under the lock)."""
+        return sum(j.heavy and j.owner == owner and j.status in ("queued", "running") for j in self._jobs.values())
+
     def _get(self, job_id: str, owner: str | None) -> _Job:
         job = self._jobs.get(job_id)
         if job is None:
             raise JobError(f"job_id={job_id!r} is not a job of this server")
         if owner is not None and job.owner != owner:
-            raise JobError(f"job {job_id!r} belongs to another session")
+            raise JobError(f"job {job_id!r} belongs to another user")
         return job
 
-    def _snap(self, job: _Job) -> JobSnapshot:
-        queue = self._queues.get(job.lane, collections.deque())
-        position = next((i + 1 for i, j in enumerate(queue) if j is job), 0)
+    def _snap(self, job: _Job, *, events: bool) -> JobSnapshot:
+        lane = self._lanes.get(job.lane)
+        position = lane.position(job) if lane is not None and job.status == "queued" else 0
         return JobSnapshot(
             job.id,
             job.title,
@@ -259,16 +418,17 @@ class JobRunner:
             job.started,
             job.finished,
             job.error,
-            tuple(job.events),
+            tuple(job.events) if events else (),
             job.result,
         )
 
     def _worker(self, lane: str) -> None:
+        queue = self._lanes[lane]
         while True:
             with self._lock:
-                while not self._queues[lane]:
-                    self._wake[lane].wait()
-                job = self._queues[lane].popleft()
+                while not queue:
+                    queue.wake.wait()
+                job = queue.pop()
                 job.status, job.started = "running", time.time()  # under the lock: a cancel now stops it
             self._run(job)
 
@@ -286,7 +446,8 @@ class JobRunner:
             if job.status != "running" or fn is None:
                 return
         try:
-            with threads.heavy_job() if job.heavy else contextlib.nullcontext():
+            # a job acts as the user who submitted it: what it makes is theirs, what it lists is what they see
+            with owners.acting_as(job.owner), threads.heavy_job() if job.heavy else contextlib.nullcontext():
                 result = fn(JobContext(job, self._lock))
             stopped_as = "stopped" if job.keep else "cancelled"
             status, error = (stopped_as if job.stop.is_set() else "done"), ""

@@ -3,7 +3,10 @@
 A run's folder ``<workspace>/runs/<id>/`` holds ``run.json`` (config, status, counts, timings),
 ``history.json`` (one row per epoch), ``metrics.json``, ``predictions.npz`` (test labels and
 probabilities) and ``model.safetensors``. Every file is written atomically, so a crash never
-leaves half a file; runs left ``running`` or ``queued`` by a restart are marked ``interrupted``.
+leaves half a file. While a run trains, ``checkpoint/`` holds the training loop's state after its last
+epoch (:mod:`engine.checkpoints`); it is removed when the run ends. Runs whose process stopped (a
+restart, a killed CLI) are marked ``interrupted`` by :func:`sweep`, with the reason; :func:`resume_run`
+continues one from its last checkpoint to the same weights an uninterrupted run ends with (CPU).
 Where this stops: no threads (see :mod:`engine.jobs`), no statistics across runs (see
 :mod:`engine.experiments`).
 """
@@ -31,7 +34,7 @@ import torchvision
 from safetensors.torch import load_file, save
 from torch import nn
 
-from engine import preprocess, probe, store
+from engine import checkpoints, heartbeat, owners, preprocess, probe, records, store
 from engine.config import DatasetConfig
 from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
@@ -39,11 +42,22 @@ from engine.jobs import user_message
 from engine.metrics import Metrics, compute_metrics
 from engine.mixes import Mix, MixConfig, build_mix
 from engine.models import ALL_MODELS, build_classifier, pretrained_parts
-from engine.training import StopFn, TrainConfig, TrainConfigError, TrainEvent, channel_stats, predict_proba, train
+from engine.synth import generators
+from engine.training import (
+    StopFn,
+    TrainConfig,
+    TrainConfigError,
+    TrainEvent,
+    TrainState,
+    channel_stats,
+    predict_proba,
+    train,
+)
 
 log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
+ENDED = ("done", "failed", "cancelled")  # a run that will not change any more (interrupted ones can)
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,10 @@ class RunRecord:
     headline: dict[str, float | None] = field(default_factory=dict)
     pid: int = 0  # process that queued or runs it; a live one (e.g. the CLI) is never marked interrupted
     versions: dict[str, str] = field(default_factory=dict)  # python, torch, … that ran it: results depend on them
+    owner: str = ""  # the user who started it ("" in records written before accounts: the local user's)
+    shared: bool = False  # shown to every user of the server, read-only
+    schema: int = records.SCHEMA  # record layout version; older ones are migrated when read
+    host: str = ""  # machine of the process in ``pid`` ("" in older records: this one)
 
     @property
     def synthetic_share(self) -> float:
@@ -135,50 +153,90 @@ def save_record(record: RunRecord) -> None:
 
 
 def load_record(run_id: str) -> RunRecord:
-    data = json.loads((runs_dir() / run_id / "run.json").read_text())
+    data = records.migrate("run", json.loads((runs_dir() / run_id / "run.json").read_text()))
     data["config"] = RunConfig.from_dict(data["config"])
-    if "dataset_identity" in data:  # records written before the key had its own name
-        data["dataset_key"] = data.pop("dataset_identity")
     for name in ("class_names", "real_counts", "synthetic_counts", "short", "val_counts", "test_counts"):
         data[name] = tuple(data.get(name, ()))
     return RunRecord(**data)
 
 
 def list_records() -> list[RunRecord]:
-    """All readable runs, newest first; unreadable folders are logged and left out."""
-    records = []
+    """All readable runs (every user's), newest first; unreadable folders are logged and left out."""
+    found = []
     for path in sorted(runs_dir().glob("*/run.json"), reverse=True):
         try:
-            records.append(load_record(path.parent.name))
+            found.append(load_record(path.parent.name))
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping unreadable run %s: %s", path.parent.name, err)
-    return records
+    return found
+
+
+def visible_records(shared_experiments: frozenset[str] = frozenset()) -> list[RunRecord]:
+    """The runs the acting user may see: their own, shared ones, those of ``shared_experiments``; all for an admin."""
+    return [r for r in list_records() if owners.can_see(r.owner, r.shared or r.experiment in shared_experiments)]
 
 
 def delete_run(run_id: str) -> None:
     shutil.rmtree(runs_dir() / run_id, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+APP_STOPPED = "the app stopped during this run"
+PROCESS_STOPPED = "the process running it stopped"
+
+
+def stop_reason(host: str, pid: int) -> str:
+    """Why work of process ``pid`` on ``host`` stopped, in words: the app's server or another process."""
+    return APP_STOPPED if heartbeat.stopped_role(host, pid) == "app" else PROCESS_STOPPED
 
 
 def mark_interrupted() -> list[str]:
-    """Runs a stopped process left queued or running are marked interrupted; returns their ids."""
+    """At a server's start: runs a stopped process left queued or running are marked interrupted; returns their ids.
+
+    A run that claims this very process was left by an earlier one whose pid this process got; one that
+    names no process (pid 0, older records) is marked here only, never by the periodic :func:`sweep`.
+    """
+    here = ("", heartbeat.host())
+    return _sweep(lambda record: record.pid <= 0 or (record.pid == os.getpid() and record.host in here))
+
+
+def sweep() -> list[str]:
+    """Mark the queued or running runs whose process stopped as interrupted (with the reason), and the same
+    for generator trainings (:func:`engine.synth.generators.sweep`); returns the run ids marked."""
+    changed = _sweep(lambda record: False)
+    generators.sweep()
+    heartbeat.forget_dead()
+    return changed
+
+
+def _sweep(also: Callable[[RunRecord], bool]) -> list[str]:
     changed = []
-    for record in list_records():
-        if record.status in ACTIVE and (record.pid == os.getpid() or not _alive(record.pid)):
-            save_record(dataclasses.replace(record, status="interrupted", error="the app stopped during this run"))
+    for path in runs_dir().glob("*/run.json"):
+        try:
+            record = load_record(path.parent.name)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if record.status not in ACTIVE:
+            continue
+        own = record.pid == os.getpid() and record.host in ("", heartbeat.host())  # this process: alive
+        if also(record) or (record.pid > 0 and not own and heartbeat.is_stale(record.host, record.pid)):
+            reason = stop_reason(record.host, record.pid)
+            save_record(dataclasses.replace(record, status="interrupted", error=reason))
             changed.append(record.id)
     return changed
+
+
+def checkpoint_dir(run_id: str) -> Path:
+    """Where a run keeps its training state while it trains."""
+    return runs_dir() / run_id / "checkpoint"
+
+
+def checkpoint_epoch(run_id: str) -> int:
+    """The epoch a resume of ``run_id`` starts after (counted over both phases of a pretrain mix); 0 without one."""
+    try:
+        index = json.loads((checkpoint_dir(run_id) / checkpoints.INDEX).read_text())
+        return int(index["meta"].get("first_epochs", 0)) + int(index["state"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def load_history(run_id: str) -> list[dict[str, float]]:
@@ -229,12 +287,23 @@ def execute_run(
     experiment: str = "",
     on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: StopFn | None = None,
+    resume: bool = False,
 ) -> RunRecord:
     """Build the mix, train, evaluate on the real test set and save everything; returns the record.
 
-    A failure is recorded on disk (status ``failed`` with the message) and raised again.
+    The training state is checkpointed after every epoch that another follows; with ``resume``, training
+    continues from the run's checkpoint (without one, or for a linear probe, whose head is quick to fit
+    again on cached features, it starts over). Without ``resume`` a checkpoint left there is discarded.
+    The checkpoint is removed when the run ends. A failure is recorded on disk (status ``failed`` with the
+    message) and raised again; a process stopped by Ctrl-C or an exit leaves the run ``interrupted``.
     """
-    # 1. Record the run as running.
+    # 1. Record the run as running (this process beats, so a sweep sees it stop); find the checkpoint.
+    heartbeat.start()
+    folder = runs_dir() / run_id
+    saved = checkpoint_dir(run_id)
+    ckpt = checkpoints.load_checkpoint(saved) if resume and checkpoints.has_checkpoint(saved) else None
+    if ckpt is None:
+        shutil.rmtree(saved, ignore_errors=True)
     record = RunRecord(
         id=run_id,
         config=cfg,
@@ -247,10 +316,12 @@ def execute_run(
         test_counts=tuple(int(n) for n in dataset.test.class_counts()),
         pid=os.getpid(),
         versions=library_versions(),
+        owner=owners.owner_name(),
+        host=heartbeat.host(),
     )
     save_record(record)
-    folder = runs_dir() / run_id
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = list(ckpt.state["rows"]) if ckpt is not None else []
+    store.write_json(folder / "history.json", history)
 
     def collect(event: TrainEvent) -> None:
         if event.kind == "epoch":
@@ -258,6 +329,15 @@ def execute_run(
             store.write_json(folder / "history.json", history)
         if on_event:
             on_event(event)
+
+    def keeper(phase: int, offset: int, first_epochs: int) -> Callable[[TrainState], None]:
+        """Writes the loop's state after an epoch, with the run's rows and where in the run it is."""
+
+        def keep(state: TrainState) -> None:
+            meta = {"phase": phase, "first_epochs": first_epochs}
+            checkpoints.save_checkpoint(saved, step=offset + state["step"], state={**state, "rows": history}, meta=meta)
+
+        return keep
 
     try:
         # 2. Build the training mix and the model.
@@ -274,27 +354,35 @@ def execute_run(
         val_set = dataclasses.replace(dataset.val, images=preprocess.apply(dataset.val.images, evaluation))
         test_images = preprocess.apply(dataset.test.images, evaluation)
         if _is_probe(cfg.model):
+            del history[:]  # a probe starts over: its rows come again
             return _finish_probe(record, cfg, dataset, mix, synthetic, model, meta, collect, should_stop)
         aspects = preprocess.real_aspects(dataset.train.provenance.orig_width, dataset.train.provenance.orig_height)
+        phase = int(ckpt.meta.get("phase", 0)) if ckpt is not None else 0
         second: Callable[[TrainEvent], None] = collect
-        first_epochs, train_cfg = 0, cfg.train
+        first_epochs, offset, train_cfg = 0, 0, cfg.train
         if mix.pretrain is not None:  # pretrain mixes: a first phase on the set's images, then fine-tune on real
             phase_cfg = dataclasses.replace(cfg.train, max_epochs=cfg.mix.pretrain_epochs, patience=0)
             batches = -(-len(mix.pretrain) // cfg.train.batch_size) * phase_cfg.max_epochs
             total = batches + -(-len(mix.train) // cfg.train.batch_size) * cfg.train.max_epochs
-            first = train(
-                model,
-                mix.pretrain,
-                val_set,
-                phase_cfg,
-                seed=cfg.seed,
-                aspect_pool=aspects,
-                on_event=_phase(collect, 1, 0, 0, total),
-                should_stop=should_stop,
-            )
-            first_epochs = len(first.history)
+            if phase == 2:  # the checkpoint is in the fine-tuning: the first phase is done
+                first_epochs = int(ckpt.meta["first_epochs"]) if ckpt is not None else 0
+            else:
+                first = train(
+                    model,
+                    mix.pretrain,
+                    val_set,
+                    phase_cfg,
+                    seed=cfg.seed,
+                    aspect_pool=aspects,
+                    on_event=_phase(collect, 1, 0, 0, total),
+                    should_stop=should_stop,
+                    on_checkpoint=keeper(1, 0, 0),
+                    start=ckpt.state if ckpt is not None and phase == 1 else None,
+                )
+                first_epochs = len(first.history)
             train_cfg = dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.mix.finetune_lr_scale)
             second = _phase(collect, 2, first_epochs, batches, total)
+            offset = batches  # phase 1 runs all its epochs (no early stop): checkpoint steps keep counting up
         result = train(
             model,
             mix.train,
@@ -305,10 +393,12 @@ def execute_run(
             aspect_pool=aspects,
             on_event=second,
             should_stop=should_stop,
+            on_checkpoint=keeper(2 if mix.pretrain is not None else 0, offset, first_epochs),
+            start=ckpt.state if ckpt is not None and phase != 1 else None,
         )
         result.model.cpu()
         probs = predict_proba(model, test_images)
-        # 4. Save predictions, metrics and weights, then the final record.
+        # 4. Save predictions, metrics and weights, then the final record; the checkpoint has served.
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         finished = dataclasses.replace(
             record,
@@ -318,10 +408,49 @@ def execute_run(
             images_per_second=result.images_per_second,
             device=result.device,
         )
-        return _save_outcome(finished, dataset, probs, meta, state)
+        outcome = _save_outcome(finished, dataset, probs, meta, state)
+        shutil.rmtree(saved, ignore_errors=True)
+        return outcome
+    except (KeyboardInterrupt, SystemExit):  # the process is stopping: the run can be resumed
+        save_record(dataclasses.replace(record, status="interrupted", error=PROCESS_STOPPED))
+        raise
     except BaseException as err:
         save_record(dataclasses.replace(record, status="failed", error=user_message(err), finished=time.time()))
+        shutil.rmtree(saved, ignore_errors=True)
         raise
+
+
+def resume_run(
+    run_id: str,
+    dataset: LabDataset,
+    *,
+    synthetic: ImageSet | None = None,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    should_stop: StopFn | None = None,
+) -> RunRecord:
+    """Continue an interrupted run from its last checkpoint (from the start when it has none); returns the record.
+
+    ``dataset`` must be the split the run trained on and ``synthetic`` the set its mix names, as for
+    :func:`execute_run`. Raises ValueError for a run that is not interrupted or another dataset.
+    """
+    record = load_record(run_id)
+    if record.status != "interrupted":
+        raise ValueError(f"run={run_id!r} is {record.status}: only an interrupted run can be resumed")
+    if record.dataset_key and record.dataset_key != dataset.key:
+        raise ValueError(
+            f"run={run_id!r} trained on dataset {record.dataset_key[:24]}, not {dataset.key[:24]}: "
+            "load the dataset it trained on to resume it"
+        )
+    return execute_run(
+        run_id,
+        record.config,
+        dataset,
+        synthetic=synthetic,
+        experiment=record.experiment,
+        on_event=on_event,
+        should_stop=should_stop,
+        resume=True,
+    )
 
 
 def _phase(

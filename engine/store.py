@@ -19,8 +19,14 @@ from typing import Any
 import diskcache
 import numpy as np
 
+from engine import owners
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FOLDER_ROOTS_ENV = "SYNTHLAB_FOLDER_ROOTS"
+
+
+class UploadRefused(ValueError):
+    """An upload would pass the user's upload limit."""
 
 
 def home() -> Path:
@@ -48,8 +54,9 @@ def cache_get(key: tuple[str, ...]) -> Any:
 
 
 def cache_set(key: tuple[str, ...], value: Any) -> None:
+    """Store ``value`` under ``key``, tagged with the acting user (entries are shared read-only: keyed by content)."""
     with _cache() as cache:
-        cache.set(key, value)
+        cache.set(key, value, tag=owners.owner_name())
 
 
 def cache_size_bytes() -> int:
@@ -57,9 +64,14 @@ def cache_size_bytes() -> int:
         return int(cache.volume())
 
 
-def clear_cache() -> None:
+def clear_cache() -> int:
+    """Empty the cache (an admin), or drop the acting user's own entries (anyone else); returns how many went.
+
+    Entries another user made stay: they are shared read-only by everyone who loads the same data.
+    """
+    actor = owners.current()
     with _cache() as cache:
-        cache.clear()
+        return int(cache.clear() if actor.admin else cache.evict(actor.name))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -90,12 +102,36 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def uploads_dir(owner: str | None = None) -> Path:
+    """``uploads/<user>/``: each user's uploads in a folder of their own (the acting user's by default)."""
+    return subdir(f"uploads/{owners.folder_name(owner or owners.owner_name())}")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
 def save_upload(name: str, data: bytes) -> Path:
-    """Write uploaded bytes inside ``uploads/`` under a content-hashed name; returns the path."""
+    """Write uploaded bytes inside the acting user's ``uploads/<user>/`` under a content-hashed name; returns the path.
+
+    Refused with a plain message when the user's uploads would pass their upload limit (set by an admin).
+    """
     digest = hashlib.sha256(data).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[-80:] or "upload"
-    target = subdir("uploads") / f"{digest}-{stem}"
+    folder = uploads_dir()
+    target = folder / f"{digest}-{stem}"
     if not target.exists():
+        from engine import limits  # limits keeps its file in the workspace: imported here, not at the top
+
+        limit_mb = limits.limits_for(owners.owner_name()).upload_mb
+        used = folder_bytes(folder)
+        if used + len(data) > limit_mb * 2**20:
+            raise UploadRefused(
+                f"uploading {Path(name).name!r} ({len(data) / 2**20:,.1f} MiB) would pass your upload limit of "
+                f"{limit_mb:,} MiB ({used / 2**20:,.1f} MiB used): delete uploads you no longer need on the Dataset "
+                "page, or ask an admin to raise the limit"
+            )
         write_atomic(target, data)
     return target
 
@@ -113,6 +149,11 @@ def folder_roots() -> list[Path]:
 
 
 def is_readable_location(path: Path) -> bool:
-    """Whether a server path lies inside the workspace or an allowed folder root."""
+    """Whether a server path lies inside the workspace or an allowed folder root, and not in another user's uploads."""
     resolved = path.expanduser().resolve()
+    uploads = home() / "uploads"
+    if uploads in resolved.parents and not owners.current().admin:
+        own = uploads_dir()
+        if not (resolved == own or own in resolved.parents):
+            return False
     return any(resolved == root or root in resolved.parents for root in [home(), *folder_roots()])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import gap, runs
-from engine.datasets import ImageSet, LabDataset
+from engine import gap, heartbeat, owners, runs, usage
+from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.device import pick_device
 from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, split_inputs, unit_name
 from engine.jobs import JobContext, JobRunner, JobSnapshot, format_eta
@@ -76,10 +77,10 @@ def is_experiment(group: str) -> bool:
     return parsed is not None and parsed.kind is JobKind.EXPERIMENT
 
 
-def cancel_job(runner: JobRunner, job_id: str, *, owner: str, keep: bool = False) -> None:
+def cancel_job(runner: JobRunner, job_id: str, *, owner: str, keep: bool = False, admin: bool = False) -> None:
     """Cancel a job (with ``keep``: stop it and keep what it has, where it can); an experiment's run that
-    never started is recorded as cancelled on disk too."""
-    runner.cancel(job_id, owner=owner, keep=keep)
+    never started is recorded as cancelled on disk too. Only the job's owner may, or an ``admin``."""
+    runner.cancel(job_id, owner=owner, admin=admin, keep=keep)
     snap = runner.snapshot(job_id)
     if snap.status == "cancelled" and snap.tag and is_experiment(snap.group):
         record = runs.load_record(snap.tag)
@@ -133,6 +134,7 @@ def submit_generator_training(
     """Queue generator training (GAN or diffusion model), or the resume of a stopped one (same config);
     its events are loss rows, sample grids and warnings, its result the generator's id. *Stop and keep*
     (``cancel_job(..., keep=True)``) stores the generator as it is; *Cancel* throws the training away."""
+    usage.check_disk(owner)
 
     def job(ctx: JobContext) -> str:
         clock = StepClock()
@@ -160,6 +162,7 @@ def submit_generator_training(
 
 def submit_generation(runner: JobRunner, cfg: make_sets.GenerateConfig, dataset: LabDataset, *, owner: str) -> str:
     """Queue the making of a synthetic set from a stored generator; its result is the set's info."""
+    usage.check_disk(owner)
 
     def job(ctx: JobContext) -> sets.SetInfo:
         return make_sets.make_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
@@ -171,6 +174,7 @@ def submit_generation(runner: JobRunner, cfg: make_sets.GenerateConfig, dataset:
 
 def submit_split_set(runner: JobRunner, set_id: str, dataset: LabDataset, *, owner: str) -> str:
     """Queue the making of a set like ``set_id`` for another split (``dataset``); its result is the new set's id."""
+    usage.check_disk(owner)
 
     def job(ctx: JobContext) -> str:
         def on_event(event: GeneratorEvent) -> None:
@@ -189,18 +193,21 @@ def submit_split_set(runner: JobRunner, set_id: str, dataset: LabDataset, *, own
 
 def submit_sd_generation(runner: JobRunner, cfg: stable_diffusion.SDConfig, dataset: LabDataset, *, owner: str) -> str:
     """Queue a Stable Diffusion set; its result is the set's info. A fulfilled request is served at once."""
+    usage.check_disk(owner)
 
     def job(ctx: JobContext) -> sets.SetInfo:
         return make_sets.make_sd_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
 
     amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
-    cached = sd_requests.cached_set(cfg, dataset) is not None  # served at once, not queued behind heavy jobs
+    with owners.acting_as(owner):  # requests are keyed per user: the key the job itself will use
+        cached = sd_requests.cached_set(cfg, dataset) is not None  # served at once, not queued behind heavy jobs
+        key = sd_requests.request_key(cfg, dataset)
     return runner.submit(
         f"Stable Diffusion {cfg.mode}: {amount} with {Path(cfg.model).name}",
         job,
         owner=owner,
         group=str(GENERATE),
-        tag=sd_requests.request_key(cfg, dataset),  # the unfinished-requests list keeps its buttons off meanwhile
+        tag=key,  # the unfinished-requests list keeps its buttons off meanwhile
         lane=_lane(cfg.device),
         heavy=not cached,
     )
@@ -254,8 +261,11 @@ def submit_experiment(
 
     The synthetic sets the mixes name are loaded first, once (a set made for another split is refused
     before anything is planned). Each job reports every training event and its progress (steps done /
-    steps if no early stop).
+    steps if no early stop). An experiment with more runs than ``owner`` has room for on the runner is
+    refused whole (:class:`~engine.jobs.LimitReached`) before anything is loaded or saved.
     """
+    runner.check_room(owner, len(cfg.run_configs()), what="this experiment", fewer="choose fewer mixes or seeds")
+    usage.check_disk(owner)
     inputs = split_inputs(cfg, dataset, synthetic)  # with repeated splits, every split's dataset and sets
     record = plan_experiment(cfg, dataset.key)
     group = str(JobGroup(JobKind.EXPERIMENT, record.id))
@@ -272,25 +282,71 @@ def _run_job(
     run_id: str, run_cfg: runs.RunConfig, dataset: LabDataset, pool: ImageSet | None, experiment: str
 ) -> Callable[[JobContext], Any]:
     def job(ctx: JobContext) -> runs.RunRecord:
-        def on_event(event: TrainEvent) -> None:
-            if event.kind == "step":  # progress only: a long run has hundreds of thousands of steps
-                ctx.set_progress(event.step / max(1, event.total_steps))
-                return
-            ctx.emit(event)
-            if event.kind == "epoch":
-                ctx.set_progress(
-                    event.step / max(1, event.total_steps),
-                    f"epoch {event.epoch}: val acc {event.values['val_acc']:.3f}",
-                )
-
         return runs.execute_run(
             run_id,
             run_cfg,
             dataset,
             synthetic=pool,
             experiment=experiment,
-            on_event=on_event,
+            on_event=_training_reporter(ctx),
             should_stop=ctx.should_stop,
         )
 
     return job
+
+
+def _training_reporter(ctx: JobContext) -> Callable[[TrainEvent], None]:
+    """A run's training events to its job: progress on every step, the rest kept for the live curves."""
+
+    def on_event(event: TrainEvent) -> None:
+        if event.kind == "step":  # progress only: a long run has hundreds of thousands of steps
+            ctx.set_progress(event.step / max(1, event.total_steps))
+            return
+        ctx.emit(event)
+        if event.kind == "epoch":
+            ctx.set_progress(
+                event.step / max(1, event.total_steps),
+                f"epoch {event.epoch}: val acc {event.values['val_acc']:.3f}",
+            )
+
+    return on_event
+
+
+def submit_resume(
+    runner: JobRunner, run_id: str, dataset: LabDataset | None, *, owner: str, from_start: bool = False
+) -> str:
+    """Queue an interrupted run again in its experiment's group: from its last checkpoint (Resume), or with
+    ``from_start`` from the beginning (Re-run); returns the job id.
+
+    ``dataset`` is the session's; a run on another split (repeated splits) builds its own. The synthetic
+    set its mix names is loaded now, so a deleted set is refused before anything is queued. The record
+    reads ``queued`` until the job starts, so a second Resume is not offered meanwhile.
+    """
+    record = runs.load_record(run_id)
+    owners.check_can_change(record.owner, f"the run {run_id!r}", "resume or re-run")
+    if record.status != "interrupted" or not record.experiment:
+        raise ValueError(f"run={run_id!r} is {record.status}: only an interrupted run of an experiment is resumed")
+    cfg = record.config
+    runner.check_room(owner, 1, what="this run", fewer="resume it later")
+    data = dataset if dataset is not None and dataset.config == cfg.dataset else build_dataset(cfg.dataset)
+    pool = sets.load_set(cfg.mix.synthetic_set) if cfg.mix.synthetic_set else None
+    epoch = 0 if from_start else runs.checkpoint_epoch(run_id)
+    runs.save_record(dataclasses.replace(record, status="queued", pid=os.getpid(), host=heartbeat.host()))
+
+    def job(ctx: JobContext) -> runs.RunRecord:
+        return runs.execute_run(
+            run_id,
+            cfg,
+            data,
+            synthetic=pool,
+            experiment=record.experiment,
+            on_event=_training_reporter(ctx),
+            should_stop=ctx.should_stop,
+            resume=not from_start,
+        )
+
+    how = "again from the start" if from_start else (f"resumed after epoch {epoch}" if epoch else "resumed")
+    title = f"{cfg.mix.label} · {unit_name(cfg.seed)} · {how}"
+    group = str(JobGroup(JobKind.EXPERIMENT, record.experiment))
+    lane = _lane(cfg.train.device, cfg.train.precision)
+    return runner.submit(title, job, owner=owner, group=group, tag=run_id, lane=lane)

@@ -4,7 +4,11 @@ The training images live on the device as one uint8 tensor and are augmented the
 (padded random crop, optional flip), as in cifar10-airbench, never sample by sample in PIL.
 Adam, cross-entropy (optional label smoothing and class weights), early stopping on validation
 loss with the best epoch restored. Progress leaves through ``on_event``; ``should_stop`` is checked
-every step. Where this stops: no metrics beyond loss/accuracy (see :mod:`engine.metrics`), no files.
+every step. At the end of every epoch that another epoch follows, ``on_checkpoint`` receives the whole
+loop state (:class:`TrainState`: weights, optimiser and scaler, best epoch, early-stopping counter,
+history and every RNG the loop draws from); ``train(..., start=state)`` continues from it to the same
+weights bit for bit on the CPU. Where this stops: no metrics beyond loss/accuracy (see
+:mod:`engine.metrics`), no files (``runs.py`` writes the checkpoints).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import checkpoints
 from engine.datasets import ImageSet
 from engine.device import DEVICES, PRECISIONS, DeviceSetup, pick_device
 from engine.preprocess import Preset, PresetError, apply_mixed, real_aspects
 
 EventFn = Callable[["TrainEvent"], None]
 StopFn = Callable[[], bool]
+TrainState = dict[str, Any]  # the loop at the end of an epoch; a nest engine.checkpoints stores as it is
 
 
 class TrainConfigError(ValueError):
@@ -207,12 +213,17 @@ def train(
     aspect_pool: torch.Tensor | None = None,
     on_event: EventFn | None = None,
     should_stop: StopFn | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    start: TrainState | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return it with the best validation epoch restored.
 
     ``weights`` (num_classes,) weights the training loss per class; validation loss is unweighted.
     ``aspect_pool`` holds the real images' aspects that the synthetic preset draws from (default: those
-    of the real images in ``train_set``; a synthetic-only mix needs them passed in).
+    of the real images in ``train_set``; a synthetic-only mix needs them passed in). ``on_checkpoint``
+    gets the loop's state after each epoch that is not the last (its tensors are the loop's own: store
+    or copy them before returning); ``start`` (such a state, from the same model architecture, data,
+    config and seed) continues the run after that epoch.
     """
     # 1. Check inputs and set up the device, data and optimiser.
     if len(train_set) == 0 or len(val_set) == 0:
@@ -249,9 +260,21 @@ def train(
     history: list[dict[str, float]] = []
     best_loss, best_state, best_epoch, bad_epochs = float("inf"), None, 0, 0
     step, seen, train_time, cancelled, stopped_early = 0, 0, 0.0, False, False
-    for epoch in range(1, cfg.max_epochs + 1):
+    first_epoch = 1
+    if start is not None:  # a resume: every part of the loop as it was after epoch start["epoch"]
+        model.load_state_dict(start["model"])
+        optimizer.load_state_dict(start["optimizer"])
+        scaler.load_state_dict(start["scaler"])
+        best = start["best_state"]
+        best_state = copy.deepcopy(model.state_dict()) if best is None and start["best_epoch"] else best
+        best_loss, best_epoch, bad_epochs = start["best_loss"], start["best_epoch"], start["bad_epochs"]
+        history = [dict(row) for row in start["history"]]
+        step, seen, train_time = start["step"], start["seen"], start["train_time"]
+        checkpoints.restore_rng(start["rng"], {"batches": gen})
+        first_epoch = start["epoch"] + 1
+    for epoch in range(first_epoch, cfg.max_epochs + 1):
         model.train()
-        start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
+        began, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
         for idx in _batches(len(train_set), cfg.batch_size, gen):
             if stop():
                 cancelled = True
@@ -275,7 +298,7 @@ def train(
             correct += int((logits.argmax(1) == y).sum())
             count += len(idx)
             emit(TrainEvent("step", epoch, step, total, {"loss": loss_value}))
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - began
         if cancelled and count == 0:
             break
         train_time += elapsed
@@ -302,6 +325,25 @@ def train(
         if cfg.patience and bad_epochs >= cfg.patience:
             stopped_early = True
             break
+        if on_checkpoint is not None and epoch < cfg.max_epochs:  # another epoch follows: a resume starts there
+            on_checkpoint(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    # the best weights are the current ones when this epoch was the best: stored once
+                    "best_state": None if best_epoch == epoch else best_state,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "step": step,
+                    "seen": seen,
+                    "train_time": train_time,
+                    "rng": checkpoints.capture_rng({"batches": gen}, global_rngs=("torch",)),
+                }
+            )
 
     # 3. Restore the best epoch.
     if best_state is not None:

@@ -112,3 +112,19 @@ def test_the_decode_cache_can_be_cleared_from_the_page() -> None:
     at.button(key="clear_cache").click().run()
     assert not at.exception
     assert not build_dataset(DatasetConfig()).from_cache
+
+
+def test_a_new_session_finds_the_users_dataset_and_kept_settings_again() -> None:
+    at = app().run()
+    at.selectbox(key="im_kind").set_value("step").run()
+    at.multiselect(key="im_min").set_value(["0", "1"])
+    at.slider(key="im_keep").set_value(10)
+    at.button(key="im_apply").click().run()
+    assert not at.exception and not at.error
+    at.switch_page("app_pages/generate.py").run()
+    at.radio(key="gen_family").set_value("Small diffusion model").run()
+    # a reload, a second tab or a server restart: a new session of the same (local) user
+    again = app().run()
+    assert any("step imbalance" in c.value for c in again.caption)
+    again.switch_page("app_pages/generate.py").run()
+    assert again.radio(key="gen_family").value == "Small diffusion model"

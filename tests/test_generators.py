@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from engine import heartbeat, runs
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
 from engine.datasets import LabDataset, build_dataset
 from engine.jobs import Cancelled
@@ -121,3 +125,54 @@ def test_seconds_per_step_is_measured_once_per_setting(digits: LabDataset) -> No
     assert generators.seconds_per_step(dataclasses.replace(TINY, steps=500), digits) == rate  # remembered
     assert generators.estimate_seconds(dataclasses.replace(TINY, steps=500), digits) == pytest.approx(500 * rate * 1.05)
     assert generators.list_generators() == []  # timing stores nothing
+
+
+def test_a_training_killed_with_its_process_is_swept_listed_and_resumed(digits: LabDataset) -> None:
+    def stop_at_step_8(event: GeneratorEvent) -> None:
+        if event.kind == "step" and event.step == 8:
+            raise KeyboardInterrupt  # the process stops after the checkpoint of step 6
+
+    gen_id = generators.generator_id(TINY, digits)
+    status_path = generators.generators_dir() / gen_id / generators.STATUS
+    seen: list[dict[str, object]] = []
+
+    def look(event: GeneratorEvent) -> None:
+        if not seen and status_path.is_file():
+            seen.append(json.loads(status_path.read_text()))
+        stop_at_step_8(event)
+
+    with pytest.raises(KeyboardInterrupt):
+        generators.train_generator(TINY, digits, on_event=look)
+    assert seen[0]["status"] == "running" and seen[0]["pid"] == os.getpid() and seen[0]["owner"] == "local"
+    [cut] = generators.list_interrupted(digits)
+    assert (cut["id"], cut["step"], cut["reason"]) == (gen_id, 6, generators.PROCESS_STOPPED)
+    assert generators.list_generators(digits) == []  # not usable for sets: there is no generator yet
+    # as if its process had been killed (no chance to say so): the sweep finds it by its dead pid
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    status_path.write_text(json.dumps({**cut, "status": "running", "pid": dead.pid, "host": heartbeat.host()}))
+    assert generators.list_interrupted(digits) == []
+    runs.sweep()
+    [swept] = generators.list_interrupted(digits)
+    assert swept["step"] == 6 and swept["reason"] == generators.PROCESS_STOPPED
+    steps: list[int] = []
+    config = generators.config_from_origin(swept)
+    generators.train_generator(config, digits, on_event=lambda e: steps.append(e.step) if e.kind == "step" else None)
+    assert steps[0] == 7 and steps[-1] == TINY.steps  # on from the checkpoint, not from the start
+    assert generators.list_interrupted(digits) == [] and not status_path.exists()
+    assert [g["id"] for g in generators.list_generators(digits)] == [gen_id]
+
+
+def test_re_run_of_an_interrupted_training_discards_its_checkpoint(digits: LabDataset) -> None:
+    def stop(event: GeneratorEvent) -> None:
+        if event.kind == "step" and event.step == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generators.train_generator(TINY, digits, on_event=stop)
+    gen_id = generators.generator_id(TINY, digits)
+    generators.discard_interrupted(gen_id)
+    assert generators.list_interrupted(digits) == [] and not (generators.generators_dir() / gen_id).exists()
+    steps: list[int] = []
+    generators.train_generator(TINY, digits, on_event=lambda e: steps.append(e.step) if e.kind == "step" else None)
+    assert steps[0] == 1

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from engine import runs
+from engine import limits, runs
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
-from engine.jobs import Cancelled, JobContext, JobError, JobRunner, format_duration, format_eta
+from engine.jobs import Cancelled, JobContext, JobError, JobRunner, LimitReached, format_duration, format_eta
 from engine.mixes import MixConfig, build_mix
 from engine.training import TrainConfig, TrainEvent, predict_proba
 
@@ -120,12 +121,155 @@ def test_cancel_of_a_running_job_and_ownership_checks() -> None:
 
     job = runner.submit("loop", loop, owner="alice")
     started.wait(5)
-    with pytest.raises(JobError, match="belongs to another session"):
+    with pytest.raises(JobError, match="belongs to another user"):
         runner.cancel(job, owner="mallory")
     runner.cancel(job, owner="alice")
     assert runner.wait(job).status == "cancelled"
     with pytest.raises(JobError, match=r"job_id='nope' is not a job"):
         runner.snapshot("nope")
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_owners_take_turns_and_queue_positions_are_the_start_order() -> None:
+    runner, gate, started = JobRunner(), threading.Event(), []
+
+    def job(name: str) -> Callable[[JobContext], None]:
+        return lambda ctx: (started.append(name), gate.wait(10) if name == "a1" else None)[1]
+
+    ids = {"a1": runner.submit("a1", job("a1"), owner="a")}
+    wait_until(lambda: started == ["a1"])  # a's first job runs; a's next four queue behind it
+    ids |= {f"a{i}": runner.submit(f"a{i}", job(f"a{i}"), owner="a") for i in range(2, 6)}
+    ids |= {name: runner.submit(name, job(name), owner=name[0]) for name in ("b1", "c1")}
+    positions = {name: runner.snapshot(job_id).queue_position for name, job_id in ids.items()}
+    assert positions == {"a1": 0, "b1": 1, "c1": 2, "a2": 3, "a3": 4, "a4": 5, "a5": 6}
+    runner.cancel(ids["a3"], owner="a")  # a cancel in the queue: the places behind it move up
+    assert [runner.snapshot(ids[n]).queue_position for n in ("b1", "c1", "a2", "a4", "a5")] == [1, 2, 3, 4, 5]
+    light = runner.submit("light", lambda ctx: "at once", owner="a", heavy=False)
+    assert runner.wait(light).result == "at once"  # light jobs do not wait in the queue
+    gate.set()
+    for job_id in ids.values():
+        runner.wait(job_id)
+    assert started == ["a1", "b1", "c1", "a2", "a4", "a5"]  # the order the positions promised
+
+
+def test_a_newcomer_waits_one_turn_not_behind_everyone() -> None:
+    runner, gate, started = JobRunner(), threading.Event(), []
+    blocker = runner.submit("blocker", lambda ctx: gate.wait(10), owner="z")
+    wait_until(lambda: runner.snapshot(blocker).status == "running")
+    ids = {}
+    for name in ("a1", "a2", "b1", "a3", "b2", "c1"):  # submitted in this order while the lane is busy
+        ids[name] = runner.submit(name, lambda ctx, n=name: started.append(n), owner=name[0])
+    order = sorted(ids, key=lambda n: runner.snapshot(ids[n]).queue_position)
+    assert order == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    gate.set()
+    for job_id in ids.values():
+        runner.wait(job_id)
+    assert started == order
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_job_in_place_one_is_the_next_to_start_whatever_comes_and_goes(seed: int) -> None:
+    rng, runner = np.random.default_rng(seed), JobRunner()
+    gates: dict[str, threading.Event] = {}
+
+    def submit(owner: str) -> None:
+        gate = threading.Event()
+        job_id = runner.submit(owner, lambda ctx: gate.wait(10), owner=owner)
+        gates[job_id] = gate
+
+    def running() -> str:
+        return next((s.id for s in runner.list(events=False) if s.status == "running"), "")
+
+    submit("a")
+    wait_until(lambda: running() != "")
+    for _ in range(40):  # while one job runs: some users submit, some cancel, then the job ends
+        waiting = any(s.status == "queued" for s in runner.list(events=False))
+        for owner in rng.choice(list("abcd"), size=rng.integers(0 if waiting else 1, 4)):
+            submit(str(owner))
+        queued = [s for s in runner.list(events=False) if s.status == "queued"]
+        if len(queued) > 1 and rng.random() < 0.3:  # one stays, to be the next
+            runner.cancel(queued[rng.integers(len(queued))].id)
+        queued = sorted((s for s in runner.list(events=False) if s.status == "queued"), key=lambda s: s.queue_position)
+        assert [s.queue_position for s in queued] == list(range(1, len(queued) + 1))
+        current = running()
+        gates[current].set()
+        wait_until(lambda c=current: running() not in ("", c))
+        assert running() == queued[0].id
+    for gate in gates.values():
+        gate.set()
+
+
+def test_a_user_at_their_limit_is_refused_and_others_are_not() -> None:
+    limits.set_limit("max_jobs", 2, user="alice")
+    runner, gate = JobRunner(), threading.Event()
+    runner.submit("1", lambda ctx: gate.wait(10), owner="alice")
+    second = runner.submit("2", lambda ctx: gate.wait(10), owner="alice")
+    assert runner.room("alice") == 0 and runner.room("bob") == 24
+    with pytest.raises(LimitReached) as refused:
+        runner.submit("3", lambda ctx: None, owner="alice")
+    assert str(refused.value) == (
+        "you already have 2 jobs queued or running, the most this server allows per user: "
+        "wait for some to finish or cancel some (an admin can raise the limit)"
+    )
+    assert isinstance(refused.value, ValueError) and len(runner.list(owner="alice")) == 2
+    with pytest.raises(LimitReached, match=r"^this batch needs 3 jobs and you have room for 1 more \(at most 3 jobs"):
+        limits.set_limit("max_jobs", 3, user="alice")
+        runner.check_room("alice", 3, what="this batch")
+    assert runner.wait(runner.submit("light", lambda ctx: 1, owner="alice", heavy=False)).result == 1
+    runner.cancel(second, owner="alice")  # still queued: cancelled at once, its place freed
+    assert runner.room("alice") == 2
+    gate.set()
+
+
+def test_an_admin_may_cancel_any_job_and_sees_everyones_usage() -> None:
+    runner, gate = JobRunner(), threading.Event()
+    running = runner.submit("runs", lambda ctx: gate.wait(10), owner="alice")
+    queued = runner.submit("waits", lambda ctx: None, owner="bob")
+    wait_until(lambda: runner.snapshot(running).status == "running")
+    with pytest.raises(JobError, match=r"^job 'job-\S+' belongs to another user$"):
+        runner.cancel(queued, owner="alice")
+    runner.cancel(queued, owner="alice", admin=True)
+    assert runner.snapshot(queued).status == "cancelled"
+    time.sleep(0.05)
+    usage = runner.usage()
+    assert usage["alice"]["running"] == 1 and usage["alice"]["queued"] == 0 and usage["alice"]["seconds"] >= 0.05
+    assert usage["bob"] == {"queued": 0, "running": 0, "finished": 1, "seconds": 0.0}
+    gate.set()
+    runner.wait(running)
+    assert runner.usage()["alice"]["finished"] == 1 and runner.usage()["alice"]["running"] == 0
+
+
+def test_a_periodic_function_runs_again_after_a_failure_and_registers_once() -> None:
+    runner, calls, other = JobRunner(), [], []
+
+    def sweep() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("disk full")  # logged; the next round still runs
+
+    runner.every(0.02, sweep, "sweep")
+    runner.every(0.02, lambda: other.append(1), "sweep")  # the same name again: nothing
+    wait_until(lambda: len(calls) >= 3)
+    runner.stop_every("sweep")
+    time.sleep(0.05)
+    settled = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == settled and other == []
+    with pytest.raises(ValueError, match=r"seconds=0 is not accepted"):
+        runner.every(0, sweep, "again")
+
+
+def test_list_can_leave_the_events_out_and_snapshot_keeps_them() -> None:
+    runner = JobRunner()
+    job = runner.wait(runner.submit("emits", lambda ctx: [ctx.emit(i) for i in range(3)], owner="a")).id
+    assert runner.list(events=False)[0].events == () and runner.list()[0].events == (0, 1, 2)
+    assert runner.snapshot(job).events == (0, 1, 2)
 
 
 @pytest.fixture

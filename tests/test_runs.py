@@ -63,3 +63,15 @@ def test_running_it_here_fails_at_the_start_naming_the_device(monkeypatch: pytes
         runs.execute_run("gpu", runs.load_record("gpu").config, build_dataset(DatasetConfig()))
     record = runs.load_record("gpu")
     assert record.status == "failed" and expected in record.error and record.epochs == 0
+
+
+def test_a_record_written_before_hosts_loads_and_is_swept_as_this_machines() -> None:
+    runs.save_record(runs.RunRecord("old", runs.RunConfig(DatasetConfig(), train=CPU), "running", pid=2**22 + 99))
+    path = runs.runs_dir() / "old" / "run.json"
+    data = json.loads(path.read_text())
+    del data["host"]
+    store.write_json(path, data)
+    assert runs.load_record("old").host == ""
+    assert runs.sweep() == ["old"]  # no such pid here: its process has stopped
+    record = runs.load_record("old")
+    assert (record.status, record.error) == ("interrupted", "the process running it stopped")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import runs, tasks
+from engine import owners, runs, tasks
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import LabDataset, build_dataset
 from engine.experiments import ExperimentConfig
@@ -142,9 +142,11 @@ def test_cancelling_a_stable_diffusion_job_keeps_what_it_wrote_for_resume(tiny_s
     runner = JobRunner()
     cfg = sd.SDConfig(str(tiny_sd), steps=2, size=32, per_class=40, classes=("0",), batch_size=1)
     job = tasks.submit_sd_generation(runner, cfg, digits, owner="me")
-    assert runner.snapshot(job).tag == sd_requests.request_key(cfg, digits)
+    with owners.acting_as("me"):  # requests are keyed per user
+        key = sd_requests.request_key(cfg, digits)
+    assert runner.snapshot(job).tag == key
     deadline = time.monotonic() + 60
-    partial = sd_requests.partial_folder(sd_requests.request_key(cfg, digits))
+    partial = sd_requests.partial_folder(key)
     while not sd_requests.read_partial(partial) and runner.snapshot(job).status not in ("failed", "done"):
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +156,19 @@ def test_augment_batch_crops_a_window_of_the_padded_image_and_flips() -> None:
     flipped = augment_batch(x, 0, True, torch.Generator().manual_seed(1))
     assert all(torch.equal(flipped[b], x[b]) or torch.equal(flipped[b], x[b].flip(-1)) for b in range(2))
     assert out.dtype == torch.uint8 and out.shape == x.shape
+
+
+def test_training_resumed_from_an_epoch_state_ends_with_the_same_weights(digits: LabDataset) -> None:
+    cfg = dataclasses.replace(FAST, max_epochs=3, patience=1, flip=True, crop_padding=2)
+    states: list[dict[str, object]] = []
+
+    def keep(state: dict[str, object]) -> None:  # the loop's live tensors: copied before the loop goes on
+        states.append(copy.deepcopy(state))
+
+    whole = train(fresh(digits), digits.train, digits.val, cfg, seed=4, on_checkpoint=keep)
+    assert [s["epoch"] for s in states] == list(range(1, len(whole.history)))[: cfg.max_epochs - 1]
+    again = train(fresh(digits, seed=9), digits.train, digits.val, cfg, seed=4, start=states[0])
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name]), name
+    assert [r["val_loss"] for r in again.history] == [r["val_loss"] for r in whole.history]
+    assert (again.best_epoch, again.stopped_early) == (whole.best_epoch, whole.stopped_early)

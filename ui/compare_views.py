@@ -50,7 +50,27 @@ def summary_of(exp_id: str) -> ExperimentSummary:
 
 
 def answer_of(exp_id: str) -> tuple[verdicts.Headline | None, list[str]]:
-    return cached_answer(exp_id, _signature(exp_id))
+    """The headline and the warnings, the first saying how many runs were interrupted, if any."""
+    signature = _signature(exp_id)
+    head, warnings = cached_answer(exp_id, signature)
+    note = interrupted_note(signature)
+    return head, ([note] if note else []) + warnings
+
+
+def interrupted_note(signature: tuple[tuple[str, str, float], ...]) -> str:
+    """ "2 of 6 runs were interrupted: resume them on the Train page", or "" when none was."""
+    cut = sum(status == "interrupted" for _, status, _ in signature)
+    if not cut:
+        return ""
+    return f"{cut} of {len(signature)} runs were interrupted: resume them on the Train page"
+
+
+def no_figures_text(exp_id: str) -> str:
+    """What the page says while no run has finished: interrupted runs wait for a Resume, not for time."""
+    note = interrupted_note(_signature(exp_id))
+    if note:
+        return f"No run of this experiment has finished yet: {note}, and the figures appear as they finish."
+    return "No run of this experiment has finished yet: figures appear as runs finish (see the Train page)."
 
 
 def show_headline(head: verdicts.Headline | None, warnings: list[str]) -> None:
@@ -94,10 +114,14 @@ def results_frame(summary: ExperimentSummary) -> pd.DataFrame:
     """
     minority = [experiments.MINORITY_RECALL] if summary.minority else []
     compared = [*minority, *experiments.COMPARED]
+    status = {run_id: state for run_id, state, _ in _signature(summary.experiment.id)}
     rows = []
     for mix in summary.mixes:
         baseline = mix.kind == "real"
-        row: dict[str, object] = {"mix": mix.label, "finished runs": f"{mix.runs_done}/{mix.runs_total}"}
+        ids = [run_id for label, _, run_id in summary.experiment.run_ids if label == mix.label]
+        cut = sum(status.get(run_id) == "interrupted" for run_id in ids)
+        finished = f"{mix.runs_done}/{mix.runs_total}" + (f" ({cut} interrupted)" if cut else "")
+        row: dict[str, object] = {"mix": mix.label, "finished runs": finished}
         for metric in compared:
             comp = mix.comparisons.get(metric)
             row[f"verdict: {verdicts.METRIC_WORDS[metric]}"] = (

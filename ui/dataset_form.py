@@ -104,7 +104,11 @@ def source_form(current: SourceConfig, split: SplitConfig) -> tuple[SourceConfig
         if upload is None:
             st.error("source.path: no .zip was uploaded; choose a .zip of class folders first.")
             return None
-        path = str(store.save_upload(upload.name, upload.getvalue()))
+        try:
+            path = str(store.save_upload(upload.name, upload.getvalue()))
+        except store.UploadRefused as err:
+            st.error(str(err))
+            return None
     source = SourceConfig(
         kind=kind, path=path, name=name, resolution=None if res == "auto" else int(res), color=color, fit=fit
     )

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 from torch import nn
 
-from engine import explain, preprocess, runs
+from engine import experiments, explain, preprocess, runs
 from engine.datasets import LabDataset
 from engine.mixes import SYNTHETIC_KINDS
 from ui.figures import FONT
@@ -39,9 +39,10 @@ METHOD_HELP = (
 
 def finished_runs(dataset: LabDataset) -> list[runs.RunRecord]:
     """Finished runs trained on exactly this dataset, newest first."""
+    shared = frozenset(e.id for e in experiments.list_experiments() if e.shared)
     return [
         r
-        for r in runs.list_records()
+        for r in runs.visible_records(shared)
         if r.status == "done"
         and r.config.dataset == dataset.config
         and r.dataset_key in (dataset.key, dataset.identity)

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import exports, tasks
+from engine import exports, owners, tasks
 from engine.datasets import LabDataset
 from engine.jobs import FINISHED, JobError, JobSnapshot, format_duration
 from engine.synth import ddpm, gan, generators, make_sets, quality, sets
@@ -249,12 +249,16 @@ def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
 
 
 def stopped_generators(dataset: LabDataset, kinds: tuple[str, ...]) -> generators.GeneratorConfig | None:
-    """Generators of ``kinds`` stopped before their planned steps, each with Resume; the config to resume."""
+    """Generators of ``kinds`` stopped before their planned steps, and trainings interrupted when their
+    process stopped, each with Resume (interrupted ones also with Re-run); the config to train."""
     stopped = [g for g in generators.list_generators(dataset) if g["kind"] in kinds and generators.is_stopped(g)]
-    if not stopped:
+    cut = [g for g in generators.list_interrupted(dataset) if g["kind"] in kinds]
+    stopped = [g for g in stopped if g["id"] not in {c["id"] for c in cut}]  # its resume was interrupted: once
+    if not stopped and not cut:
         return None
-    busy = {j.tag for j in get_runner().list() if j.status not in FINISHED}  # no second job on one generator
-    st.markdown("**Stopped generators** (usable for sets as they are)")
+    busy = {j.tag for j in get_runner().list(events=False) if j.status not in FINISHED}  # one job per generator
+    if stopped:
+        st.markdown("**Stopped generators** (usable for sets as they are)")
     for origin in stopped:
         cols = st.columns([6, 1])
         planned = int(origin["config"]["steps"])
@@ -265,6 +269,30 @@ def stopped_generators(dataset: LabDataset, kinds: tuple[str, ...]) -> generator
         label, key = "Resume", f"resume-gen-{origin['id']}"
         if cols[1].button(label, key=key, disabled=origin["id"] in busy, help=f"Train on to step {planned:,}"):
             return generators.config_from_origin(origin)
+    return interrupted_generators([g for g in cut if g["id"] not in busy])
+
+
+def interrupted_generators(cut: list[dict[str, Any]]) -> generators.GeneratorConfig | None:
+    """Trainings interrupted when their process stopped, with the reason, Resume and Re-run; the config to train."""
+    if not cut:
+        return None
+    st.markdown("**Interrupted trainings**")
+    for status in cut:
+        cols = st.columns([6, 1, 1])
+        planned, step = int(status["config"]["steps"]), int(status.get("step", 0))
+        where = (
+            f"at step {step:,} of {planned:,}" if step else f"before its first checkpoint ({planned:,} steps planned)"
+        )
+        cols[0].write(
+            f"{status['id']} · {KIND_LABELS.get(status['kind'], 'small diffusion model')} · interrupted {where}: "
+            f"{status.get('reason') or 'its process stopped'}"
+        )
+        help_resume = f"Train on from step {step:,} to {planned:,}" if step else "Train from the start"
+        if cols[1].button("Resume", key=f"resume-cut-{status['id']}", help=help_resume):
+            return generators.config_from_origin(status)
+        if cols[2].button("Re-run", key=f"rerun-cut-{status['id']}", help="Throw the checkpoint away, train anew"):
+            generators.discard_interrupted(status["id"])
+            return generators.config_from_origin(status)
     return None
 
 
@@ -547,11 +575,26 @@ def set_browser(dataset: LabDataset) -> None:
         key=f"edit-{set_id}-{name}",
     )
     changed = [(f, k) for f, k, r in zip(edited["file"], edited["kept"], chosen, strict=True) if bool(k) != r.kept]
-    if changed and st.button("Save the kept / rejected choices", key="save_kept"):
+    info = sets.load_info(set_id)
+    mine = owners.current().admin or owners.owner_of(info.owner) == owners.owner_name()
+    if changed and mine and st.button("Save the kept / rejected choices", key="save_kept"):
         for keep in (True, False):
             files = [f for f, k in changed if bool(k) == keep]
             if files:
                 sets.set_kept(set_id, files, keep, reason="" if keep else "rejected by hand")
+        st.rerun()
+    if not mine:
+        st.caption(f"Shared by {info.owner}: you can train on it and download it; only its owner can change it.")
+    elif (
+        st.toggle(
+            "Share with everyone on this server",
+            info.shared,
+            key=f"share_set-{set_id}",
+            help="Every user then sees this set and can train on it (read-only). Off by default.",
+        )
+        != info.shared
+    ):
+        sets.set_shared(set_id, not info.shared)
         st.rerun()
     st.download_button(
         "Download the set (zip of class folders with its manifest)",
@@ -560,8 +603,10 @@ def set_browser(dataset: LabDataset) -> None:
         "application/zip",
         key=f"download_set-{set_id}",
     )
-    if st.checkbox(f"Delete set {set_id}", key=f"confirm_delete-{set_id}") and st.button(
-        "Delete now", key="delete_set"
+    if (
+        mine
+        and st.checkbox(f"Delete set {set_id}", key=f"confirm_delete-{set_id}")
+        and st.button("Delete now", key="delete_set")
     ):
         sets.delete_set(set_id)
         st.rerun()

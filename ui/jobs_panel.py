@@ -1,26 +1,30 @@
 """The process-wide job runner, who owns which jobs, and the live job panel.
 
 The runner lives behind ``st.cache_resource`` (one per server process, shared by all sessions);
-creating it marks runs a previous process left running as interrupted. A session's jobs are found
-by an owner token kept in the URL (``?lab=...``), so they are found again after a page switch or a
-browser reload. The panel is a fragment that polls job snapshots about once a second; no worker
-thread ever calls Streamlit.
+creating it marks runs a previous process left running as interrupted and starts the sweep that does
+the same every 20 s for processes that stop meanwhile (a killed CLI run) and for generator trainings.
+A session's jobs are found by its user's name (the login, or the one local user without accounts), so
+they are found again after a page switch, a browser reload or in a second tab; after a restart the
+panel reads the user's latest experiment from disk. The panel is a fragment that polls job snapshots
+about once a second; no worker thread ever calls Streamlit.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
+from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from engine import runs, tasks
+from engine import experiments, heartbeat, owners, runs, tasks
 from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot, format_eta
+from engine.synth import sets
 from engine.training import TrainEvent
+from ui import auth
+from ui.state import DATASET_KEY
 
-TOKEN = re.compile(r"[0-9a-f]{12}")
 STATUS_ICONS = {  # Streamlit's own icon font, so they render without system emoji fonts
     "queued": ":material/schedule:",
     "running": ":material/play_circle:",
@@ -34,19 +38,37 @@ STATUS_ICONS = {  # Streamlit's own icon font, so they render without system emo
 
 @st.cache_resource(show_spinner=False)
 def get_runner() -> JobRunner:
-    runs.mark_interrupted()
-    return JobRunner()
+    """The server's job runner; creating it starts this process's heartbeat and the sweep every 20 s."""
+    heartbeat.start("app")
+    runs.mark_interrupted()  # a run that claims this process was left by an earlier one with the same pid
+    runner = JobRunner()
+    runs.sweep()
+    runner.every(20, runs.sweep, "sweep")  # runs and generator trainings of stopped processes: interrupted
+    return runner
+
+
+def _session_actor() -> owners.Actor | None:
+    """The acting user of a page run or fragment rerun on this thread: its session's user (None elsewhere)."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None  # a job's thread or the CLI: they name their user themselves
+    try:
+        found = auth.user()
+    except RuntimeError:  # no one logged in yet (the login page): someone who owns and sees nothing
+        return owners.Actor("(not logged in)", admin=False)
+    return owners.Actor(found.name, admin=found.role == "admin")
+
+
+owners.set_resolver(_session_actor)
 
 
 def owner_token() -> str:
-    """This browser's owner token: from the session, else the URL, else a new one (put in the URL)."""
-    token = st.session_state.get("owner") or st.query_params.get("lab", "")
-    if not TOKEN.fullmatch(str(token)):
-        token = uuid.uuid4().hex[:12]
-    st.session_state["owner"] = token
-    if st.query_params.get("lab") != token:
-        st.query_params["lab"] = token
-    return str(token)
+    """The name of this session's user, who owns what the session makes (the engine acts as them in its page runs).
+
+    Without accounts every browser on the machine is the one local user, so a second tab sees the same work.
+    """
+    found = auth.user()
+    st.session_state["owner"] = found.name
+    return found.name
 
 
 def curves_figure(snaps: list[JobSnapshot]) -> go.Figure:
@@ -105,21 +127,104 @@ def progress_text(snap: JobSnapshot) -> str:
     return f"{snap.message} · {format_eta(eta)}" if snap.message else format_eta(eta)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _latest_experiment_id(owner: str, stamp: int) -> str:
+    """The id of ``owner``'s newest experiment on disk ("" for none); ``stamp`` (the folder's mtime) keys the cache."""
+    for path in sorted(experiments.experiments_dir().glob("*.json"), reverse=True):
+        try:
+            record = experiments.load_experiment(path.stem)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if owners.owner_of(record.owner) == owner:
+            return record.id
+    return ""
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _run_records(run_ids: tuple[str, ...], stamps: tuple[int, ...]) -> list[runs.RunRecord]:
+    """The records of ``run_ids``; ``stamps`` (their folders' mtimes, which every rewrite changes) key the cache."""
+    out = []
+    for run_id in run_ids:
+        try:
+            out.append(runs.load_record(run_id))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _stamp(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def experiment_runs(exp_id: str) -> list[runs.RunRecord]:
+    """The run records of experiment ``exp_id``, read again only when a run's folder changed."""
+    try:
+        record = experiments.load_experiment(exp_id)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    ids = tuple(run_id for _, _, run_id in record.run_ids)
+    return _run_records(ids, tuple(_stamp(runs.runs_dir() / run_id) for run_id in ids))
+
+
+def interrupted_runs(records: list[runs.RunRecord], owner: str) -> None:
+    """Interrupted runs with the reason, each with Resume (from its last checkpoint) and Re-run (from scratch)."""
+    stopped = [r for r in records if r.status == "interrupted"]
+    if not stopped:
+        return
+    st.warning(
+        f"{len(stopped)} of {len(records)} runs were interrupted. Resume continues a run from its last finished "
+        "epoch, with the same result as an uninterrupted run; Re-run trains it again from the start."
+    )
+    for record in stopped:
+        epoch = runs.checkpoint_epoch(record.id)
+        cols = st.columns([6, 1, 1])
+        where = f"after epoch {epoch}" if epoch else "before its first epoch ended"
+        cols[0].write(
+            f"{STATUS_ICONS['interrupted']} {record.config.mix.label} · {experiments.unit_name(record.config.seed)} "
+            f"· stopped {where}: {record.error or 'its process stopped'}"
+        )
+        resume = cols[1].button("Resume", key=f"resume-run-{record.id}", help="Continue from the last finished epoch")
+        rerun = cols[2].button("Re-run", key=f"rerun-run-{record.id}", help="Train this run again from the start")
+        if resume or rerun:
+            try:
+                tasks.submit_resume(
+                    get_runner(), record.id, st.session_state.get(DATASET_KEY), owner=owner, from_start=rerun
+                )
+                st.toast("Queued: it appears with the experiment's other runs.")
+            except (ValueError, sets.SetError) as err:
+                st.error(f"Nothing started: {err}")
+
+
 @st.fragment(run_every=1.0)
 def job_panel(owner: str) -> None:
-    """Progress, ETA, cancel buttons and live curves for this session's latest experiment."""
+    """Progress, ETA, cancel buttons and live curves for this user's latest experiment, and its interrupted runs.
+
+    After a restart the runner holds no jobs: the latest experiment is then read from disk, so its finished
+    and interrupted runs are still shown, the interrupted ones with Resume and Re-run.
+    """
     runner = get_runner()
     mine = tasks.list_jobs(runner, tasks.JobKind.EXPERIMENT, owner=owner)  # not generator or gap jobs
-    if not mine:
-        st.caption("No training jobs from this browser yet. Start an experiment above.")
+    on_disk = _latest_experiment_id(owner, _stamp(experiments.experiments_dir()))
+    parsed = tasks.JobGroup.parse(mine[-1].group) if mine else None
+    exp_id = parsed.id if parsed is not None and parsed.id >= on_disk else on_disk  # ids start with the time
+    if not exp_id:
+        st.caption("No training jobs yet. Start an experiment above.")
         return
-    group = mine[-1].group
-    parsed = tasks.JobGroup.parse(group)
+    group = str(tasks.JobGroup(tasks.JobKind.EXPERIMENT, exp_id))
     snaps = [s for s in mine if s.group == group]
-    active = sum(s.status not in FINISHED for s in snaps)
-    others = sum(s.status not in FINISHED for s in runner.list() if s.owner != owner)
+    latest = {s.tag: s for s in snaps}  # a resumed run's newest job stands for it
+    snaps = [s for s in snaps if latest[s.tag] is s]
+    records = experiment_runs(exp_id)
+    from_disk = [r for r in records if r.id not in latest]
+    done = sum(r.status in runs.ENDED for r in from_disk) + sum(s.status in FINISHED for s in snaps)
+    active = len(snaps) - sum(s.status in FINISHED for s in snaps)
+    total = max(len(records), len(snaps))
+    others = sum(s.status not in FINISHED for s in runner.list(events=False) if s.owner != owner)
     st.markdown(
-        f"**Experiment {parsed.id if parsed else group}** · {len(snaps) - active}/{len(snaps)} runs finished"
+        f"**Experiment {exp_id}** · {done}/{total} runs finished"
         + (f" · {others} job(s) from other users on this server" if others else "")
     )
     for snap in snaps:
@@ -131,6 +236,13 @@ def job_panel(owner: str) -> None:
                 tasks.cancel_job(runner, snap.id, owner=owner)
             except JobError as err:
                 st.error(str(err))
-    st.plotly_chart(curves_figure(snaps), key=f"curves-{group}")
-    if not active:
+    for record in from_disk:
+        if record.status not in ("done", "interrupted"):  # done: counted above; interrupted: below, with buttons
+            label = f"{record.config.mix.label} · {experiments.unit_name(record.config.seed)}"
+            text = record.error or record.status
+            st.write(f"{STATUS_ICONS.get(record.status, '')} {label}: {text}")
+    interrupted_runs([r for r in records if r.id not in latest or latest[r.id].status in FINISHED], owner)
+    if snaps:
+        st.plotly_chart(curves_figure(snaps), key=f"curves-{group}")
+    if not active and not any(r.status in (*runs.ACTIVE, "interrupted") for r in from_disk):
         st.success("All runs of this experiment have finished: see the Compare page.")

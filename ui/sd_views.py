@@ -222,7 +222,7 @@ def unfinished_requests(dataset: LabDataset, runner: JobRunner) -> stable_diffus
     pending = sd_requests.partial_requests()
     if not pending:
         return None
-    busy = {j.tag for j in runner.list() if j.status not in FINISHED}
+    busy = {j.tag for j in runner.list(events=False) if j.status not in FINISHED}
     with st.expander(f"{len(pending)} unfinished Stable Diffusion request(s): resume or discard them"):
         for request in pending:
             cols = st.columns([4, 1, 1])

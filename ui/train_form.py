@@ -15,6 +15,7 @@ from engine.models import MODEL_LABELS, available_models, default_model
 from engine.synth import sets, split_sets
 from engine.training import TrainConfig
 from ui.jobs_panel import get_runner
+from ui.submit import started
 
 REPLACE = {"50/50": 0.5, "30/70": 0.7, "0/100 (synthetic only)": 1.0}
 CONTROLS = {
@@ -222,10 +223,15 @@ def missing_split_sets_notice(dataset: LabDataset, owner: str) -> None:
         f"way from that split's training images. Still to make: {split_sets.cost_words(set_id, len(missing))}."
     )
     if st.button(f"Make the {len(missing)} set(s), then press Start again", key="make_split_sets"):
-        for first, split_seed in missing:
-            config = dataclasses.replace(
-                dataset.config, split=dataclasses.replace(dataset.config.split, seed=split_seed)
-            )
-            tasks.submit_split_set(get_runner(), first, build_dataset(config), owner=owner)
-        st.session_state["split_sets_missing"] = []
-        st.toast(f"Making {len(missing)} set(s): follow them on the Generate page, then press Start again.")
+
+        def make_all() -> None:
+            for first, split_seed in missing:
+                config = dataclasses.replace(
+                    dataset.config, split=dataclasses.replace(dataset.config.split, seed=split_seed)
+                )
+                tasks.submit_split_set(get_runner(), first, build_dataset(config), owner=owner)
+
+        if started(
+            make_all, f"Making {len(missing)} set(s): follow them on the Generate page, then press Start again."
+        ):
+            st.session_state["split_sets_missing"] = []

@@ -9,7 +9,10 @@ with *Stop and keep* stores the generator as it is at its last step, marked stop
 (usable for sets), and keeps the checkpoint: asking for the same generator again (*Resume*) continues it
 to its planned steps, as does asking again after an interrupted one. A cancelled training raises
 :class:`~engine.jobs.Cancelled` and leaves no generator (a cancelled resume leaves the stopped one as it
-was). Where this stops: no sets (``make_sets.py`` samples through :func:`sampler`), no threads
+was). While a generator trains, ``training.json`` in its folder says who trains it, where (host and
+pid) and since when; :func:`sweep` marks it interrupted once that process has stopped, and
+:func:`list_interrupted` lists those, which asking for the same generator again continues from their
+checkpoint. Where this stops: no sets (``make_sets.py`` samples through :func:`sampler`), no threads
 (``tasks.py`` runs training as a job).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -30,10 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import checkpoints, store, threads
+from engine import checkpoints, heartbeat, owners, store, threads
 from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
 from engine.jobs import Cancelled
+from engine.records import SCHEMA
 from engine.synth import ddpm, gan
 from engine.synth.events import GeneratorEvent
 
@@ -121,6 +126,44 @@ def train_generator(
     if origin is not None and not is_stopped(origin):
         log.info("reusing generator %s", gen_id)
         return gen_id
+    heartbeat.start()  # a sweep in the app tells when this process stops
+    status = {
+        "id": gen_id,
+        "kind": cfg.kind,
+        "config": asdict(cfg),
+        "dataset": dataset.key,
+        "owner": owners.owner_name(),
+        "status": "running",
+        "pid": os.getpid(),
+        "host": heartbeat.host(),
+        "started": time.time(),
+        "step": 0,
+        "reason": "",
+    }
+    store.write_json(folder / STATUS, status)
+    interrupted = False
+    try:
+        return _train(cfg, dataset, gen_id, folder, origin, on_event, should_stop, keep_on_stop)
+    except (KeyboardInterrupt, SystemExit):  # the process is stopping: Resume continues from the checkpoint
+        interrupted = True
+        step = checkpoint_step(gen_id)
+        store.write_json(folder / STATUS, {**status, "status": "interrupted", "reason": PROCESS_STOPPED, "step": step})
+        raise
+    finally:
+        if not interrupted:  # stored, stopped and kept, cancelled or failed: not training any more
+            (folder / STATUS).unlink(missing_ok=True)
+
+
+def _train(
+    cfg: GeneratorConfig,
+    dataset: LabDataset,
+    gen_id: str,
+    folder: Path,
+    origin: dict[str, Any] | None,
+    on_event: Callable[[GeneratorEvent], None] | None,
+    should_stop: Callable[[], bool] | None,
+    keep_on_stop: Callable[[], bool] | None,
+) -> str:
     checkpoint = folder / "checkpoint"
     family: Any = ddpm if isinstance(cfg, ddpm.DdpmConfig) else gan
     train = ddpm.train_ddpm if isinstance(cfg, ddpm.DdpmConfig) else gan.train_gan
@@ -166,8 +209,69 @@ def _store(
         "seconds": result.seconds,
         "warnings": result.warnings,
         "steps_done": result.steps_done,
+        "owner": owners.owner_name(),  # who trained it; others with the same data reuse it read-only
+        "schema": SCHEMA,
     }
     store.write_json(folder / "origin.json", origin)  # written last: its presence marks a usable generator
+
+
+STATUS = "training.json"  # in a generator's folder while it trains, and after an interrupted training
+APP_STOPPED = "the app stopped while it trained"
+PROCESS_STOPPED = "the process training it stopped"
+
+
+def checkpoint_step(gen_id: str) -> int:
+    """The step of the checkpoint a resume of ``gen_id`` starts from; 0 without one."""
+    try:
+        index = json.loads((generators_dir() / gen_id / "checkpoint" / checkpoints.INDEX).read_text())
+        return int(index["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _statuses() -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for path in generators_dir().glob(f"*/{STATUS}"):
+        try:
+            out.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def sweep() -> list[str]:
+    """Mark the generator trainings whose process stopped as interrupted, with the reason; returns their ids."""
+    changed = []
+    for path, status in _statuses():
+        host, pid = str(status.get("host", "")), int(status.get("pid", 0))
+        own = pid == os.getpid() and host in ("", heartbeat.host())  # the sweeping process is alive
+        if status.get("status") != "running" or own or not heartbeat.is_stale(host, pid):
+            continue
+        reason = APP_STOPPED if heartbeat.stopped_role(host, pid) == "app" else PROCESS_STOPPED
+        step = checkpoint_step(path.parent.name)
+        store.write_json(path, {**status, "status": "interrupted", "reason": reason, "step": step})
+        changed.append(path.parent.name)
+    return changed
+
+
+def list_interrupted(dataset: LabDataset | None = None) -> list[dict[str, Any]]:
+    """Generator trainings that stopped with their process (newest first), optionally those on ``dataset``.
+
+    Each is its status record: id, kind, config, dataset, owner, pid, host, started, reason, and ``step``,
+    the last checkpoint's step (0: Resume starts over).
+    """
+    found = [s for _, s in _statuses() if s.get("status") == "interrupted"]
+    found = [s for s in found if dataset is None or s.get("dataset") == dataset.key]
+    return sorted(found, key=lambda s: float(s.get("started", 0.0)), reverse=True)
+
+
+def discard_interrupted(gen_id: str) -> None:
+    """Forget an interrupted training and its checkpoint (Re-run then starts from step 0)."""
+    folder = generators_dir() / Path(gen_id).name
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+    (folder / STATUS).unlink(missing_ok=True)
+    if not (folder / "origin.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _rates: dict[tuple[str, str, int], float] = {}  # (settings that cost time, dataset key, threads) -> s/step

@@ -18,17 +18,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine import store
+from engine import owners, store
 from engine.datasets import LabDataset
+from engine.records import SCHEMA, migrate
 from engine.synth import sets
 from engine.synth.stable_diffusion import SDConfig
 
 
 def request_key(cfg: SDConfig, dataset: LabDataset) -> str:
-    """The key of a request (20 hex characters): every setting that changes the images, and the dataset."""
+    """The key of a request (20 hex characters): every setting that changes the images, the dataset and the
+    acting user (requests are private: one user's unfinished request is never continued or discarded by another)."""
     # "-" where the dataset key has "#": the hash input keys had before LabDataset.key, so unfinished
     # requests of older workspaces still resume and fulfilled ones are still served from the cache
     key = f"{cfg.cache_key()}-{dataset.key.replace('#', '-')}"
+    if (owner := owners.owner_name()) != owners.LOCAL:  # the local user keeps the keys it had before accounts
+        key += f"-{owner}"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -54,7 +58,8 @@ def open_partial(cfg: SDConfig, dataset: LabDataset) -> tuple[Path, list[sets.Im
     """
     folder = partial_folder(request_key(cfg, dataset))
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    store.write_json(folder / "request.json", {"config": dataclasses.asdict(cfg), "dataset": dataset.key})
+    request = {"config": dataclasses.asdict(cfg), "dataset": dataset.key, "owner": owners.owner_name()}
+    store.write_json(folder / "request.json", {**request, "schema": SCHEMA})
     records = read_partial(folder)
     store.write_atomic(folder / "manifest.jsonl", "".join(record_line(r) for r in records).encode())
     return folder, records
@@ -86,9 +91,11 @@ def partial_requests() -> list[dict[str, Any]]:
     out = []
     for folder in sorted(sets.sets_dir().glob(".partial-*"), key=lambda f: f.stat().st_mtime, reverse=True):
         try:
-            request = json.loads((folder / "request.json").read_text())
+            request = migrate("sd_request", json.loads((folder / "request.json").read_text()))
             cfg = SDConfig(**request["config"])
         except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not owners.can_see(request["owner"]):  # unfinished requests are private
             continue
         out.append(
             {
@@ -98,6 +105,7 @@ def partial_requests() -> list[dict[str, Any]]:
                 "images": len(read_partial(folder)),
                 "config": cfg,
                 "dataset": request.get("dataset", ""),
+                "owner": owners.owner_of(request["owner"]),
             }
         )
     return out
@@ -107,6 +115,11 @@ def discard_partial(key: str) -> None:
     """Delete what an unfinished request wrote (its next run starts from scratch)."""
     if not re.fullmatch(r"[0-9a-f]{20}", key):
         raise sets.SetError(f"request key {key!r} is not accepted: 20 hexadecimal characters")
+    try:
+        request = migrate("sd_request", json.loads((partial_folder(key) / "request.json").read_text()))
+    except (OSError, ValueError):
+        request = {"owner": ""}  # a request folder without a readable request: the local user's leftover
+    owners.check_can_change(request["owner"], "this unfinished Stable Diffusion request", "discard")
     shutil.rmtree(partial_folder(key), ignore_errors=True)
 
 

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import store
+from engine import owners, store
 from engine.datasets import ImageSet, Provenance
+from engine.records import SCHEMA, migrate
 
 log = logging.getLogger(__name__)
 ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
@@ -74,13 +75,16 @@ class SetInfo:
     dataset_key: str  # LabDataset.key of the dataset it was made for: source content, split and imbalance
     config: dict[str, Any]  # generator config and generation settings (JSON-able)
     quality: dict[str, Any]  # filled later by quality reports ({} at first)
+    owner: str = ""  # the user who made it ("" in sets older than owners: the local user's)
+    shared: bool = False  # every user of the server may see and train on it (read-only)
+    schema: int = SCHEMA
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SetInfo:
+        data = migrate("set", data)
         for name in ("class_names", "counts_total", "counts_kept"):
             data[name] = tuple(data[name])
-        if "dataset_identity" in data:  # sets stored before the key had its own name (same value)
-            data["dataset_key"] = data.pop("dataset_identity")
+        data["owner"] = owners.owner_of(data["owner"])
         return cls(**data)
 
 
@@ -211,6 +215,7 @@ def create_set(
             dataset_key=dataset_key,
             config=config,
             quality=quality or {},
+            owner=owners.owner_name(),
         )
         _write_info(tmp, info)
         # 3. Rename it into place: the set appears whole or not at all.
@@ -230,7 +235,8 @@ def load_info(set_id: str) -> SetInfo:
 
 
 def list_sets(dataset_key: str | None = None) -> list[SetInfo]:
-    """Readable sets, newest first, optionally only those made for ``dataset_key`` (a ``LabDataset.key``)."""
+    """Readable sets the acting user may see (their own and shared ones; all for an admin), newest first,
+    optionally only those made for ``dataset_key`` (a ``LabDataset.key``)."""
     infos = []
     for folder in sets_dir().iterdir():
         if folder.name.startswith(".") or not folder.is_dir():
@@ -240,7 +246,7 @@ def list_sets(dataset_key: str | None = None) -> list[SetInfo]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping unreadable synthetic set %s: %s", folder.name, err)
             continue
-        if dataset_key is None or info.dataset_key == dataset_key:
+        if (dataset_key is None or info.dataset_key == dataset_key) and owners.can_see(info.owner, info.shared):
             infos.append(info)
     return sorted(infos, key=lambda i: (i.created, i.id), reverse=True)
 
@@ -284,6 +290,7 @@ def set_kept(set_id: str, files: Sequence[str], kept: bool, *, reason: str = "re
     """Reject (``kept=False``) or restore images by file name; returns the info with updated ``counts_kept``."""
     with _edit_lock:
         info, records = load_info(set_id), load_manifest(set_id)
+        owners.check_can_change(info.owner, f"the synthetic set {info.name or set_id!r}", "change")
         known = {r.file for r in records}
         unknown = [f for f in files if f not in known]
         if unknown:
@@ -308,12 +315,27 @@ def update_quality(set_id: str, quality: dict[str, Any]) -> SetInfo:
     return info
 
 
+def set_shared(set_id: str, shared: bool) -> SetInfo:
+    """Share a set with every user of the server (read-only), or stop sharing it; its owner or an admin only."""
+    with _edit_lock:
+        info = load_info(set_id)
+        owners.check_can_change(info.owner, f"the synthetic set {info.name or set_id!r}", "share or unshare")
+        info = dataclasses.replace(info, shared=bool(shared))
+        _write_info(_folder(set_id), info)
+    return info
+
+
 def delete_set(set_id: str) -> None:
-    """Remove a set; it is hidden first, so it never appears half-deleted. Missing sets are no error."""
+    """Remove a set (its owner or an admin only); it is hidden first, so it never appears half-deleted.
+
+    Missing sets are no error.
+    """
     folder = _folder(set_id)
     with _edit_lock:  # never between an edit's read and its write (which would bring back a folder)
         if not folder.exists():
             return
+        info = load_info(set_id)
+        owners.check_can_change(info.owner, f"the synthetic set {info.name or set_id!r}", "delete")
         hidden = sets_dir() / f".del-{set_id}-{uuid.uuid4().hex[:6]}"
         os.replace(folder, hidden)
     shutil.rmtree(hidden, ignore_errors=True)

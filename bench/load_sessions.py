@@ -1,0 +1,443 @@
+"""Benchmark: N people on one SynthLab server at once: page loads, the job queue, and who sees what.
+
+Starts its own server (a free port, a temporary workspace, ``SYNTHLAB_AUTH`` from --auth) and opens N
+browser contexts in one Chromium (Playwright, Debian's /usr/bin/chromium). Each context is one person:
+it logs in (--auth users: one account each, made with ``python -m engine users add``), goes to Train,
+starts a small experiment under its own name (Max epochs and Seeds lowered through the form), then keeps
+visiting Dataset, Compare and Train until its runs have finished. Measured:
+
+- page load: from the click on a page's link in the sidebar (or the first address typed) until the
+  page's title is drawn and Streamlit reports the script idle; p50 and p95 over every visit;
+- server-side rerun: the time of each script run inside the server (the benchmark's server wraps
+  Streamlit's script runner with a timer), full reruns and fragment reruns (the job panel) apart;
+- jobs: how many runs finished, failed or were cut short (read from the workspace), how many a person
+  saw waiting in the queue ("queued, place N" on Train), and the time from the first Start until every
+  run had ended;
+- leaks (--auth users): another person's experiment name in a session's Train page or in the
+  Compare page's experiment list. Without accounts everyone shares one lab, so names are only counted.
+
+The machine is measured as it is: the load average before is printed; other work on it slows everything.
+
+Usage: python bench/load_sessions.py [--sessions 8] [--auth none|users] [--epochs 2] [--seeds 1]
+       [--think 1.0] [--timeout 900] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"][data-test-connection-state="CONNECTED"]'
+FINISHED_TEXT = "All runs of this experiment have finished"
+QUEUED = re.compile(r"queued, place \d+")
+VISITS = ("Dataset", "Compare", "Train")
+SERVE = "--serve-timed"  # internal: run the app's server with a timer around each script run
+
+
+@dataclass
+class Session:
+    """What one person did and saw."""
+
+    user: str
+    experiment_name: str
+    loads: list[tuple[str, float]] = field(default_factory=list)  # (page, seconds)
+    started_at: float = 0.0  # time.monotonic() of the Start click
+    finished_seen_at: float = 0.0  # when Train first said every run had finished
+    most_queued_seen: int = 0  # the most "queued, place N" lines on Train at one visit
+    foreign_names: set[str] = field(default_factory=set)  # other people's experiment names seen
+    error_boxes: int = 0  # red boxes or exceptions seen on any visit
+    page_errors: list[str] = field(default_factory=list)  # JavaScript errors in the browser
+    problem: str = ""  # why this session stopped early, if it did
+
+
+# 1. The server, with a timer around each script run.
+
+
+def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
+    """Run ``streamlit run app.py`` in this process, appending ``kind<TAB>seconds`` per script run to a file."""
+    # The benchmark's own server process, not the engine: the one place outside the app that imports Streamlit.
+    from streamlit.runtime.scriptrunner import script_runner  # noqa: TID251
+    from streamlit.web import cli  # noqa: TID251
+
+    original = script_runner.ScriptRunner._run_script
+    lock = threading.Lock()
+
+    def timed(self: Any, rerun_data: Any) -> None:
+        kind = "fragment" if rerun_data.fragment_id_queue else "full"
+        start = time.perf_counter()
+        try:
+            original(self, rerun_data)
+        finally:
+            with lock, open(timing_file, "a") as out:
+                out.write(f"{kind}\t{time.perf_counter() - start:.4f}\n")
+
+    script_runner.ScriptRunner._run_script = timed  # type: ignore[method-assign]
+    sys.argv = ["streamlit", "run", "app.py", *streamlit_args]
+    sys.exit(cli.main(prog_name="streamlit"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def users_command_exists(env: dict[str, str]) -> bool:
+    probe = [sys.executable, "-m", "engine", "users", "--help"]
+    return subprocess.run(probe, cwd=ROOT, env=env, capture_output=True).returncode == 0
+
+
+def add_users(env: dict[str, str], names: list[str]) -> dict[str, str]:
+    """One account per session, through the CLI (all at once: the users file is locked per change)."""
+    passwords = {name: secrets.token_urlsafe(12) for name in names}
+    adding = {}
+    for name in names:
+        cmd = [sys.executable, "-m", "engine", "users", "add", name, "--password-stdin"]
+        adding[name] = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    for name, proc in adding.items():
+        output, _ = proc.communicate(passwords[name] + "\n")
+        if proc.returncode != 0:
+            raise SystemExit(f"`python -m engine users add {name} --password-stdin` failed: {output.strip()}")
+    return passwords
+
+
+def start_server(env: dict[str, str], port: int, timing_file: Path, secrets_file: Path, log: Path) -> subprocess.Popen:
+    args = ["--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true"]
+    args += ["--secrets.files", str(secrets_file)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), SERVE, str(timing_file), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
+                if reply.read() == b"ok":
+                    return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"the server did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.3)
+
+
+# 2. One person in the browser.
+
+
+async def idle(page: Any, timeout_ms: float) -> None:
+    await page.locator(IDLE).wait_for(state="attached", timeout=timeout_ms)
+
+
+async def visit(page: Any, session: Session, name: str, timeout_ms: float) -> None:
+    """Click ``name`` in the sidebar; time it until the page's title is drawn and the script is idle."""
+    from playwright.async_api import expect
+
+    start = time.perf_counter()
+    await page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
+    await expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(timeout=timeout_ms)
+    await idle(page, timeout_ms)
+    session.loads.append((name, time.perf_counter() - start))
+    session.error_boxes += await page.get_by_test_id("stException").count()
+    session.error_boxes += await page.get_by_test_id("stAlertContentError").count()
+
+
+async def look_at_train(page: Any, session: Session, others: set[str]) -> None:
+    session.most_queued_seen = max(session.most_queued_seen, await page.get_by_text(QUEUED).count())
+    if not session.finished_seen_at and await page.get_by_text(FINISHED_TEXT).count():
+        session.finished_seen_at = time.monotonic()
+    text = await page.get_by_test_id("stMain").inner_text()
+    session.foreign_names |= {name for name in others if name in text}
+
+
+async def look_at_compare(page: Any, session: Session, others: set[str]) -> None:
+    """Open the Compare page's experiment list and note other people's experiment names in it."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text="Experiment")
+    if not await box.count():  # no experiment visible yet
+        return
+    await box.first.click()
+    options = " ".join(await page.get_by_role("option").all_inner_texts())
+    await page.keyboard.press("Escape")
+    session.foreign_names |= {name for name in others if name in options}
+
+
+async def person(
+    browser: Any, url: str, session: Session, password: str, args: argparse.Namespace, others: set[str]
+) -> None:
+    from playwright.async_api import expect
+
+    timeout_ms = args.step_timeout * 1000
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    page.on("pageerror", lambda exc: session.page_errors.append(str(exc)))
+    try:
+        # 2a. Arrive (and log in).
+        start = time.perf_counter()
+        await page.goto(url, wait_until="domcontentloaded")
+        if password:
+            await page.get_by_label("Username", exact=True).fill(session.user)
+            await page.get_by_label("Password", exact=True).fill(password)
+            await page.get_by_role("button", name="Log in").click()
+        await expect(page.get_by_role("heading", name="Dataset", exact=True)).to_be_visible(timeout=timeout_ms)
+        await idle(page, timeout_ms)
+        session.loads.append(("first load", time.perf_counter() - start))
+        # 2b. Start a small experiment under this person's own name.
+        await visit(page, session, "Train", timeout_ms)
+        for label, value in (("Max epochs", args.epochs), ("Seeds", args.seeds)):
+            box = page.get_by_role("spinbutton", name=label, exact=True)
+            await box.fill(str(value))
+            await box.press("Tab")
+        await page.get_by_role("textbox", name="Name (optional)").fill(session.experiment_name)
+        await page.get_by_role("button", name="Start").click()
+        session.started_at = time.monotonic()
+        await expect(page.get_by_text(re.compile(r"runs finished"))).to_be_visible(timeout=timeout_ms)
+        for _ in range(4):  # the panel redraws every second: a few looks before moving on
+            await idle(page, timeout_ms)
+            await look_at_train(page, session, others)
+            await asyncio.sleep(0.5)
+        # 2c. Move between pages until this person's runs have finished.
+        deadline = time.monotonic() + args.timeout
+        while not session.finished_seen_at and time.monotonic() < deadline:
+            for name in VISITS:
+                await asyncio.sleep(args.think)
+                await visit(page, session, name, timeout_ms)
+                if name == "Train":
+                    await look_at_train(page, session, others)
+                elif name == "Compare":
+                    await look_at_compare(page, session, others)
+        if not session.finished_seen_at:
+            session.problem = f"runs not finished after {args.timeout:.0f} s"
+        await visit(page, session, "Compare", timeout_ms)  # every experiment exists by now
+        await look_at_compare(page, session, others)
+    except Exception as err:  # one person's failure is a finding, not the end of the benchmark
+        session.problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    finally:
+        await context.close()
+
+
+# 3. The workspace's view of the jobs, polled while the people click.
+
+
+def job_counts() -> dict[str, int]:
+    """Runs per status in the benchmark's workspace (every user's)."""
+    from engine import runs
+
+    counts: dict[str, int] = {}
+    for record in runs.list_records():
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return counts
+
+
+async def watch_jobs(expected_experiments: int, stop: asyncio.Event) -> float:
+    """Monotonic time at which every run of every expected experiment had ended (0.0 if never)."""
+    from engine import experiments, runs
+
+    while not stop.is_set():
+        records = await asyncio.to_thread(lambda: (experiments.list_experiments(), runs.list_records()))
+        exps, all_runs = records
+        if len(exps) >= expected_experiments and all_runs and all(r.status not in runs.ACTIVE for r in all_runs):
+            return time.monotonic()
+        await asyncio.sleep(0.5)
+    return 0.0
+
+
+# 4. Figures.
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]  # nearest rank
+
+
+def rerun_times(timing_file: Path) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {"full": [], "fragment": []}
+    if timing_file.is_file():
+        for line in timing_file.read_text().splitlines():
+            kind, _, seconds = line.partition("\t")
+            found.setdefault(kind, []).append(float(seconds))
+    return found
+
+
+def summarise(
+    people: list[Session], auth: str, note: str, reruns: dict[str, list[float]], counts: dict[str, int], extra: dict
+) -> dict[str, Any]:
+    loads = [s for p in people for page, s in p.loads if page != "first load"]
+    first = [s for p in people for page, s in p.loads if page == "first load"]
+    ended = [p.finished_seen_at - p.started_at for p in people if p.finished_seen_at and p.started_at]
+    return {
+        "sessions": len(people),
+        "auth": auth,
+        "note": note,
+        "page_load_s": {"n": len(loads), "p50": percentile(loads, 50), "p95": percentile(loads, 95)},
+        "page_load_p50_by_page_s": {
+            name: percentile([s for p in people for page, s in p.loads if page == name], 50) for name in VISITS
+        },
+        "first_load_s": {"n": len(first), "p50": percentile(first, 50), "p95": percentile(first, 95)},
+        "rerun_s": {
+            kind: {"n": len(v), "p50": percentile(v, 50), "p95": percentile(v, 95)} for kind, v in reruns.items()
+        },
+        "runs_by_status": counts,
+        "sessions_that_saw_a_queue": sum(p.most_queued_seen > 0 for p in people),
+        "runs_seen_queued": sum(p.most_queued_seen for p in people),
+        "start_to_seen_finished_s": {"p50": percentile(ended, 50), "max": max(ended, default=float("nan"))},
+        "foreign_names_seen": {p.user: sorted(p.foreign_names) for p in people if p.foreign_names},
+        "error_boxes": sum(p.error_boxes for p in people),
+        "page_errors": sum(len(p.page_errors) for p in people),
+        "problems": {p.user: p.problem for p in people if p.problem},
+        **extra,
+        "per_session": [{**asdict(p), "foreign_names": sorted(p.foreign_names)} for p in people],
+    }
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    def fig(d: dict[str, float]) -> str:
+        return f"p50 {d['p50']:.2f} s · p95 {d['p95']:.2f} s (n={d['n']})"
+
+    finished = sum(v for k, v in result["runs_by_status"].items() if k == "done")
+    failed = sum(v for k, v in result["runs_by_status"].items() if k not in ("done", "queued", "running"))
+    leaks = result["foreign_names_seen"]
+    if result["auth"] == "users":
+        leak_line = f"{sum(len(v) for v in leaks.values())} (" + (", ".join(leaks) or "none") + ")"
+    else:
+        seen = sum(len(v) for v in leaks.values())
+        leak_line = f"not checked without accounts (one shared lab: {seen} other names visible, as expected)"
+    reruns = result["rerun_s"]
+    lines = [
+        f"SynthLab load: {result['sessions']} sessions · auth {result['auth']} · {result['cpus']} CPUs · "
+        f"load average before {result['load_before']}",
+        *([f"note: {result['note']}"] if result["note"] else []),
+        f"page load (sidebar click -> title drawn, script idle): {fig(result['page_load_s'])}",
+        "  p50 by page: " + " · ".join(f"{k} {v:.2f} s" for k, v in result["page_load_p50_by_page_s"].items()),
+        f"first load (address -> Dataset drawn, idle, login included): {fig(result['first_load_s'])}",
+        "server-side rerun: full "
+        + (fig(reruns["full"]) if reruns["full"] else "not measured")
+        + (f" · fragment {fig(reruns['fragment'])}" if reruns.get("fragment") else ""),
+        f"runs: {finished} finished, {failed} failed or cut short, of {sum(result['runs_by_status'].values())} "
+        f"({result['runs_by_status']})",
+        f"queue: {result['runs_seen_queued']} runs seen waiting ('queued, place N') by "
+        f"{result['sessions_that_saw_a_queue']} of {result['sessions']} sessions",
+        f"first Start -> every run ended: {result['all_runs_ended_s']:.1f} s · per session, Start -> "
+        f"'finished' seen: p50 {result['start_to_seen_finished_s']['p50']:.1f} s, "
+        f"max {result['start_to_seen_finished_s']['max']:.1f} s",
+        f"cross-user leaks: {leak_line}",
+        f"error boxes seen: {result['error_boxes']} · browser errors: {result['page_errors']}",
+        *[f"problem ({user}): {why}" for user, why in result["problems"].items()],
+        f"wall time: {result['wall_s']:.0f} s (accounts and server start: {result['setup_s']:.0f} s)",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+# 5. The whole measurement.
+
+
+async def drive(url: str, people: list[Session], passwords: dict[str, str], args: argparse.Namespace) -> float:
+    from playwright.async_api import async_playwright
+
+    names = {p.experiment_name for p in people}
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_jobs(len(people), stop))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        await asyncio.gather(
+            *(person(browser, url, p, passwords.get(p.user, ""), args, names - {p.experiment_name}) for p in people)
+        )
+        await browser.close()
+    try:
+        ended = await asyncio.wait_for(asyncio.shield(watcher), timeout=30)
+    except TimeoutError:
+        stop.set()
+        ended = await watcher
+    starts = [p.started_at for p in people if p.started_at]
+    return ended - min(starts) if ended and starts else float("nan")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == SERVE:
+        serve_timed(sys.argv[2], sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=8, help="people (browser contexts) at once")
+    parser.add_argument("--auth", choices=("none", "users"), default="users", help="SYNTHLAB_AUTH of the server")
+    parser.add_argument("--epochs", type=int, default=2, help="Max epochs in each person's experiment")
+    parser.add_argument("--seeds", type=int, default=1, help="Seeds in each person's experiment")
+    parser.add_argument("--think", type=float, default=1.0, help="seconds a person waits between two pages")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a person waits for their runs")
+    parser.add_argument("--step-timeout", type=float, default=180, help="seconds one page may take to load")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    args = parser.parse_args()
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} is missing: install Debian's chromium (make chromium)")
+
+    # 1. A temporary workspace, accounts when asked for and available, the server.
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    wall = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="synthlab-load-"))
+    home = tmp / "workspace"
+    os.environ["SYNTHLAB_HOME"] = str(home)  # this process reads the same workspace to count runs
+    auth, note = args.auth, ""
+    env = {**os.environ, "SYNTHLAB_HOME": str(home), "SYNTHLAB_AUTH": auth}
+    users = [f"bench{i + 1}" for i in range(args.sessions)]
+    passwords: dict[str, str] = {}
+    if auth == "users" and not users_command_exists(env):
+        auth, note = "none", "`python -m engine users` does not exist here: ran without accounts (--auth none)"
+        env["SYNTHLAB_AUTH"] = auth
+        print(f"note: {note}", flush=True)
+    elif auth == "users":
+        passwords = add_users(env, users)
+    secrets_file = tmp / "secrets.toml"
+    secrets_file.write_text(f'[synthlab]\ncookie_secret = "{secrets.token_hex(32)}"\n')
+    timing_file, log = tmp / "reruns.tsv", tmp / "server.log"
+    port = free_port()
+    server = start_server(env, port, timing_file, secrets_file, log)
+    setup_s = time.monotonic() - wall
+    print(f"accounts and server ready after {setup_s:.0f} s; {args.sessions} sessions start now", flush=True)
+    people = [Session(user, f"load-{user}-{secrets.token_hex(3)}") for user in users]
+    try:
+        # 2. Everyone at once.
+        all_ended = asyncio.run(drive(f"http://127.0.0.1:{port}", people, passwords, args))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # 3. The figures.
+    extra = {
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "all_runs_ended_s": all_ended,
+        "wall_s": time.monotonic() - wall,
+        "setup_s": setup_s,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "workspace": str(home),
+        "server_log": str(log),
+    }
+    result = summarise(people, auth, note, rerun_times(timing_file), job_counts(), extra)
+    print_summary(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+        print(f"figures written to {args.json}")
+    print(f"workspace and server log kept in {tmp}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Process heartbeats: whether the process that runs a piece of work is still alive.
+
+A process that runs work (the app's job runner, a CLI command) calls :func:`start`: a daemon thread
+rewrites ``<workspace>/heartbeats/<host>-<pid>.json`` every :data:`INTERVAL` seconds. Records of runs
+and generator trainings carry the ``host`` and ``pid`` of the process doing them; :func:`is_stale` says
+when that process is gone: on this host at once (its pid is dead), on another host once its heartbeat
+is older than ``max_age``. Where this stops: no records are changed here (``runs.sweep`` does that).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import store
+
+log = logging.getLogger(__name__)
+INTERVAL = 10.0  # seconds between two beats
+MAX_AGE = 60.0  # a heartbeat older than this says its process has stopped
+ROLES = ("app", "cli")  # the app's server, or a command-line run
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_folder: Path | None = None  # where this process beats: the workspace of the latest start()
+_role = "cli"
+_started = 0.0
+
+
+def host() -> str:
+    """This machine's name, as records and heartbeat files carry it."""
+    return socket.gethostname()
+
+
+def _path(folder: Path, host_name: str, pid: int) -> Path:
+    return folder / f"{host_name}-{pid}.json"
+
+
+def beat() -> None:
+    """Write this process's heartbeat now (the thread does it every INTERVAL seconds)."""
+    folder = _folder
+    if folder is None or not folder.parent.is_dir():  # the workspace was removed (e.g. a test's): nothing to tell
+        return
+    record = {"host": host(), "pid": os.getpid(), "role": _role, "started": _started, "time": time.time()}
+    store.write_json(_path(folder, host(), os.getpid()), record)
+
+
+def _loop() -> None:
+    while True:
+        time.sleep(INTERVAL)
+        try:
+            beat()
+        except Exception as err:  # a full or read-only disk: the next beat tries again; the thread never dies,
+            log.warning("heartbeat not written: %s", err)  # or this process's own work would look stopped
+
+
+def start(role: str = "cli") -> None:
+    """Beat for this process into the current workspace from now on (idempotent; a second call re-targets).
+
+    ``role`` is "app" for the server's job runner, "cli" for a command-line run; it decides how an
+    interrupted record explains what stopped.
+    """
+    global _thread, _folder, _role, _started
+    if role not in ROLES:
+        raise ValueError(f"role={role!r} is not accepted: expected one of {', '.join(ROLES)}")
+    with _lock:
+        _folder = store.subdir("heartbeats")
+        _role = "app" if "app" in (role, _role if _thread else "") else "cli"
+        _started = _started or time.time()
+        beat()
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_loop, name="heartbeat", daemon=True)
+            _thread.start()
+
+
+def read(host_name: str, pid: int) -> dict[str, Any] | None:
+    """The last heartbeat of process ``pid`` on ``host_name`` in this workspace, or None."""
+    try:
+        data: dict[str, Any] = json.loads(_path(store.subdir("heartbeats"), host_name, pid).read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def is_stale(host_name: str, pid: int, *, max_age: float = MAX_AGE) -> bool:
+    """Whether the process ``pid`` on ``host_name`` ("" = this host) has stopped.
+
+    On this host a dead pid is stale at once; a live one only when its heartbeat is older than
+    ``max_age`` seconds (a hung process, or the pid taken by another one); a live pid without a heartbeat
+    (a process that never beats) is not. On another host: no heartbeat, or one older than ``max_age``.
+    """
+    host_name = host_name or host()
+    beat_ = read(host_name, pid)
+    old = beat_ is not None and time.time() - float(beat_.get("time", 0.0)) > max_age
+    if host_name == host():
+        return not pid_alive(pid) or old
+    return beat_ is None or old
+
+
+def stopped_role(host_name: str, pid: int) -> str:
+    """What the stopped process was, from its heartbeat: "app", "cli", or "" when it left none."""
+    beat_ = read(host_name or host(), pid)
+    return str(beat_.get("role", "")) if beat_ else ""
+
+
+def forget_dead() -> int:
+    """Remove the heartbeat files of this host's stopped processes (after a sweep used them); returns how many."""
+    removed = 0
+    for path in store.subdir("heartbeats").glob(f"{host()}-*.json"):
+        pid = path.stem.rpartition("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
