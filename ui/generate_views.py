@@ -19,7 +19,7 @@ from engine.synth import ddpm, gan, generators, make_sets, quality, sets
 from engine.synth.events import GeneratorEvent
 from engine.synth.filters import WEAK_RECALL
 from ui.figures import grid_figure, split_grid, tile
-from ui.jobs_panel import STATUS_ICONS, get_runner, progress_text
+from ui.jobs_panel import STATUS_ICONS, get_runner, poll_interval, progress_text, redraw_when_pace_changes
 from ui.state import DATASET_KEY
 
 KIND_LABELS = {"cgan": "Conditional GAN (projection discriminator)", "wgan-gp": "WGAN-GP (gradient penalty)"}
@@ -417,13 +417,19 @@ def _cancel(job_id: str, owner: str, *, keep: bool) -> None:
         st.error(str(err))
 
 
-@st.fragment(run_every=1.0)
 def generate_panel(owner: str) -> None:
-    """This browser's generator jobs: progress, cancel, live losses, the latest sample grid, warnings."""
+    """The live panel of the Generate page, polled at the pace its jobs need (every second while one runs)."""
+    every = poll_interval(owner, tasks.JobKind.GENERATE)
+    st.fragment(_generate_panel, run_every=every)(owner, every)
+
+
+def _generate_panel(owner: str, every: float | None) -> None:
+    """This user's generator jobs: progress, cancel, live losses, the latest sample grid, warnings."""
+    redraw_when_pace_changes(owner, tasks.JobKind.GENERATE, every)
     runner = get_runner()
     jobs = tasks.list_jobs(runner, tasks.JobKind.GENERATE, owner=owner)[-4:]
     if not jobs:
-        st.caption("No generator jobs from this browser yet.")
+        st.caption("No generator jobs yet.")
         return
     done = {j.id for j in jobs if j.status in ("done", "stopped")}
     seen = st.session_state.get("generate_done")

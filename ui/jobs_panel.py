@@ -198,13 +198,47 @@ def interrupted_runs(records: list[runs.RunRecord], owner: str) -> None:
                 st.error(f"Nothing started: {err}")
 
 
-@st.fragment(run_every=1.0)
+def poll_interval(owner: str, kind: tasks.JobKind) -> float | None:
+    """How often a panel of ``owner``'s jobs of ``kind`` redraws: every second while one runs, every 3 s while
+    they only wait in the queue, never when none is left (an open tab then costs the server nothing)."""
+    snaps = get_runner().list(owner=owner, events=False)
+    mine = [s for s in snaps if (group := tasks.JobGroup.parse(s.group)) is not None and group.kind is kind]
+    if any(s.status == "running" for s in mine):
+        return 1.0
+    return 3.0 if any(s.status == "queued" for s in mine) else None
+
+
+def redraw_when_pace_changes(owner: str, kind: tasks.JobKind, every: float | None) -> None:
+    """From inside a polling fragment: a whole-page rerun when its pace should change (a queued job started,
+    the last one ended), so the next panel polls at the new pace, or not at all."""
+    if every is not None and poll_interval(owner, kind) != every:
+        st.rerun(scope="app")
+
+
 def job_panel(owner: str) -> None:
+    """The live job panel of the Train page, polled at the pace its jobs need (:func:`poll_interval`)."""
+    every = poll_interval(owner, tasks.JobKind.EXPERIMENT)
+    st.fragment(_job_panel, run_every=every)(owner, every)
+
+
+def _curves(snaps: list[JobSnapshot]) -> go.Figure:
+    """:func:`curves_figure`, built again only when a run reported a new epoch (building one takes ~35 ms)."""
+    key = tuple((s.id, sum(isinstance(e, TrainEvent) and e.kind == "epoch" for e in s.events)) for s in snaps)
+    cached = st.session_state.get("_curves_figure")
+    if cached is None or cached[0] != key:
+        cached = (key, curves_figure(snaps))
+        st.session_state["_curves_figure"] = cached
+    figure: go.Figure = cached[1]
+    return figure
+
+
+def _job_panel(owner: str, every: float | None) -> None:
     """Progress, ETA, cancel buttons and live curves for this user's latest experiment, and its interrupted runs.
 
     After a restart the runner holds no jobs: the latest experiment is then read from disk, so its finished
     and interrupted runs are still shown, the interrupted ones with Resume and Re-run.
     """
+    redraw_when_pace_changes(owner, tasks.JobKind.EXPERIMENT, every)
     runner = get_runner()
     mine = tasks.list_jobs(runner, tasks.JobKind.EXPERIMENT, owner=owner)  # not generator or gap jobs
     on_disk = _latest_experiment_id(owner, _stamp(experiments.experiments_dir()))
@@ -243,6 +277,6 @@ def job_panel(owner: str) -> None:
             st.write(f"{STATUS_ICONS.get(record.status, '')} {label}: {text}")
     interrupted_runs([r for r in records if r.id not in latest or latest[r.id].status in FINISHED], owner)
     if snaps:
-        st.plotly_chart(curves_figure(snaps), key=f"curves-{group}")
+        st.plotly_chart(_curves(snaps), key=f"curves-{group}")
     if not active and not any(r.status in (*runs.ACTIVE, "interrupted") for r in from_disk):
         st.success("All runs of this experiment have finished: see the Compare page.")
