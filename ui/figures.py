@@ -6,12 +6,15 @@ session state. Every chart names its axes with units and its series in words.
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from engine.datasets import ImageSet, LabDataset
@@ -124,11 +127,19 @@ def grid_canvas(rows: list[list[np.ndarray]], *, gap: int = GAP) -> np.ndarray:
     return canvas
 
 
+def png_data_uri(image: np.ndarray) -> str:
+    """An (H, W, 3) uint8 image as a PNG ``data:`` URI: what a browser draws fastest, and ~50× smaller than the
+    pixel values as JSON."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def grid_figure(rows: list[list[np.ndarray]], row_names: list[str], title: str) -> go.Figure:
     """A labelled sample grid: one row of tiles per class, its name on the left, white gaps between tiles."""
     canvas = grid_canvas(rows)
     h = next((r[0].shape[0] for r in rows if r), TILE)
-    fig = go.Figure(go.Image(z=canvas, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=png_data_uri(canvas), hoverinfo="skip"))  # a PNG, not 1 MB of pixel numbers
     fig.update_yaxes(
         tickvals=[i * (h + GAP) + h / 2 for i in range(len(row_names))],
         ticktext=row_names,
