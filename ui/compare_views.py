@@ -11,7 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import experiments, exports, runs, verdicts
+from engine import experiments, exports, owners, runs, verdicts
 from engine.experiments import ExperimentSummary
 from engine.metrics import Metrics
 from engine.mixes import SYNTHETIC_KINDS
@@ -53,21 +53,24 @@ def answer_of(exp_id: str) -> tuple[verdicts.Headline | None, list[str]]:
     """The headline and the warnings, the first saying how many runs were interrupted, if any."""
     signature = _signature(exp_id)
     head, warnings = cached_answer(exp_id, signature)
-    note = interrupted_note(signature)
+    note = interrupted_note(exp_id, signature)
     return head, ([note] if note else []) + warnings
 
 
-def interrupted_note(signature: tuple[tuple[str, str, float], ...]) -> str:
+def interrupted_note(exp_id: str, signature: tuple[tuple[str, str, float], ...]) -> str:
     """ "2 of 6 runs were interrupted: resume them on the Train page", or "" when none was."""
     cut = sum(status == "interrupted" for _, status, _ in signature)
     if not cut:
         return ""
+    record = experiments.load_experiment(exp_id)
+    if owners.owner_of(record.owner) != owners.owner_name():  # shared with this user: only its owner resumes
+        return f"{cut} of {len(signature)} runs were interrupted; only {record.owner}, who ran it, can resume them"
     return f"{cut} of {len(signature)} runs were interrupted: resume them on the Train page"
 
 
 def no_figures_text(exp_id: str) -> str:
     """What the page says while no run has finished: interrupted runs wait for a Resume, not for time."""
-    note = interrupted_note(_signature(exp_id))
+    note = interrupted_note(exp_id, _signature(exp_id))
     if note:
         return f"No run of this experiment has finished yet: {note}, and the figures appear as they finish."
     return "No run of this experiment has finished yet: figures appear as runs finish (see the Train page)."
