@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from engine import preprocess, runs, store
+from engine import owners, preprocess, runs, store
 from engine.backbones import BackboneClassifier
 from engine.models import build_classifier, pretrained_parts
 from engine.sources import decode_one
@@ -75,7 +75,9 @@ def write_set_zip(set_id: str, target: IO[bytes]) -> int:
             writer.writerow(
                 [inside, r.class_name, r.label, r.kept, r.reason, r.score, r.generator, r.seed, r.noise_index]
             )
-        about = {**dataclasses.asdict(info), "class_folders": names, "images_in_zip": written}
+        about = owners.without_server_paths(
+            {**dataclasses.asdict(info), "class_folders": names, "images_in_zip": written}
+        )
         archive.writestr("manifest.json", json.dumps(about, indent=1))
         archive.writestr("manifest.csv", table.getvalue())
     return written

@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 LOCAL = "local"  # the one user of a lab without accounts, and the owner of records older than owners
 
@@ -116,3 +117,15 @@ def check_can_change(owner: str, what: str, action: str) -> None:
 def public_source_path(path: str) -> str:
     """A dataset path as exports show it: the file or folder name only, never where it lies on the server."""
     return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] if path else path
+
+
+def without_server_paths(value: Any) -> Any:
+    """``value`` (JSON-like) with every absolute path replaced by its last part: what an export may carry off the
+    server (a local pipeline folder, an uploaded zip) without telling where things lie on it."""
+    if isinstance(value, dict):
+        return {k: without_server_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_server_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"[A-Za-z]:[\\/]", value)):
+        return public_source_path(value)
+    return value

@@ -17,7 +17,7 @@ from engine.owners import OwnershipError, acting_as
 from engine.synth import sd_requests, sets
 from engine.synth.stable_diffusion import SDConfig
 from engine.training import TrainConfig
-from tests.test_synth_sets import create
+from tests.test_synth_sets import create, make_images, make_records
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +260,24 @@ def test_owner_folders_are_safe_for_any_identity() -> None:
     with acting_as("../../etc"):
         path = store.save_upload("x.zip", b"1")
     assert path.parent.parent == store.home() / "uploads"
+
+
+def test_a_downloaded_set_names_no_server_folder(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from engine import exports
+
+    info = sets.create_set(
+        "sd",
+        make_images(2),
+        make_records([0, 1]),
+        ("zero", "one", "two"),
+        generator="sd",
+        dataset_key="k",
+        config={"model": str(tmp_path / "models" / "sd-local"), "steps": 2},
+    )
+    with zipfile.ZipFile(io.BytesIO(exports.set_zip(info.id))) as archive:
+        about = json.loads(archive.read("manifest.json"))
+    assert about["config"]["model"] == "sd-local" and str(tmp_path) not in json.dumps(about)
+    assert owners.without_server_paths({"a": ["/srv/x/y.zip", "plain", 3]}) == {"a": ["y.zip", "plain", 3]}
