@@ -187,7 +187,7 @@ runs.execute_run(sys.argv[1], runs.RunConfig(data.config, train=train, seed=5), 
 """
 
 
-@pytest.mark.slow  # a new process builds the dataset: about 20 s on 2 busy cores; the tests above are in-process
+# The one real kill (SIGKILL) in the default run: a new process builds the dataset, about 10-20 s on 2 cores.
 def test_a_run_killed_mid_training_is_swept_and_resumes_to_the_same_weights(
     digits: LabDataset, workspace: Path
 ) -> None:
