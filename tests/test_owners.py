@@ -67,6 +67,8 @@ def test_sets_are_private_shared_read_only_and_only_the_owner_deletes_them() -> 
         assert info.owner == "alice" and not info.shared
     with acting_as("bob"):
         assert sets.list_sets() == []
+        with pytest.raises(sets.SetError, match="its owner has not shared it"):
+            sets.load_set(info.id)  # not even by its id (a TOML for the CLI, say)
         with pytest.raises(OwnershipError, match="only its owner or an administrator can delete it"):
             sets.delete_set(info.id)
         with pytest.raises(OwnershipError):

@@ -259,8 +259,14 @@ def load_manifest(set_id: str) -> list[ImageRecord]:
 
 
 def load_set(set_id: str, *, kept_only: bool = True) -> ImageSet:
-    """The set's images as an :class:`ImageSet` (provenance marks them synthetic), kept ones by default."""
+    """The set's images as an :class:`ImageSet` (provenance marks them synthetic), kept ones by default.
+
+    Only the acting user's own sets and shared ones load (all for an admin): another user's private set is
+    refused as if it did not exist.
+    """
     info = load_info(set_id)
+    if not owners.can_see(info.owner, info.shared):
+        raise SetError(f"set id {set_id!r} is not a synthetic set you can use: its owner has not shared it")
     records = [r for r in load_manifest(set_id) if r.kept or not kept_only]
     folder, shape = _folder(set_id), (info.channels, info.resolution, info.resolution)
     images = np.zeros((len(records), *shape), dtype=np.uint8)
