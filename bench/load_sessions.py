@@ -324,7 +324,8 @@ def print_summary(result: dict[str, Any]) -> None:
     reruns = result["rerun_s"]
     lines = [
         f"SynthLab load: {result['sessions']} sessions · auth {result['auth']} · {result['cpus']} CPUs · "
-        f"load average before {result['load_before']}",
+        f"load average before {result['load_before']}"
+        + (f" · Chromium at nice {result['browser_nice']}" if result.get("browser_nice") else ""),
         *([f"note: {result['note']}"] if result["note"] else []),
         f"page load (sidebar click -> title drawn, script idle): {fig(result['page_load_s'])}",
         "  p50 by page: " + " · ".join(f"{k} {v:.2f} s" for k, v in result["page_load_p50_by_page_s"].items()),
@@ -350,6 +351,17 @@ def print_summary(result: dict[str, Any]) -> None:
 # 5. The whole measurement.
 
 
+def browser_command(nice: int) -> str:
+    """Chromium, or with ``nice`` > 0 a wrapper that starts it at that lower CPU priority: on a real server the
+    browsers run on the users' own computers, so this keeps the load generator from taking the server's cores."""
+    if nice <= 0:
+        return CHROMIUM
+    wrapper = Path(tempfile.mkdtemp(prefix="synthlab-load-browser-")) / "chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n {nice} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 async def drive(url: str, people: list[Session], passwords: dict[str, str], args: argparse.Namespace) -> float:
     from playwright.async_api import async_playwright
 
@@ -357,7 +369,7 @@ async def drive(url: str, people: list[Session], passwords: dict[str, str], args
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_jobs(len(people), stop))
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(executable_path=browser_command(args.browser_nice), args=CHROMIUM_ARGS)
         await asyncio.gather(
             *(person(browser, url, p, passwords.get(p.user, ""), args, names - {p.experiment_name}) for p in people)
         )
@@ -383,6 +395,12 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=1.0, help="seconds a person waits between two pages")
     parser.add_argument("--timeout", type=float, default=900, help="seconds a person waits for their runs")
     parser.add_argument("--step-timeout", type=float, default=180, help="seconds one page may take to load")
+    parser.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run Chromium at this lower CPU priority (e.g. 15): the browsers of a real server are on other computers",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
@@ -427,6 +445,7 @@ def main() -> None:
         "wall_s": time.monotonic() - wall,
         "setup_s": setup_s,
         "epochs": args.epochs,
+        "browser_nice": args.browser_nice,
         "seeds": args.seeds,
         "workspace": str(home),
         "server_log": str(log),
