@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from engine.accounts import COOKIE_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -121,6 +123,11 @@ def login(page: Any, name: str, password: str, *, timeout: float = 60_000) -> No
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_test_id("stSidebar")).to_contain_text(f"Logged in as {name}", timeout=timeout)
+    # the login cookie is set by a script in the page just drawn: a new address before it lands shows the form
+    deadline = time.monotonic() + timeout / 1000
+    while not any(c["name"] == COOKIE_NAME for c in page.context.cookies()):
+        assert time.monotonic() < deadline, "the login cookie was never set"
+        page.wait_for_timeout(100)
 
 
 def logout(page: Any, *, timeout: float = 60_000) -> None:
