@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import runs
 from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
 
 pytestmark = pytest.mark.browser
@@ -115,6 +116,8 @@ def test_train_page_runs_an_experiment_with_live_curves_in_a_real_browser(server
         expect(page.get_by_text("All runs of this experiment have finished")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(os.environ.get("SYNTHLAB_SCREENSHOT_TRAIN", tmp_path / "train.png")), full_page=True)
         browser.close()
+    finished = runs.list_records()  # the server's workspace: what the page said finished is on disk
+    assert finished and {r.status for r in finished} == {"done"}
 
 
 def test_generate_page_trains_a_gan_in_a_real_browser(server: str, tmp_path: Path) -> None:

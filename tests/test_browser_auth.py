@@ -120,8 +120,10 @@ server_metadata_url = "{provider}/.well-known/openid-configuration"
         expect(page.get_by_role("heading", name="Dataset")).to_be_visible(timeout=60_000)
         page.reload(wait_until="domcontentloaded")
         expect(sidebar).to_contain_text("grace@example.org", timeout=60_000)
+        assert any(c["name"] == "_streamlit_user" for c in page.context.cookies())  # Streamlit's signed identity
         sidebar.get_by_role("button", name="Log out").click()
         page.get_by_role("button", name="End session").click()  # the provider ends its session and sends us back
         page.wait_for_url(f"http://localhost:{port}/**", timeout=60_000)
         expect(page.get_by_role("button", name="Log in")).to_be_visible(timeout=60_000)
         expect(page.get_by_role("heading", name="Dataset")).to_have_count(0)
+        assert not any(c["name"] == "_streamlit_user" for c in page.context.cookies())
