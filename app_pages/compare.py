@@ -7,6 +7,7 @@ import streamlit as st
 
 from engine import experiments, owners, verdicts
 from ui import compare_views as views
+from ui import figures
 
 st.title("Compare")
 records = experiments.list_experiments()
@@ -77,9 +78,10 @@ score = st.radio(
     help="Recall: the share of a class's test images the model finds; F1 also counts how often its predictions "
     "of that class are right.",
 )
-st.plotly_chart(views.per_class_figure(summary, metrics, score), key="per_class")
+state = views.state_of(exp_id)  # figures are built once per state of the runs and shared by every session
+st.plotly_chart(figures.memo((state, "class", score), views.per_class_figure, summary, metrics, score), key="per_class")
 if any(m.recall_diff for m in summary.mixes):
-    st.plotly_chart(views.recall_gain_figure(summary), key="gain")
+    st.plotly_chart(figures.memo((state, "gain"), views.recall_gain_figure, summary), key="gain")
 else:
     st.caption("The recall gain per class appears once a mix and the real baseline have finished a run of one seed.")
 
@@ -93,7 +95,7 @@ class_index = right.selectbox(
     help="ROC and precision-recall curves treat this class against all the others, at every confidence threshold.",
 )
 for column, label in zip(st.columns(2), dict.fromkeys(["real", other]), strict=False):
-    figure = views.summed_confusion_figure(summary, metrics, label)
+    figure = figures.memo((state, "cm", label), views.summed_confusion_figure, summary, metrics, label)
     if figure is not None:
         column.plotly_chart(figure, key=f"cm-{label}")
 st.caption("Confusion matrix: rows are the true classes, columns what the model predicted; the diagonal is right.")
@@ -109,7 +111,8 @@ st.caption(
     "under the ROC curve (1 = perfect, 0.5 = guessing); AP: average precision, the area under the PR curve."
 )
 for column, kind in zip(st.columns(2), ["ROC", "PR"], strict=True):
-    column.plotly_chart(views.curve_figure(chosen, class_index, kind), key=f"curve-{kind}")
+    figure = figures.memo((state, kind, tuple(chosen), class_index), views.curve_figure, chosen, class_index, kind)
+    column.plotly_chart(figure, key=f"curve-{kind}")
 
 dose_metric = st.selectbox(
     "Dose-response metric",
@@ -117,7 +120,7 @@ dose_metric = st.selectbox(
     format_func=verdicts.METRIC_WORDS.__getitem__,
     help="Dose-response: how the score changes as a larger share of the training set is synthetic.",
 )
-st.plotly_chart(views.dose_figure(summary, dose_metric), key="dose")
+st.plotly_chart(figures.memo((state, "dose", dose_metric), views.dose_figure, summary, dose_metric), key="dose")
 st.caption(
     "Each mix is one dose; mixes at the same share (the controls add no generated images) are drawn side by side, "
     "and hovering a point shows its exact share. To see a trend, train Replace mixes (50/50, 30/70, synthetic "

@@ -424,6 +424,10 @@ class JobRunner:
 
     def _worker(self, lane: str) -> None:
         queue = self._lanes[lane]
+        try:
+            threads.lower_priority()  # heavy jobs yield the cores to page runs, so pages stay quick while they train
+        except threads.ThreadSettingError as err:
+            log.error("heavy jobs run at the server's own priority: %s", err)
         while True:
             with self._lock:
                 while not queue:

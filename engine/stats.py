@@ -225,8 +225,8 @@ def paired_bootstrap(
     score(treatment) - score(baseline). Interval: percentiles alpha/2 and 1-alpha/2; p-value:
     2 * min(share <= 0, share >= 0), capped at 1. Means, stds and ``diff`` come from the per-seed scores on
     the full test set. ``score`` is any ``score(y_true, y_pred) -> float``; :func:`accuracy_score`,
-    :class:`MacroF1` and :class:`MacroAUC` (which takes (N, C) class scores instead of labels) take a
-    vectorised path, anything else is called once per resample, arm and seed.
+    :class:`MacroF1`, :class:`MinorityRecall` and :class:`MacroAUC` (which takes (N, C) class scores instead
+    of labels) take a vectorised path, anything else is called once per resample, arm and seed.
     """
     _check_alpha(alpha)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
@@ -293,6 +293,8 @@ def _resampled_diffs(
         f1 = _resampled_macro_f1(idx, prep, score.num_classes)  # (B, 2 U): treatment runs, then baseline
         return np.asarray(f1[:, : len(treat)] - f1[:, len(treat) :])
     pairs = list(zip(treat, base, strict=True))
+    if isinstance(score, MinorityRecall):
+        return _resampled_minority_recall(idx, y, pairs, score.classes)
     if isinstance(score, MacroAUC):
         counts = np.stack([np.bincount(row, minlength=len(y)) for row in idx]).astype(np.float32)  # (B, N)
         c = score.num_classes
@@ -300,6 +302,29 @@ def _resampled_diffs(
             [_weighted_macro_auc(y, t, counts, c) - _weighted_macro_auc(y, b, counts, c) for t, b in pairs], axis=1
         )
     return np.array([[score(y[row], t[row]) - score(y[row], b[row]) for t, b in pairs] for row in idx])
+
+
+def _resampled_minority_recall(
+    idx: np.ndarray, y: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], classes: tuple[int, ...]
+) -> np.ndarray:
+    """(B, U) :class:`MinorityRecall` of treatment less baseline per resample; idx (B, N) drawn indices.
+
+    The same numbers as calling the score on each resample (a class absent from a resample is left out of
+    its mean), from the (B, N) draw counts times per-image indicators instead of 2 x B x U Python calls.
+    """
+    b, n = idx.shape
+    counts = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+    is_class = y[:, None] == np.asarray(classes)[None, :]  # (N, K)
+    support = counts @ is_class.astype(np.float64)  # (B, K) drawn images of each class
+    present = support > 0
+    kept = present.sum(axis=1)
+
+    def mean_recall(pred: np.ndarray) -> np.ndarray:
+        hits = counts @ (is_class & (pred[:, None] == np.asarray(classes)[None, :])).astype(np.float64)
+        recall = np.divide(hits, support, out=np.zeros_like(hits), where=present)
+        return np.where(kept > 0, recall.sum(axis=1) / np.maximum(kept, 1), np.nan)
+
+    return np.stack([mean_recall(t) - mean_recall(base) for t, base in pairs], axis=1)
 
 
 def per_class_recall_diff(

@@ -6,6 +6,7 @@ import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,12 @@ server_metadata_url = "{provider}/.well-known/openid-configuration"
         page.reload(wait_until="domcontentloaded")
         expect(sidebar).to_contain_text("grace@example.org", timeout=60_000)
         assert any(c["name"] == "_streamlit_user" for c in page.context.cookies())  # Streamlit's signed identity
+        kept = workspace / "user_state" / "grace@example.org.json"  # the session's dataset, kept under the e-mail
+        for _ in range(60):
+            if kept.is_file():
+                break
+            time.sleep(0.5)
+        assert kept.is_file(), sorted(p.name for p in workspace.rglob("*"))[:50]
         sidebar.get_by_role("button", name="Log out").click()
         page.get_by_role("button", name="End session").click()  # the provider ends its session and sends us back
         page.wait_for_url(f"http://localhost:{port}/**", timeout=60_000)

@@ -16,6 +16,7 @@ from engine.stats import (
     Comparison,
     MacroAUC,
     MacroF1,
+    MinorityRecall,
     ScoreFn,
     accuracy_score,
     macro_f1_score,
@@ -172,14 +173,28 @@ def test_bootstrap_is_deterministic_for_a_seed() -> None:
     [
         (accuracy_score, lambda y, p: float(np.mean(y == p))),
         (MacroF1(4), functools.partial(macro_f1_score, num_classes=4)),
+        (MinorityRecall((0, 2)), lambda y, p: MinorityRecall((0, 2))(y, p)),
+        (MinorityRecall((0, 1, 2, 3)), lambda y, p: MinorityRecall((0, 1, 2, 3))(y, p)),
     ],
-    ids=["accuracy", "f1_macro"],
+    ids=["accuracy", "f1_macro", "minority_recall", "balanced_accuracy"],
 )
 def test_vectorised_bootstrap_equals_the_generic_score_path(fast: ScoreFn, generic: ScoreFn) -> None:
     y, base, treat = make_arms(5, 300, 0.6, 0.7, seeds=2, classes=4)
     a = paired_bootstrap("m", y, base, treat, fast, n_boot=150, seed=3)
     b = paired_bootstrap("m", y, base, treat, generic, n_boot=150, seed=3)
     assert (a.ci_low, a.ci_high, a.p_value, a.diff) == pytest.approx((b.ci_low, b.ci_high, b.p_value, b.diff))
+
+
+def test_vectorised_minority_recall_leaves_out_classes_a_resample_misses() -> None:
+    rng = np.random.default_rng(4)
+    y = np.array([0] * 60 + [1] * 2 + [2] + [3] * 20)  # classes 1 and 2 are missing from many resamples
+    base = [np.where(rng.random(83) < 0.5, y, 3) for _ in range(2)]
+    treat = [np.where(rng.random(83) < 0.8, y, 3) for _ in range(2)]
+    fast, generic = MinorityRecall((0, 1, 2)), lambda y, p: MinorityRecall((0, 1, 2))(y, p)
+    a = paired_bootstrap("m", y, base, treat, fast, n_boot=300, seed=1)
+    b = paired_bootstrap("m", y, base, treat, generic, n_boot=300, seed=1)
+    assert (a.ci_low, a.ci_high, a.p_value, a.diff) == pytest.approx((b.ci_low, b.ci_high, b.p_value, b.diff))
+    assert a.ci_low != a.ci_high
 
 
 # --- helpers against sklearn ---

@@ -49,6 +49,11 @@ def summary_of(exp_id: str) -> ExperimentSummary:
     return cached_summary(exp_id, _signature(exp_id))
 
 
+def state_of(exp_id: str) -> tuple[str, tuple[tuple[str, str, float], ...]]:
+    """What the page's figures depend on: the experiment and the state of its runs (a key for ``memo``)."""
+    return exp_id, _signature(exp_id)
+
+
 def answer_of(exp_id: str) -> tuple[verdicts.Headline | None, list[str]]:
     """The headline and the warnings, the first saying how many runs were interrupted, if any."""
     signature = _signature(exp_id)

@@ -1,7 +1,8 @@
 """Plotly figure builders shared by the pages: class counts, original sizes, labelled sample grids, rounding.
 
 Pure functions from engine objects (or arrays) to figures and numbers people read; no widgets and no
-session state. Every chart names its axes with units and its series in words.
+session state (:func:`memo` keeps built figures for every session). Every chart names its axes with units
+and its series in words.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import streamlit as st
 from PIL import Image
 from plotly.subplots import make_subplots
 
@@ -22,6 +26,21 @@ from engine.datasets import ImageSet, LabDataset
 TILE = 40  # pixels per sample tile in the grid, so 8x8 digits are visible
 GAP = 4  # white pixels between tiles and between rows of a grid
 FONT = {"size": 13}
+FigureT = TypeVar("FigureT", go.Figure, go.Figure | None)
+
+
+@st.cache_resource(max_entries=512, show_spinner=False)
+def _memo(key: tuple[object, ...], _build: Callable[..., Any], _args: tuple[Any, ...], _kwargs: dict[str, Any]) -> Any:
+    return _build(*_args, **_kwargs)  # the leading underscores keep Streamlit from hashing the builder and its inputs
+
+
+def memo(key: tuple[object, ...], build: Callable[..., FigureT], *args: Any, **kwargs: Any) -> FigureT:
+    """``build(*args, **kwargs)``, built once per ``key`` and shared read-only by every session (building
+    plotly figures was most of a page's time under many users). ``key`` must name everything the figure
+    shows: the dataset's key, or an experiment and the state of its runs, and the options chosen. Streamlit
+    copies a figure before drawing it, so a shared one is never changed."""
+    figure: FigureT = _memo(key, build, args, kwargs)
+    return figure
 
 
 def readable(value: float | None, digits: int = 3) -> float | None:
