@@ -11,14 +11,22 @@ import logging
 
 import streamlit as st
 
-from engine import accounts, owners
+from engine import accounts, disk, heartbeat, owners, store
 from ui.auth import gate
 from ui.jobs_panel import get_runner, owner_token
 from ui.state import current_dataset, describe
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
+try:
+    store.home()  # checked once per process: a workspace other users could write into is refused in one line
+except disk.WorkspaceNotPrivate as err:  # the fix names server folders: for the server's log, not for visitors
+    logging.getLogger("synthlab").error("%s", err)
+    st.error(disk.NOT_PRIVATE_NOTICE)
+    st.stop()
 get_runner()  # the first session after a start marks runs left running by a stopped process as interrupted
+if (error := heartbeat.write_error()) is not None and disk.is_full(error):  # what is stored still shows
+    st.warning(disk.full_notice(store.home()))
 gate()  # who this session is (docs/accounts.md); draws the login page and stops until someone logs in
 owner_token()  # the engine acts as that user for this page run: what it lists and changes is checked against them
 

@@ -5,9 +5,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine import experiments, owners, verdicts
+from engine import experiments, owners
 from ui import compare_views as views
-from ui import figures
 
 st.title("Compare")
 records = experiments.list_experiments()
@@ -71,61 +70,15 @@ metrics = views.run_metrics(summary)
 if not metrics:
     st.info(views.no_figures_text(exp_id))
     st.stop()
-score = st.radio(
-    "Per-class score",
-    ["recall", "f1"],
-    horizontal=True,
-    help="Recall: the share of a class's test images the model finds; F1 also counts how often its predictions "
-    "of that class are right.",
-)
 state = views.state_of(exp_id)  # figures are built once per state of the runs and shared by every session
-st.plotly_chart(figures.memo((state, "class", score), views.per_class_figure, summary, metrics, score), key="per_class")
-if any(m.recall_diff for m in summary.mixes):
-    st.plotly_chart(figures.memo((state, "gain"), views.recall_gain_figure, summary), key="gain")
-else:
-    st.caption("The recall gain per class appears once a mix and the real baseline have finished a run of one seed.")
-
 mixes = [m.label for m in summary.mixes if m.runs_done]
-left, right = st.columns(2)
-other = left.selectbox("Mix shown against the baseline", [m for m in mixes if m != "real"] or mixes)
-class_index = right.selectbox(
-    "Class for ROC / PR",
-    range(len(summary.class_names)),
-    format_func=summary.class_names.__getitem__,
-    help="ROC and precision-recall curves treat this class against all the others, at every confidence threshold.",
-)
-for column, label in zip(st.columns(2), dict.fromkeys(["real", other]), strict=False):
-    figure = figures.memo((state, "cm", label), views.summed_confusion_figure, summary, metrics, label)
-    if figure is not None:
-        column.plotly_chart(figure, key=f"cm-{label}")
-st.caption("Confusion matrix: rows are the true classes, columns what the model predicted; the diagonal is right.")
-
-run_table = views.runs_table(summary, metrics)
-status = st.multiselect("Runs: filter by status", sorted(run_table["status"].unique()))
-shown = run_table[run_table["status"].isin(status)] if status else run_table
-picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs")
-rows = shown.iloc[picked.selection.rows] if picked.selection.rows else shown[shown["mix"].isin(["real", other])]
-chosen = {f"{r.mix} s{r.seed}": metrics[(r.mix, r.seed)] for r in rows.itertuples() if (r.mix, r.seed) in metrics}
-st.caption(
-    "Select runs in the table to overlay their curves; by default the baseline and the chosen mix. AUC: the area "
-    "under the ROC curve (1 = perfect, 0.5 = guessing); AP: average precision, the area under the PR curve."
-)
-for column, kind in zip(st.columns(2), ["ROC", "PR"], strict=True):
-    figure = figures.memo((state, kind, tuple(chosen), class_index), views.curve_figure, chosen, class_index, kind)
-    column.plotly_chart(figure, key=f"curve-{kind}")
-
-dose_metric = st.selectbox(
-    "Dose-response metric",
-    ["accuracy", "f1_macro", "balanced_accuracy"],
-    format_func=verdicts.METRIC_WORDS.__getitem__,
-    help="Dose-response: how the score changes as a larger share of the training set is synthetic.",
-)
-st.plotly_chart(figures.memo((state, "dose", dose_metric), views.dose_figure, summary, dose_metric), key="dose")
-st.caption(
-    "Each mix is one dose; mixes at the same share (the controls add no generated images) are drawn side by side, "
-    "and hovering a point shows its exact share. To see a trend, train Replace mixes (50/50, 30/70, synthetic "
-    "only) alongside Add on the Train page."
-)
+other = st.selectbox("Mix shown against the baseline", [m for m in mixes if m != "real"] or mixes)
+# Only the chosen tab runs and is drawn: seven charts at once were most of the page's cost in the browser.
+tabs = st.tabs(views.TABS, key="compare_tab", on_change="rerun")
+for tab, show in zip(tabs, (views.per_class_tab, views.confusion_tab, views.curves_tab, views.dose_tab), strict=True):
+    if tab.open:
+        with tab:
+            show(summary, metrics, state, other)
 bundle = json.dumps(experiments.export_bundle(summary), indent=1, default=str)
 cols = st.columns(2)
 cols[0].download_button("Results as CSV", table.to_csv(index=False), f"{exp_id}.csv", "text/csv")

@@ -3,9 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from engine import owners, store
 from engine.config import ConfigError, DatasetConfig, ImbalanceConfig
+from engine.disk import DiskFull
 from ui import figures
+from ui.cleanup_views import cleanup_panel
 from ui.dataset_form import imbalance_form, source_form
 from ui.dataset_views import duplicates_panel
 from ui.state import current_dataset, describe, load_into_session
@@ -17,7 +18,7 @@ current = dataset.config if dataset is not None else DatasetConfig()
 with st.expander("Source, working resolution and split", expanded=dataset is None):
     try:
         chosen = source_form(current.source, current.split)
-    except ConfigError as err:
+    except (ConfigError, DiskFull) as err:  # a full disk refuses an upload in one line
         st.error(str(err))
         chosen = None
     if chosen is not None:
@@ -28,8 +29,10 @@ with st.expander("Source, working resolution and split", expanded=dataset is Non
             for key in [k for k in st.session_state if str(k).startswith("im_")]:
                 del st.session_state[key]
 
+CLEAN_UP = "Clean up: uploads, decoded datasets, synthetic sets, generators"
 dataset = current_dataset()  # a load above replaces it
 if dataset is None:
+    cleanup_panel(CLEAN_UP)  # reachable even when no dataset loads (a full disk)
     st.stop()
 
 with st.expander("Imbalance and scarcity (training split only)", expanded=True):
@@ -47,13 +50,15 @@ with st.expander("Imbalance and scarcity (training split only)", expanded=True):
 st.caption(describe(dataset) + (" · read from cache" if dataset.from_cache else ""))
 for note in dataset.notes:
     st.info(note)
-st.plotly_chart(figures.class_counts_figure(dataset), key="class_counts")
+st.plotly_chart(figures.memo((dataset.key, "counts"), figures.class_counts_figure, dataset), key="class_counts")
 
 left, right = st.columns([3, 2])
 with left:
     if st.button("New samples"):
         st.session_state["grid_seed"] = st.session_state.get("grid_seed", 0) + 1
-    st.plotly_chart(figures.sample_grid_figure(dataset.train, seed=st.session_state.get("grid_seed", 0)), key="grid")
+    seed = st.session_state.get("grid_seed", 0)
+    grid = figures.memo((dataset.key, "grid", seed), figures.sample_grid_figure, dataset.train, seed=seed)
+    st.plotly_chart(grid, key="grid")
 with right:
     st.dataframe(pd.DataFrame(dataset.summary()), hide_index=True)
     st.caption(
@@ -69,15 +74,7 @@ duplicates_panel(dataset)
 report = dataset.report
 skipped = len(report.skipped)
 st.caption(f"Layout: {report.layout} · {report.scanned:,} files scanned · {skipped:,} skipped")
-with st.expander("Decode cache"):
-    admin = owners.current().admin
-    st.caption(
-        f"{store.cache_size_bytes() / 2**20:,.1f} MiB of decoded datasets, shared by everyone who loads the same "
-        "data; entries are never evicted."
-    )
-    if st.button("Clear the decode cache" if admin else "Clear my entries of the decode cache", key="clear_cache"):
-        cleared = store.clear_cache()
-        st.toast(f"{cleared:,} entries cleared: the next load of those datasets decodes them again.")
 if skipped:
     with st.expander(f"{skipped:,} files skipped: " + ", ".join(f"{n} {r}" for r, n in report.reasons().items())):
         st.dataframe(pd.DataFrame(report.skipped, columns=["file", "reason"]), hide_index=True)
+cleanup_panel(CLEAN_UP)

@@ -7,6 +7,7 @@ from engine.experiments import ExperimentError
 from engine.mixes import MixError
 from engine.synth import sets
 from engine.training import TrainConfigError
+from ui.cluster_views import cluster_panel
 from ui.jobs_panel import get_runner, job_panel, owner_token
 from ui.state import current_dataset, describe
 from ui.submit import REFUSED
@@ -33,4 +34,5 @@ if cfg is not None:
         st.error(f"Nothing started: {err}")
 missing_split_sets_notice(dataset, owner)
 
+cluster_panel(get_runner())  # Ray only: the nodes the jobs run on
 job_panel(owner)

@@ -5,11 +5,15 @@ and answer again; ``generate`` trains (or reuses) a generator; ``make-set`` make
 ``loop`` runs a whole lesson from one TOML (dataset -> generator -> set -> experiment); ``runs``,
 ``sets`` and ``generators`` list the workspace; ``export-set`` and ``export-model`` write a set as a zip
 and a run's classifier as a folder; ``users`` and ``limits`` manage a shared server's accounts and per-user
-limits, and ``--as-user NAME`` runs any command as one of its users. Every long step prints its progress
+limits, and ``--as-user NAME`` runs any command as one of its users. ``--runner ray`` runs the heavy work of
+``experiment``, ``loop`` and ``generate`` (runs, generator training) as Ray tasks on a cluster
+(:mod:`engine.ray_cli`); the default, ``threads``, runs it here in the foreground. Every long step prints its progress
 with the time left on stderr: one redrawn line on a terminal, a line per tenth (and per run or round) in a
 log. Results go to stdout.
 Exit status: 0 when everything finished, 1 when some runs (or a training) failed, 2 for input that is
-not accepted, with one line naming the field, the value and what is accepted.
+not accepted, with one line naming the field, the value and what is accepted, 130 when interrupted. Input
+is checked where it is first seen, before anything long starts; a lookup that fails elsewhere is one line
+too (``SYNTHLAB_DEBUG=1`` shows its traceback), and any other error is a bug that keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine import accounts, experiments, exports, limits, loop, owners, runs, store, threads
+from engine import accounts, experiments, exports, limits, loop, owners, ray_cli, runs, store, threads
 from engine.cli_output import (
     DatasetFacts,
     Progress,
@@ -44,8 +48,10 @@ from engine.cli_output import (
 )
 from engine.config import DatasetConfig
 from engine.datasets import LabDataset
-from engine.jobs import Cancelled, user_message
+from engine.jobs import BACKENDS, Cancelled, user_message
 from engine.synth import generators, make_sets, sets, split_sets
+
+DEBUG_ENV = "SYNTHLAB_DEBUG"  # set to 1: a lookup that fails shows its traceback instead of one line
 
 # Steps shared by the commands ---------------------------------------------------------------------------
 
@@ -54,14 +60,63 @@ def load_config(path: Path) -> experiments.ExperimentConfig:
     """An experiment config from TOML, or from an exported JSON bundle (its ``config``)."""
     if not path.is_file():
         raise experiments.ExperimentError(f"config={str(path)!r} is not accepted: expected an existing file")
-    if path.suffix == ".json":
+    if path.suffix != ".json":
+        return experiments.ExperimentConfig.from_dict(loop.read_toml(path))
+    try:
+        data: Any = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        message = f"config={str(path)!r} is not accepted: it is not valid JSON ({err})"
+        raise experiments.ExperimentError(message) from None
+    config = data.get("config", data) if isinstance(data, dict) else data
+    if not isinstance(config, dict):
+        raise experiments.ExperimentError(
+            f"config={str(path)!r} is not accepted: expected a JSON object of experiment settings (an exported "
+            f"bundle, or its 'config' object), not a {_json_kind(config)}"
+        )
+    return experiments.ExperimentConfig.from_dict(config)
+
+
+def _json_kind(value: object) -> str:
+    names = {list: "list", str: "string", bool: "true/false", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), "value")
+
+
+def _check_results_options(args: argparse.Namespace) -> None:
+    """--n-boot and --csv are checked before anything runs, not after the last run."""
+    if args.n_boot < 1:
+        raise ValueError(f"--n-boot={args.n_boot} is not accepted: expected a whole number >= 1, e.g. 2000")
+    if args.csv:
+        csv_path = Path(args.csv).expanduser()
+        if csv_path.is_dir() or not csv_path.parent.is_dir():
+            where = "a folder" if csv_path.is_dir() else f"in a folder that does not exist ({csv_path.parent})"
+            raise ValueError(
+                f"--csv={args.csv!r} is not accepted: it is {where}; expected a file in an existing folder"
+            )
+
+
+def _check_sets(cfg: experiments.ExperimentConfig) -> None:
+    """Every synthetic set the experiment names is stored here and usable: checked before the dataset loads."""
+    named = [m.synthetic_set for m in cfg.mixes if m.synthetic_set] + [twin for _, _, twin in cfg.split_sets]
+    for set_id in dict.fromkeys(named):
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            message = f"config={str(path)!r} is not accepted: it is not valid JSON ({err})"
-            raise experiments.ExperimentError(message) from None
-        return experiments.ExperimentConfig.from_dict(data.get("config", data))
-    return experiments.ExperimentConfig.from_dict(loop.read_toml(path))
+            info = sets.load_info(sets.check_id(set_id))
+        except sets.SetError:
+            info = None
+        if info is None or not owners.can_see(info.owner, info.shared):
+            raise experiments.ExperimentError(
+                f"mix.synthetic_set={set_id!r} is not accepted: expected the id of a synthetic set you can use "
+                "(see sets)"
+            )
+
+
+def _check_generator(gen_id: str, field: str) -> dict[str, Any]:
+    """A stored generator's origin record; ``field`` names where the id was given. Checked before any dataset loads."""
+    origin = generators.load_origin(gen_id) if gen_id else None
+    if origin is None:
+        raise loop.LoopError(
+            f"{field}={gen_id!r} is not accepted: expected the id of a stored generator (see generators)"
+        )
+    return origin
 
 
 def _dataset(cfg: DatasetConfig) -> LabDataset:
@@ -72,9 +127,12 @@ def _dataset(cfg: DatasetConfig) -> LabDataset:
     return dataset
 
 
-def _generator(cfg: generators.GeneratorConfig, dataset: LabDataset) -> str:
+def _generator(cfg: generators.GeneratorConfig, dataset: LabDataset, *, runner: str = "threads") -> str:
     progress = Progress(f"generator {cfg.kind}")
-    gen_id, reused = loop.train_or_reuse_generator(cfg, dataset, on_event=generator_progress(progress))
+    if runner == "ray":
+        gen_id, reused = ray_cli.generator(cfg, dataset)
+    else:
+        gen_id, reused = loop.train_or_reuse_generator(cfg, dataset, on_event=generator_progress(progress))
     progress.finish(
         f"{gen_id} " + ("reused: trained earlier with this config" if reused else f"trained, {cfg.steps:,} steps")
     )
@@ -107,7 +165,11 @@ def _make_set(request: make_sets.GenerateConfig, dataset: LabDataset, *, fresh: 
     return info
 
 
-def _experiment(cfg: experiments.ExperimentConfig, dataset: LabDataset) -> experiments.ExperimentRecord:
+def _experiment(
+    cfg: experiments.ExperimentConfig, dataset: LabDataset, *, runner: str = "threads"
+) -> experiments.ExperimentRecord:
+    if runner == "ray":
+        return ray_cli.experiment(cfg, dataset, sets.load_set)
     progress = RunProgress(cfg.train.max_epochs)
     record = experiments.run_experiment(
         cfg, dataset=dataset, synthetic=sets.load_set, on_run=progress.on_run, on_event=progress.on_event
@@ -124,20 +186,23 @@ def _report(summary: experiments.ExperimentSummary, facts: DatasetFacts, args: a
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
+    _check_results_options(args)
     cfg = load_config(Path(args.config))
+    _check_sets(cfg)
     dataset = _dataset(cfg.dataset)
-    record = _experiment(cfg, dataset)
+    record = _experiment(cfg, dataset, runner=args.runner)
     return _report(experiments.summarize(record.id, n_boot=args.n_boot), facts_of(dataset), args)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    _check_results_options(args)
     summary = experiments.summarize(args.experiment, n_boot=args.n_boot)
     return _report(summary, stored_facts(summary), args)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     cfg = loop.LoopConfig.load(Path(args.config))
-    print(_generator(cfg.generator, _dataset(cfg.dataset)))
+    print(_generator(cfg.generator, _dataset(cfg.dataset), runner=args.runner))
     return 0
 
 
@@ -146,35 +211,62 @@ def cmd_make_set(args: argparse.Namespace) -> int:
         raise loop.LoopError(
             "make-set was given neither a config nor --generator: expected config.toml or --generator ID"
         )
+    # 1. Check every input before any dataset loads or anything trains.
+    changes = {k: v for k, v in _set_changes(args).items() if v is not None}
     cfg = loop.LoopConfig.load(Path(args.config)) if args.config else None
+    gen_id = args.generator or (cfg.stored_generator if cfg else "")
+    if gen_id:
+        origin = _check_generator(gen_id, "--generator" if args.generator else "generate.generator")
+        known = origin.get("class_names", [])
+        unknown = [c for c in changes.get("classes", ()) if known and c not in known]
+        if unknown:
+            raise make_sets.GenerateError(
+                f"--classes={unknown[0]!r} is not accepted: the generator's classes are {', '.join(known)}"
+            )
+    request = cfg.generate_for(gen_id or loop.PENDING) if cfg else make_sets.GenerateConfig(generator=gen_id)
+    request = dataclasses.replace(request, **changes)  # the numbers are checked here
     if cfg is not None:
         dataset_cfg = cfg.dataset
     elif args.dataset:
         dataset_cfg = loop.LoopConfig.load(Path(args.dataset)).dataset
     else:
         dataset_cfg = loop.dataset_for_generator(args.generator)
+    # 2. The dataset, the generator when the config trains one, then the set.
     dataset = _dataset(dataset_cfg)
-    gen_id = args.generator or (cfg.stored_generator if cfg else "")
     if cfg is not None and not gen_id:
         gen_id = _generator(cfg.generator, dataset)
-    request = cfg.generate_for(gen_id) if cfg else make_sets.GenerateConfig(generator=gen_id)
-    changes: dict[str, Any] = {
+    _make_set(dataclasses.replace(request, generator=gen_id), dataset, fresh=args.new)
+    return 0
+
+
+def _set_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The make-set flags that change the request; None where a flag was not given."""
+    classes = None
+    if args.classes is not None:
+        classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+        if not classes:
+            raise make_sets.GenerateError(
+                f"--classes={args.classes!r} is not accepted: expected class names separated by commas, e.g. 'a,b'"
+            )
+    if args.seed is not None and args.seed < 0:
+        raise make_sets.GenerateError(f"--seed={args.seed} is not accepted: expected a whole number >= 0")
+    return {
         "per_class": args.per_class,
-        "classes": tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None,
+        "classes": classes,
         "threshold": args.threshold,
         "seed": args.seed,
         "name": args.name,
     }
-    request = dataclasses.replace(request, **{k: v for k, v in changes.items() if v is not None})
-    _make_set(request, dataset, fresh=args.new)
-    return 0
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
+    _check_results_options(args)
     cfg = loop.LoopConfig.load(Path(args.config))
+    if cfg.stored_generator:
+        _check_generator(cfg.stored_generator, "generate.generator")
     dataset = _dataset(cfg.dataset)
     make_sets.target_counts(dataset, cfg.generate)  # class names checked before anything trains
-    gen_id = cfg.stored_generator or _generator(cfg.generator, dataset)
+    gen_id = cfg.stored_generator or _generator(cfg.generator, dataset, runner=args.runner)
     info = _make_set(cfg.generate_for(gen_id), dataset, fresh=args.new_set)
     made = []
     for split_seed in cfg.further_splits:  # repeated splits: the same generator and set on each further split
@@ -188,7 +280,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         )
         progress.finish(f"{twin} made like {info.id}")
         made.append((info.id, split_seed, twin))
-    record = _experiment(cfg.experiment(info.id, made), dataset)
+    record = _experiment(cfg.experiment(info.id, made), dataset, runner=args.runner)
     return _report(experiments.summarize(record.id, n_boot=args.n_boot), facts_of(dataset), args)
 
 
@@ -324,6 +416,8 @@ def _users_parser(sub: Any) -> None:
 
 def cmd_limits(args: argparse.Namespace) -> int:
     if args.action == "set":
+        if args.user is not None:
+            owners.check_name(args.user)
         now = limits.set_limit(args.field, args.value, user=args.user)
         who = f"for {args.user}" if args.user else "for everyone without their own value"
         again = " (the default again)" if args.user and args.value == "default" else ""
@@ -353,7 +447,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--as-user",
         metavar="NAME",
-        default="",
         help="on a shared server, act as this user: lists show their own items and shared ones, and what is made "
         "is theirs (default: the server's local administrator, who sees everything)",
     )
@@ -364,9 +457,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--wide", action="store_true", help="every column, wider than 120 characters")
         p.add_argument("--csv", metavar="PATH", help="write every column of the results to a CSV file")
 
+    def runner_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--runner",
+            choices=BACKENDS,
+            default="threads",
+            help="where the runs and trainings run: threads (here, one at a time; the default) or ray (as tasks on "
+            "the Ray cluster SYNTHLAB_RAY_ADDRESS names, in parallel as its CPUs allow; unset: a local Ray)",
+        )
+
     exp = sub.add_parser("experiment", help="run an experiment from a TOML config or an exported JSON bundle")
     exp.add_argument("config", help="path to config.toml or bundle.json")
     results(exp)
+    runner_option(exp)
     exp.set_defaults(fn=cmd_experiment)
     show = sub.add_parser("show", help="print a stored experiment's table and answer again")
     show.add_argument("experiment", help="experiment id (see the Compare page or `runs`)")
@@ -374,6 +477,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(fn=cmd_show)
     gen = sub.add_parser("generate", help="train (or reuse) the generator of a TOML's [generator]; prints its id")
     gen.add_argument("config", help="TOML with [dataset] and [generator] tables (a loop config will do)")
+    runner_option(gen)
     gen.set_defaults(fn=cmd_generate)
     make = sub.add_parser("make-set", help="make a judged synthetic set; prints its id and per-class counts")
     make.add_argument("config", nargs="?", help="TOML with [dataset], [generator] and [generate] tables")
@@ -390,6 +494,7 @@ def _parser() -> argparse.ArgumentParser:
     lp.add_argument("config", help="loop TOML, e.g. examples/default_loop.toml")
     lp.add_argument("--new-set", action="store_true", help="make a new set even if the same request made one")
     results(lp)
+    runner_option(lp)
     lp.set_defaults(fn=cmd_loop)
     sub.add_parser("runs", help="list the runs in the workspace").set_defaults(fn=cmd_runs)
     ls = sub.add_parser("sets", help="list the synthetic sets in the workspace")
@@ -409,13 +514,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked_user(name: str) -> str:
+    """--as-user: a name an owner can have, and with the server's own accounts (users mode) one of them."""
+    owners.check_name(name)
+    if accounts.auth_mode() == "users":
+        known = [u.name for u in accounts.list_users()]
+        if name not in known:
+            raise accounts.AccountError(
+                f"--as-user={name!r} is not accepted: expected one of the server's users "
+                f"({', '.join(known) or 'none yet: add one with users add'})"
+            )
+    return name
+
+
+def _missing(err: LookupError) -> str:
+    """What a lookup did not find, in one line: the key of a KeyError, the message of any other lookup."""
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        return repr(err.args[0])
+    return " ".join(str(err).split()) or "an entry"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The folder-roots guard protects a shared web server from its visitors; the CLI runs as its own user.
     os.environ.setdefault(store.FOLDER_ROOTS_ENV, os.sep)
     args = _parser().parse_args(argv)
     try:
-        acting = owners.acting_as(owners.check_name(args.as_user)) if args.as_user else contextlib.nullcontext()
+        acting = contextlib.nullcontext() if args.as_user is None else owners.acting_as(_checked_user(args.as_user))
         with acting, threads.heavy_job():  # the CLI's work is one heavy job: the thread budget applies as on the server
             return int(args.fn(args))
     except KeyboardInterrupt:
@@ -424,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # the lab's own messages: field, value, what is accepted
         say(f"error: {user_message(err)}", wrap=False)
         return 2
+    except LookupError as err:  # an id or a name looked up and not found; the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        say(f"error: {_missing(err)} was not found (set {DEBUG_ENV}=1 to see where it was looked up)", wrap=False)
+        return 2
     except (RuntimeError, Cancelled) as err:  # a training that diverged, weights that are missing
         say(f"error: {user_message(err)}", wrap=False)
         return 1
+    finally:
+        ray_cli.close()  # a cluster joined for --runner ray is left (a local Ray it started stops)

@@ -20,14 +20,13 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from engine import experiments, runs, sources, store, verdicts
+from engine import datasets, experiments, runs, verdicts
 from engine.config import DatasetConfig
-from engine.datasets import LabDataset
+from engine.datasets import LabDataset, user_file_name
 from engine.synth import make_sets
 from engine.synth.events import GeneratorEvent
 from engine.training import TrainEvent
@@ -218,7 +217,7 @@ class DatasetFacts:
 def describe(cfg: DatasetConfig) -> str:
     """A dataset config in a few words: its source and what was made scarce."""
     source = cfg.source
-    name = {"digits": "digits (built-in)", "torchvision": source.name}.get(source.kind, Path(source.path).name)
+    name = {"digits": "digits (built-in)", "torchvision": source.name}.get(source.kind) or user_file_name(source.path)
     imb = cfg.imbalance
     scarce = {
         "step": f"{', '.join(imb.minority)} at {imb.keep_fraction:.0%}",
@@ -249,8 +248,8 @@ def stored_facts(summary: experiments.ExperimentSummary) -> DatasetFacts:
     base = next((r for r in recs if r.config.mix.kind == "real" and r.real_counts), None)
     meta_files = [runs.runs_dir() / r.id / "model.json" for r in recs]
     meta: dict[str, Any] = next((json.loads(p.read_text()) for p in meta_files if p.is_file()), {})
-    cached = store.cache_get(("source", record.dataset_key.partition("#")[0]))  # the decoded source, if still cached
-    skipped = sources.LoadReport(**cached["report"]).reasons() if cached is not None else None
+    report = datasets.cached_report(record.dataset_key.partition("#")[0])  # the decoded source, if still cached
+    skipped = report.reasons() if report is not None else None
     return DatasetFacts(
         describe(record.config.dataset),
         meta.get("resolution"),

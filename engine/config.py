@@ -32,7 +32,7 @@ TORCHVISION_NAMES: tuple[str, ...] = (
     "OxfordIIITPet",
     "Flowers102",
 )
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 512
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 512  # below 8 px there is nothing left to classify
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,11 @@ def _fail(field_name: str, value: object, accepted: str) -> None:
 def _check_choice(field_name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         _fail(field_name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _items(value: object) -> tuple[object, ...]:
+    """The items of a list or tuple; anything else as one item (which a check then refuses)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 def _check_fraction(field_name: str, value: float) -> None:
@@ -80,7 +85,7 @@ class SourceConfig:
     kind: SourceKind = "digits"  # digits (built-in, offline) | folder | zip | torchvision
     path: str = ""  # folder or .zip path on the server, for kind folder / zip
     name: str = ""  # torchvision dataset class name, for kind torchvision
-    resolution: int | None = None  # working side in pixels; None = native for small images, else 64
+    resolution: int | None = None  # working side in pixels, 8 to 512; None = native up to 64 px, else 128 (or 64)
     color: ColorMode = "auto"  # auto keeps grayscale sets grayscale, everything else RGB
     fit: FitMode = "crop"  # how non-square images become square: centre crop, stretch or pad
 
@@ -88,6 +93,8 @@ class SourceConfig:
         _check_choice("source.kind", self.kind, SOURCE_KINDS)
         _check_choice("source.color", self.color, COLOR_MODES)
         _check_choice("source.fit", self.fit, FIT_MODES)
+        if not isinstance(self.path, str):
+            _fail("source.path", self.path, "a path as text, in quotes")
         if self.kind in ("folder", "zip") and not self.path.strip():
             _fail("source.path", self.path, f"a {self.kind} path for source kind {self.kind!r}")
         if self.kind == "torchvision":
@@ -150,6 +157,9 @@ class ImbalanceConfig:
 
     def __post_init__(self) -> None:
         _check_choice("imbalance.kind", self.kind, IMBALANCE_KINDS)
+        if isinstance(self.minority, str) or not all(isinstance(m, str) for m in _items(self.minority)):
+            shown = list(self.minority) if isinstance(self.minority, (list, tuple)) else self.minority
+            _fail("imbalance.minority", shown, 'a list of class names in quotes, e.g. ["cat", "3"]')
         object.__setattr__(self, "minority", tuple(self.minority))
         if self.kind == "step":
             if not self.minority:
@@ -184,15 +194,24 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
-        """Build from a plain mapping (a TOML or JSON file); unknown keys are an error."""
+        """Build from a plain mapping (a TOML or JSON file); unknown keys and sections that are not tables are
+        an error."""
+        if not isinstance(data, dict):
+            _fail("dataset", data, "a table with the sections source, split and imbalance")
         parts: dict[str, Any] = {}
         for name, klass in (("source", SourceConfig), ("split", SplitConfig), ("imbalance", ImbalanceConfig)):
+            if not isinstance(data.get(name, {}), dict):
+                _fail(name, data[name], f"a [dataset.{name}] table of fields")
             raw = dict(data.get(name, {}))
             known = {f.name for f in dataclasses.fields(klass)}
             unknown = sorted(set(raw) - known)
             if unknown:
                 _fail(f"{name}.{unknown[0]}", raw[unknown[0]], "one of the fields " + ", ".join(sorted(known)))
-            if name == "imbalance" and "minority" in raw:
+            texts = {f.name for f in dataclasses.fields(klass) if isinstance(f.default, str)}
+            for key in sorted(texts & set(raw)):  # a number where a name or path belongs
+                if not isinstance(raw[key], str):
+                    _fail(f"{name}.{key}", raw[key], "text in quotes")
+            if name == "imbalance" and isinstance(raw.get("minority"), list):
                 raw["minority"] = tuple(raw["minority"])
             parts[name] = klass(**raw)
         unknown_top = sorted(set(data) - set(parts) - {"source", "split", "imbalance"})

@@ -9,15 +9,18 @@ the training split only. Where this stops: no preprocessing, no training.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine import sources, store
+from engine import archives, owners, sources, store
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
 from engine.signatures import nearest, thumbnails
 
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 NEAR_COPY = 0.99  # signature similarity at or above which a validation or test image copies a training image
 
 ProgressFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]
 
 
 class DatasetError(ValueError):
@@ -252,12 +256,7 @@ def imbalance_targets(counts: Sequence[int], class_names: Sequence[str], cfg: Im
     if cfg.kind == "none":
         return counts
     if cfg.kind == "step":
-        unknown = [m for m in cfg.minority if m not in class_names]
-        if unknown:
-            raise DatasetError(
-                f"imbalance.minority={unknown[0]!r} is not a class of this dataset; "
-                f"expected some of: {', '.join(class_names)}"
-            )
+        check_minority(cfg, class_names)
         return [
             _round_count(n, cfg.keep_fraction) if class_names[i] in cfg.minority else n for i, n in enumerate(counts)
         ]
@@ -267,6 +266,22 @@ def imbalance_targets(counts: Sequence[int], class_names: Sequence[str], cfg: Im
     if cfg.kind == "kshot":
         return [min(n, cfg.k) for n in counts]
     return [_round_count(n, cfg.fraction) for n in counts]
+
+
+def user_file_name(path: str) -> str:
+    """The last part of a dataset's path as the person gave it (an upload's own file name): for messages and
+    tables, which never show where things lie on the server."""
+    return archives.shown_name(Path(path), owners.public_source_path(path))
+
+
+def check_minority(cfg: ImbalanceConfig, class_names: Sequence[str]) -> None:
+    """:class:`DatasetError` naming the first minority class that is not one of ``class_names``, and the names."""
+    unknown = [m for m in cfg.minority if m not in class_names] if cfg.kind == "step" else []
+    if unknown:
+        raise DatasetError(
+            f"imbalance.minority={unknown[0]!r} is not a class of this dataset; "
+            f"expected some of: {', '.join(class_names)}"
+        )
 
 
 def apply_imbalance(train: ImageSet, cfg: ImbalanceConfig) -> ImageSet:
@@ -307,13 +322,17 @@ def move_near_copies(
     return train, kept[0], kept[1], count
 
 
-def build_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None) -> LabDataset:
+def build_dataset(
+    cfg: DatasetConfig, *, on_progress: ProgressFn | None = None, should_stop: StopFn | None = None
+) -> LabDataset:
     """Decode (through the disk cache), split and imbalance a dataset.
 
-    Raises :class:`sources.SourceError` or :class:`DatasetError` with a message for the user.
+    Raises :class:`sources.SourceError` or :class:`DatasetError` with a message for the user; a decode
+    stops within a second once ``should_stop()`` turns true (see :func:`sources.load`).
     """
     # 1. Decode the source, or read it back from the cache.
-    raw, report, identity, from_cache = load_source_cached(cfg.source, on_progress=on_progress)
+    raw, report, identity, from_cache = load_source_cached(cfg.source, on_progress=on_progress, should_stop=should_stop)
+    check_minority(cfg.imbalance, raw.class_names)  # before the split, whose own checks would speak first
     # 2. Split the real images; near-copies of training images leave validation and test.
     train, val, test = split_real(raw, cfg.split)
     notes = []
@@ -340,39 +359,90 @@ def build_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None) 
 
 
 def load_source_cached(
-    cfg: sources.SourceConfig, *, on_progress: ProgressFn | None = None
+    cfg: sources.SourceConfig, *, on_progress: ProgressFn | None = None, should_stop: StopFn | None = None
 ) -> tuple[ImageSet, sources.LoadReport, str, bool]:
-    """Decode a source once; later calls with the same config and content read the disk cache."""
+    """Decode a source once; later calls with the same config and content read the disk cache.
+
+    The cache holds plain bytes (:func:`_pack`); an entry that does not unpack is decoded again. On a full
+    disk the decoded images are returned without being cached.
+    """
     identity = f"{sources.DECODER_VERSION}-{cfg.cache_key()}-{sources.content_identity(cfg)}"
-    cached = store.cache_get(("source", identity))
+    cached = _read_cached(identity)
     if cached is not None:
-        return _unpack(cached), sources.LoadReport(**cached["report"]), identity, True
-    decoded = sources.load(cfg, on_progress=on_progress)
+        return cached[0], cached[1], identity, True
+    decoded = sources.load(cfg, on_progress=on_progress, should_stop=should_stop)
     images = ImageSet(
         images=torch.from_numpy(decoded.images),
         labels=torch.from_numpy(decoded.labels),
         class_names=decoded.class_names,
         provenance=Provenance.real(decoded.source, decoded.origin, decoded.sizes, decoded.source_split),
     )
-    store.cache_set(("source", identity), _pack(images, decoded.report))
+    try:
+        store.cache_set(("source", identity), _pack(images, decoded.report), what=f"the decoded {cfg.kind} dataset")
+        side = decoded.images.shape[-1]
+        readable = f"{decoded.source} · {len(decoded.labels):,} images at {side} px"  # what the clean-up view shows
+        store.cache_set(("name", identity), readable.encode(), what=f"the decoded {cfg.kind} dataset")
+    except store.DiskFull as err:
+        log.warning("%s; loaded without caching", err)
     return images, decoded.report, identity, False
 
 
-def _pack(images: ImageSet, report: sources.LoadReport) -> dict[str, object]:
+def cached_report(identity: str) -> sources.LoadReport | None:
+    """The load report of the source decoded as ``identity``, while it is still in the cache."""
+    cached = _read_cached(identity)
+    return cached[1] if cached is not None else None
+
+
+def _read_cached(identity: str) -> tuple[ImageSet, sources.LoadReport] | None:
+    data = store.cache_get(("source", identity))
+    if data is None:
+        return None
+    try:
+        return _unpack(data)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:  # DatasetError is a ValueError
+        log.warning("cached decode of %s ignored (%s): decoding again", identity, err)
+        return None
+
+
+_STRINGS = ("source", "origin", "source_split", "generator")  # provenance columns of strings (object arrays)
+
+
+def _pack(images: ImageSet, report: sources.LoadReport) -> bytes:
+    """An ImageSet and its load report as plain bytes: one .npz of arrays (strings as fixed-width unicode)
+    whose ``meta`` member is UTF-8 JSON (class names, report). Read back without pickle (:func:`_unpack`)."""
     prov = images.provenance
-    return {
-        "images": images.images.numpy(),
-        "labels": images.labels.numpy(),
-        "class_names": images.class_names,
-        "provenance": {name: getattr(prov, name) for name in prov.__dataclass_fields__},
-        "report": {"scanned": report.scanned, "skipped": report.skipped, "layout": report.layout},
+    meta = {
+        "class_names": list(images.class_names),
+        "report": {"scanned": report.scanned, "skipped": [list(s) for s in report.skipped], "layout": report.layout},
     }
-
-
-def _unpack(data: dict[str, Any]) -> ImageSet:
-    return ImageSet(
-        images=torch.from_numpy(data["images"]),
-        labels=torch.from_numpy(data["labels"]),
-        class_names=tuple(data["class_names"]),
-        provenance=Provenance(**data["provenance"]),
+    arrays = {f"prov_{n}": getattr(prov, n).astype(str) if n in _STRINGS else getattr(prov, n) for n in _PROV}
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        images=images.images.numpy(),
+        labels=images.labels.numpy(),
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        **arrays,
     )
+    return buffer.getvalue()
+
+
+def _unpack(data: bytes) -> tuple[ImageSet, sources.LoadReport]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+        prov = {n: npz[f"prov_{n}"] for n in _PROV}
+        images, labels = npz["images"], npz["labels"]
+    for name in _STRINGS:
+        prov[name] = prov[name].astype(object)
+    report = meta["report"]
+    skipped = tuple((str(f), str(r)) for f, r in report["skipped"])
+    image_set = ImageSet(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels),
+        class_names=tuple(str(n) for n in meta["class_names"]),
+        provenance=Provenance(**prov),
+    )
+    return image_set, sources.LoadReport(int(report["scanned"]), skipped, str(report["layout"]))
+
+
+_PROV = tuple(Provenance.__dataclass_fields__)

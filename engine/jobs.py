@@ -16,27 +16,36 @@ keep that returns is recorded as stopped, with its result. Readers get immutable
 copies; ``list(events=False)`` leaves the events out, for pages that poll every second. ``usage()``
 sums each owner's jobs for an admin, and ``every()`` runs a housekeeping function periodically.
 Where this stops: nothing here knows about training or Streamlit (what the lab submits is in
-``tasks.py``); the pages poll snapshots.
+``tasks.py``); the pages poll snapshots. :func:`make_runner` chooses the backend from ``SYNTHLAB_RUNNER``:
+this module's threads (the default) or Ray tasks on a cluster (:mod:`engine.ray_backend`), behind the same
+interface, so the pages never know which one runs.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import limits, owners, threads
+
+if TYPE_CHECKING:
+    from engine.ray_backend import ClusterInfo
 
 log = logging.getLogger(__name__)
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "stopped", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "stopped", "interrupted")
+RUNNER_ENV = "SYNTHLAB_RUNNER"
+BACKENDS = ("threads", "ray")
 
 
 class JobError(ValueError):
@@ -50,6 +59,11 @@ class LimitReached(JobError):
 class Unavailable(RuntimeError):
     """Something a job needs is not on this machine (e.g. a model outside the cache while offline): an
     expected failure, logged as one line without a traceback; the message says how to get it."""
+
+
+class Interrupted(RuntimeError):
+    """The process running a job stopped before the job ended (a cluster worker or its node died): the job
+    is recorded as interrupted, and a run can be resumed from its last checkpoint."""
 
 
 class Cancelled(Exception):
@@ -110,6 +124,7 @@ class JobSnapshot:
     error: str
     events: tuple[Any, ...]
     result: Any = None
+    where: str = ""  # where it runs: "" on the server's threads, "node <ip> (<node id>)" on a cluster
 
     @property
     def eta_seconds(self) -> float | None:
@@ -146,6 +161,25 @@ class JobContext:
         return self._job.keep
 
 
+@dataclass(frozen=True)
+class Work:
+    """A heavy job as a function and its arguments, kept apart so that a cluster backend can ship them:
+    calling it runs ``fn(ctx, **kwargs)``.
+
+    ``fn`` is a module-level function (workers import it by name); a :class:`~engine.datasets.LabDataset`
+    among ``kwargs`` is stored once per dataset in the cluster's object store and shared by every task on a
+    node. ``lost`` runs on the server when the process running the work died before it ended, with the
+    reason in words: it marks what the work left running on disk (a run's record) as interrupted.
+    """
+
+    fn: Callable[..., Any]
+    kwargs: Mapping[str, Any]
+    lost: Callable[[str], object] | None = None
+
+    def __call__(self, ctx: JobContext) -> Any:
+        return self.fn(ctx, **self.kwargs)
+
+
 @dataclass
 class _Job:
     id: str
@@ -168,6 +202,7 @@ class _Job:
     keep: bool = False  # the stop asks to keep what the job has (Stop and keep)
     heavy: bool = True
     seq: int = 0  # submission order
+    where: str = ""  # where a cluster runs it (see JobSnapshot.where)
 
 
 class _Lane:
@@ -240,6 +275,8 @@ class _Lane:
 class JobRunner:
     """Runs jobs on worker threads: one worker per lane for heavy jobs, a thread each for light ones."""
 
+    backend = "threads"  # where heavy jobs run: "threads" here, "ray" for engine.ray_backend.RayRunner
+
     def __init__(self, *, max_events: int = 20_000, keep_finished_s: float = 24 * 3600) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
@@ -284,9 +321,15 @@ class JobRunner:
                 return job_id
             if lane not in self._lanes:
                 self._lanes[lane] = _Lane(self._lock)
-                threading.Thread(target=self._worker, args=(lane,), name=f"lane-{lane}", daemon=True).start()
+                for slot in range(self._slots(lane)):
+                    name = f"lane-{lane}-{slot}"
+                    threading.Thread(target=self._worker, args=(lane,), name=name, daemon=True).start()
             self._lanes[lane].push(job)
         return job_id
+
+    def cluster(self) -> ClusterInfo | None:
+        """The cluster the heavy jobs run on; None: this process's threads."""
+        return None
 
     def room(self, owner: str) -> int:
         """How many more heavy jobs ``owner`` may submit now (their limit less those queued or running)."""
@@ -420,14 +463,11 @@ class JobRunner:
             job.error,
             tuple(job.events) if events else (),
             job.result,
+            job.where,
         )
 
     def _worker(self, lane: str) -> None:
         queue = self._lanes[lane]
-        try:
-            threads.lower_priority()  # heavy jobs yield the cores to page runs, so pages stay quick while they train
-        except threads.ThreadSettingError as err:
-            log.error("heavy jobs run at the server's own priority: %s", err)
         while True:
             with self._lock:
                 while not queue:
@@ -451,10 +491,13 @@ class JobRunner:
                 return
         try:
             # a job acts as the user who submitted it: what it makes is theirs, what it lists is what they see
-            with owners.acting_as(job.owner), threads.heavy_job() if job.heavy else contextlib.nullcontext():
-                result = fn(JobContext(job, self._lock))
+            with owners.acting_as(job.owner):
+                result = self._call(job, fn)
             stopped_as = "stopped" if job.keep else "cancelled"
             status, error = (stopped_as if job.stop.is_set() else "done"), ""
+        except Interrupted as err:  # its process died: nothing of it ran to an end, what it kept can be resumed
+            log.warning("job %s (%s) interrupted: %s", job.id, job.title, err)
+            result, status, error = None, "interrupted", user_message(err)
         except Exception as err:  # kept on the job; the worker lives on for the next one
             stopped = job.stop.is_set() or isinstance(err, Cancelled)
             if isinstance(err, Unavailable):
@@ -469,3 +512,27 @@ class JobRunner:
             job.fn = None  # the closure may hold a whole dataset
             if status == "done":
                 job.progress = 1.0
+
+    def _slots(self, lane: str) -> int:
+        """Heavy jobs of ``lane`` that run at once: one on this machine's threads."""
+        return 1
+
+    def _call(self, job: _Job, fn: Callable[[JobContext], Any]) -> Any:
+        """Run a started job's function, acting as its owner already; returns its result or raises."""
+        with threads.heavy_job() if job.heavy else contextlib.nullcontext():
+            return fn(JobContext(job, self._lock))
+
+
+def make_runner() -> JobRunner:
+    """The job runner ``SYNTHLAB_RUNNER`` names: ``threads`` (the default: this process's threads) or ``ray``
+    (Ray tasks on the cluster ``SYNTHLAB_RAY_ADDRESS`` names, see :mod:`engine.ray_backend`)."""
+    value = os.environ.get(RUNNER_ENV, "").strip() or "threads"
+    if value not in BACKENDS:
+        raise ValueError(f"{RUNNER_ENV}={value!r} is not accepted: expected one of {', '.join(BACKENDS)}")
+    if value == "threads":
+        return JobRunner()
+    if importlib.util.find_spec("ray") is None:
+        raise RuntimeError(f"{RUNNER_ENV}=ray needs the ray package: install it with `pip install ray==2.60.0`")
+    from engine.ray_backend import RayRunner  # imports ray: only when chosen
+
+    return RayRunner()

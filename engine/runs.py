@@ -182,11 +182,31 @@ def delete_run(run_id: str) -> None:
 
 APP_STOPPED = "the app stopped during this run"
 PROCESS_STOPPED = "the process running it stopped"
+WORKER_STOPPED = "the cluster worker running it stopped"  # followed by its node where known
 
 
 def stop_reason(host: str, pid: int) -> str:
-    """Why work of process ``pid`` on ``host`` stopped, in words: the app's server or another process."""
-    return APP_STOPPED if heartbeat.stopped_role(host, pid) == "app" else PROCESS_STOPPED
+    """Why work of process ``pid`` on ``host`` stopped, in words: the app's server, a cluster worker (on its
+    node), or another process."""
+    role = heartbeat.stopped_role(host, pid)
+    if role == "worker":
+        where = heartbeat.stopped_where(host, pid)
+        return f"{WORKER_STOPPED} on {where}" if where else WORKER_STOPPED
+    return APP_STOPPED if role == "app" else PROCESS_STOPPED
+
+
+def mark_lost(run_id: str, reason: str) -> bool:
+    """Mark ``run_id`` interrupted with ``reason`` when the process running it died (the cluster said so) and
+    the run is still queued or running; returns whether it was marked. The run's own process is its only
+    writer while it lives: call this only once that process is known dead."""
+    try:
+        record = load_record(run_id)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if record.status not in ACTIVE:
+        return False
+    save_record(dataclasses.replace(record, status="interrupted", error=reason))
+    return True
 
 
 def mark_interrupted() -> list[str]:

@@ -3,32 +3,54 @@
 Sources: the built-in scikit-learn ``digits``; a folder or .zip of class folders
 (``<root>/<class>/<image>`` or ``<root>/train|test/<class>/<image>``); torchvision datasets by name.
 Archives are read member by member in memory and never extracted, so nothing is written outside the
-workspace. Every file that cannot be used is skipped with a reason in :class:`LoadReport`; a source
-that cannot be used at all raises :class:`SourceError`. Where this stops: splits and imbalance live
-in :mod:`engine.datasets`, caching in :mod:`engine.store`.
+workspace; listing and reading them within their bounds is :mod:`engine.archives`' job. Each file is
+read once and decoded under a server-wide cap on decodes running at once. Every file that cannot be
+used is skipped with a reason in :class:`LoadReport`; a source that cannot be used at all raises
+:class:`SourceError`. Where this stops: splits and imbalance live in :mod:`engine.datasets`, caching
+in :mod:`engine.store`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
-import stat
+import struct
+import threading
+import time
 import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from engine import store
-from engine.config import SourceConfig
+from engine.archives import (
+    IMAGE_EXTENSIONS,
+    BadFile,
+    Entry,
+    Limits,
+    Listing,
+    MemberReader,
+    SourceError,
+    assign,
+    list_folder,
+    list_zip,
+    shown_name,
+    spanned,
+)
+from engine.archives import clean as _clean
+from engine.config import MAX_RESOLUTION, MIN_RESOLUTION, SourceConfig
+from engine.jobs import Cancelled
+
+__all__ = ["IMAGE_EXTENSIONS", "Cancelled", "Decoded", "Limits", "LoadReport", "SourceError", "decode_one", "load"]
 
 DECODER_VERSION = 1  # bump when decoding changes, so cached decodes are not reused
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")
 SMALL_SIDE = 64  # images up to this side keep their native size when resolution is auto
 # Auto working side for larger images: 128 px, the side pretrained backbones see here (models.PRETRAINED_SIZE),
@@ -37,37 +59,30 @@ SMALL_SIDE = 64  # images up to this side keep their native size when resolution
 PHOTO_RESOLUTION = 128
 PHOTO_FALLBACK = 64
 HEADER_SAMPLE = 200  # files whose headers decide the auto resolution
+SAMPLE_BYTES = 64 * 2**20  # ... or fewer: the sample's bytes are kept until decoded, so each file is read once
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # more than 8 bits: scaled, not clipped
-TRAIN_DIRS = ("train", "val", "valid", "validation")  # a source's own validation folder joins the training pool
-SPLIT_DIRS = (*TRAIN_DIRS, "test")
+SAMPLE_BITS = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}  # others: 8 bits a sample
+DECODES_ENV = "SYNTHLAB_MAX_DECODES"  # images decoded at once in this server process; unset: DEFAULT_DECODES
+DEFAULT_DECODES = 2
+PROGRESS_EVERY = 0.1  # seconds between progress reports; the stop flag is checked per file and per MiB read
+
+# Skip reasons that say a file is not an image in a class folder (rather than an image that could not be read).
+LAYOUT_REASONS = {"outside the layout", "not an image", "unsafe path", "not a regular file"}
 
 ProgressFn = Callable[[int, int], None]
-
-
-class SourceError(ValueError):
-    """The source cannot be used; the message names the path or field and what is wrong."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Guards against archive and decompression bombs."""
-
-    max_files: int = 500_000  # image files in one folder or archive
-    max_total_bytes: int = 16 * 2**30  # declared uncompressed bytes of all image files
-    max_file_bytes: int = 100 * 2**20  # bytes of one image file
-    max_pixels: int = 50_000_000  # width * height of one image
-    max_entries: int = 2_000_000  # files of any kind looked at in one folder or archive
-    max_decoded_bytes: int = 4 * 2**30  # the decoded uint8 array at the working resolution
+DEFAULT_LIMITS = Limits()  # unset fields follow the server settings when read, not when this is made
+StopFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What was read: files seen, files skipped with a reason, and the layout found."""
+    """What was read: files seen, files skipped with a reason, the layout found, decompressed bytes read."""
 
     scanned: int = 0
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason)
     layout: str = ""
+    bytes_read: int = 0  # decompressed bytes read from the folder or archive (0 for built-in sources)
 
     def reasons(self) -> dict[str, int]:
         """Skipped files counted by the kind of reason (text before the first colon)."""
@@ -88,33 +103,92 @@ class Decoded:
     report: LoadReport
 
 
-@dataclass(frozen=True)
-class _Entry:
-    path: str  # posix path inside the source
-    size: int  # declared size in bytes
-    read: Callable[[], bytes]
+def load(
+    cfg: SourceConfig,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Decoded:
+    """Decode every image of the source described by ``cfg``.
 
-
-class _BadFile(Exception):
-    pass
-
-
-def load(cfg: SourceConfig, *, limits: Limits = Limits(), on_progress: ProgressFn | None = None) -> Decoded:
-    """Decode every image of the source described by ``cfg``."""
+    ``on_progress(done, total)`` is called every ``PROGRESS_EVERY`` seconds and after the last file;
+    raising from it stops the load, as does ``should_stop()`` turning true (checked per file and per MiB
+    read; raises :class:`~engine.jobs.Cancelled`). Raises :class:`SourceError` naming the file or field.
+    """
+    ticker = _Ticker(on_progress, should_stop)
     if cfg.kind == "digits":
-        return _load_digits(cfg)
+        return _load_digits(cfg, ticker)
     if cfg.kind == "torchvision":
-        return _load_torchvision(cfg, on_progress)
+        return _load_torchvision(cfg, ticker)
     path = _checked_path(cfg)
-    if cfg.kind == "zip":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                entries, skipped, dirs = _zip_entries(archive, limits)
-                return _load_files(cfg, f"zip:{path.name}", entries, skipped, dirs, limits, on_progress)
-        except zipfile.BadZipFile as err:
-            raise SourceError(f"source.path={str(path)!r} is not a readable .zip archive ({err})") from err
-    entries, skipped, dirs = _folder_entries(path, limits)
-    return _load_files(cfg, f"folder:{path.name}", entries, skipped, dirs, limits, on_progress)
+    shown = shown_name(path, cfg.path)
+    if cfg.kind == "folder":
+        return _load_files(cfg, f"folder:{path.name}", list_folder(path, shown, limits), limits, ticker)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error) as err:
+        if "span multiple disks" in str(err):
+            raise spanned(shown) from None
+        raise SourceError(f"source.path={shown!r} is not a readable .zip archive ({_clean(err)})") from None
+    with archive:
+        name = shown.replace("\\", "/").rsplit("/", 1)[-1]
+        listing = list_zip(archive, name, path.stat().st_size, limits)
+        return _load_files(cfg, f"zip:{name}", listing, limits, ticker)
+
+
+class _Ticker:
+    """Progress and the stop flag of one load: ``tick()`` per file and per chunk, ``done`` files so far."""
+
+    def __init__(self, on_progress: ProgressFn | None, should_stop: StopFn | None) -> None:
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.done, self.total, self.last = 0, 0, 0.0
+
+    def tick(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("loading the dataset was cancelled")
+        now = time.monotonic()
+        if self.on_progress is not None and (now - self.last >= PROGRESS_EVERY or self.done == self.total):
+            self.last = now
+            self.on_progress(self.done, self.total)
+
+    def advance(self) -> None:
+        self.done += 1
+        self.tick()
+
+
+_slots_lock = threading.Lock()
+_slots: tuple[int, threading.Semaphore] | None = None
+
+
+def max_decodes() -> int:
+    """Images this server process decodes at once: ``$SYNTHLAB_MAX_DECODES``, else 2."""
+    raw = os.environ.get(DECODES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DECODES
+    if not raw.isdigit() or int(raw) < 1:
+        raise SourceError(
+            f"the server setting {DECODES_ENV}={raw!r} is not accepted: expected a whole number, 1 or more"
+        )
+    return int(raw)
+
+
+@contextlib.contextmanager
+def decode_slot(wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold one of the process's decode slots; ``wait()`` is called while waiting for one (raise to give up)."""
+    global _slots
+    count = max_decodes()
+    with _slots_lock:
+        if _slots is None or _slots[0] != count:
+            _slots = (count, threading.Semaphore(count))
+        semaphore = _slots[1]
+    while not semaphore.acquire(timeout=PROGRESS_EVERY):
+        if wait is not None:
+            wait()
+    try:
+        yield
+    finally:
+        semaphore.release()
 
 
 def content_identity(cfg: SourceConfig) -> str:
@@ -145,220 +219,71 @@ def content_identity(cfg: SourceConfig) -> str:
 
 def _checked_path(cfg: SourceConfig) -> Path:
     path = Path(cfg.path).expanduser()
+    shown = shown_name(path, cfg.path)
     if not store.is_readable_location(path):
         raise SourceError(
-            f"source.path={cfg.path!r} is outside the folders this server may read: "
+            f"source.path={shown!r} is outside the folders this server may read: "
             f"{', '.join(str(p) for p in [store.home(), *store.folder_roots()])}; "
             f"the server's ${store.FOLDER_ROOTS_ENV} sets them"
         )
     if cfg.kind == "zip" and not path.is_file():
-        raise SourceError(f"source.path={cfg.path!r} is not a file; expected a .zip of class folders")
+        raise SourceError(f"source.path={shown!r} is not a file; expected a .zip of class folders")
     if cfg.kind == "folder" and not path.is_dir():
-        raise SourceError(f"source.path={cfg.path!r} is not a folder; expected a folder of class folders")
+        raise SourceError(f"source.path={shown!r} is not a folder; expected a folder of class folders")
     return path
 
 
-# 1. Listing files -----------------------------------------------------------------------------
-
-
-def _unsafe_name(name: str) -> str | None:
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "unsafe path: absolute path"
-    if ".." in parts:
-        return "unsafe path: contains '..'"
-    return None
-
-
-def _ignored(name: str) -> bool:
-    """Hidden files and macOS archive metadata, left out quietly."""
-    parts = name.split("/")
-    return any((p.startswith(".") and p not in (".", "..")) or p == "__MACOSX" for p in parts)
-
-
-def _kind_of(name: str) -> str | None:
-    if not name.lower().endswith(IMAGE_EXTENSIONS):
-        suffix = PurePosixPath(name).suffix or "(none)"
-        return f"not an image: extension {suffix!r} is not one of {', '.join(IMAGE_EXTENSIONS)}"
-    return None
-
-
-def _check_totals(where: str, entries: list[_Entry], limits: Limits) -> None:
-    total = sum(e.size for e in entries)
-    if len(entries) > limits.max_files:
-        raise SourceError(f"{where} holds {len(entries):,} image files; the limit is {limits.max_files:,}")
-    if total > limits.max_total_bytes:
-        raise SourceError(
-            f"{where} declares {total / 2**20:,.0f} MiB of uncompressed images; the limit is "
-            f"{limits.max_total_bytes / 2**20:,.0f} MiB (a possible zip bomb)"
-        )
-
-
-def _zip_entries(archive: zipfile.ZipFile, limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]], set[str]]:
-    entries, skipped, dirs = [], [], set()
-    members = archive.infolist()
-    if len(members) > limits.max_entries:
-        raise SourceError(f"the archive holds {len(members):,} entries; the limit is {limits.max_entries:,}")
-    for info in members:
-        name = info.filename
-        reason = _unsafe_name(name)
-        if reason is None and _ignored(name):
-            continue
-        if info.is_dir():
-            if reason is None:
-                dirs.add(name.rstrip("/"))
-            continue
-        if reason is None and stat.S_ISLNK(info.external_attr >> 16):
-            reason = "unsafe path: symbolic link"
-        if reason is None:
-            reason = _kind_of(name)
-        if reason is None and info.file_size > limits.max_file_bytes:
-            reason = f"too large: {info.file_size:,} bytes declared, limit {limits.max_file_bytes:,}"
-        if reason:
-            skipped.append((name, reason))
-            continue
-        entries.append(_Entry(name, info.file_size, _zip_reader(archive, info, limits.max_file_bytes)))
-        dirs.update("/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1))
-    _check_totals("the archive", entries, limits)
-    return entries, skipped, dirs
-
-
-def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> Callable[[], bytes]:
-    def read() -> bytes:
-        try:
-            with archive.open(info) as member:
-                data = member.read(cap + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
-            raise _BadFile(f"corrupt archive member: {err}") from err
-        if len(data) > cap:  # the header lied about the size
-            raise _BadFile(f"too large: more than {cap:,} bytes when decompressed")
-        return data
-
-    return read
-
-
-def _folder_entries(root: Path, limits: Limits) -> tuple[list[_Entry], list[tuple[str, str]], set[str]]:
-    entries, skipped, dirs, seen = [], [], set(), 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        if rel_dir != "." and not _ignored(rel_dir):
-            dirs.add(rel_dir)
-        seen += len(filenames)
-        if seen > limits.max_entries:
-            raise SourceError(f"the folder {str(root)!r} holds more than {limits.max_entries:,} files")
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if _ignored(rel):
-                continue
-            info = os.lstat(full)
-            if stat.S_ISLNK(info.st_mode):
-                reason: str | None = "unsafe path: symbolic link"
-            elif not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-                reason = "not a regular file"
-            else:
-                reason = _kind_of(rel)
-            if reason is None and info.st_size > limits.max_file_bytes:
-                reason = f"too large: {info.st_size:,} bytes, limit {limits.max_file_bytes:,}"
-            if reason:
-                skipped.append((rel, reason))
-                continue
-            entries.append(_Entry(rel, info.st_size, full.read_bytes))
-        for name in dirnames:
-            if (Path(dirpath) / name).is_symlink():
-                skipped.append(((Path(dirpath) / name).relative_to(root).as_posix(), "unsafe path: symbolic link"))
-    _check_totals(f"the folder {str(root)!r}", entries, limits)
-    return entries, skipped, dirs
-
-
-# 2. Finding the class folders -----------------------------------------------------------------
-
-
-def _assign(
-    entries: list[_Entry], dirs: set[str]
-) -> tuple[list[tuple[_Entry, str, str]], list[tuple[str, str]], str, set[str]]:
-    """Map each file to (split, class) from the folder layout.
-
-    Returns the assigned files, skipped files, the layout found and the class folders seen (with or
-    without images). The split layout needs a ``train`` folder and only split-named folders beside it,
-    so a class that happens to be called "train" does not switch layouts.
-    """
-    parts = [e.path.split("/") for e in entries]
-    depth = 0  # strip wrapper folders such as "cifar10/" that hold everything
-    while (
-        parts
-        and all(len(p) >= depth + 3 for p in parts)
-        and len({p[depth] for p in parts}) == 1
-        and parts[0][depth].lower() not in SPLIT_DIRS
-    ):
-        depth += 1
-    tops = {p[depth].lower() for p in parts if len(p) > depth + 1}
-    split_layout = "train" in tops and tops <= set(SPLIT_DIRS)
-    prefix = parts[0][:depth] if parts else []
-    class_dirs = set()
-    for d in dirs:
-        dp = d.split("/")
-        at_class_level = dp[:depth] == prefix and len(dp) == depth + (2 if split_layout else 1)
-        if at_class_level and (not split_layout or dp[depth].lower() in SPLIT_DIRS):
-            class_dirs.add(dp[-1])
-    assigned, skipped = [], []
-    for entry, p in zip(entries, parts, strict=True):
-        rest = p[depth:]
-        if split_layout:
-            if rest[0].lower() not in SPLIT_DIRS or len(rest) < 3:
-                skipped.append(
-                    (entry.path, "outside the layout: expected train/<class>/<image> or test/<class>/<image>")
-                )
-                continue
-            assigned.append((entry, "test" if rest[0].lower() == "test" else "train", rest[1]))
-        elif len(rest) < 2:
-            skipped.append((entry.path, "outside the layout: not inside a class folder"))
-        else:
-            assigned.append((entry, "", rest[0]))
-    layout = "<root>/train|test/<class>/<image>" if split_layout else "<root>/<class>/<image>"
-    if depth:
-        layout = layout.replace("<root>", "/".join(parts[0][:depth]))
-    return assigned, skipped, layout, class_dirs
-
-
-# 3. Decoding ----------------------------------------------------------------------------------
+# 1. Decoding ----------------------------------------------------------------------------------
 
 
 def _open(data: bytes, limits: Limits) -> Image.Image:
-    """Open and fully decode one image (first frame), refusing decompression bombs."""
+    """Open and fully decode one image (first frame), refusing decompression bombs from the header."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
             image: Image.Image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise _BadFile(
-                    f"too many pixels: {width}x{height}, limit {limits.max_pixels:,} (a possible decompression bomb)"
-                )
+            _check_pixels(image, limits)
             image.seek(0)
             image.load()  # decode fully: verify() lets truncated files through
             image = ImageOps.exif_transpose(image)  # phone photos: the size and pixels as displayed
-    except _BadFile:
+    except BadFile:
         raise
     except Image.DecompressionBombError as err:
-        raise _BadFile(f"too many pixels: {err}") from err
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
-        raise _BadFile(f"corrupt or unreadable image: {err}") from err
+        raise BadFile(f"too many pixels: {_clean(err)}") from None
+    except Image.UnidentifiedImageError:
+        raise BadFile("corrupt or unreadable image: not a PNG, JPEG, WebP, BMP, GIF or TIFF image") from None
+    except Exception as err:  # PIL's parsers raise many kinds (struct.error, IndexError, ...) on crafted files
+        raise BadFile(f"corrupt or unreadable image: {_clean(err)}") from None
     return image
 
 
-def decode_one(data: bytes, name: str, *, side: int, fit: str, gray: bool, limits: Limits = Limits()) -> np.ndarray:
+def _check_pixels(image: Image.Image, limits: Limits) -> None:
+    """Pixels times bits a sample within ``max_pixels`` at 8 bits: a 16-bit image may have half as many."""
+    width, height = image.size
+    bits = SAMPLE_BITS.get(image.mode, 8)
+    if width * height * bits > limits.max_pixels * 8:
+        at = f" at {bits} bits a sample" if bits != 8 else ""
+        limit = limits.max_pixels * 8 // bits
+        raise BadFile(f"too many pixels: {width}x{height}{at}, limit {limit:,}{at} (a possible decompression bomb)")
+
+
+def decode_one(
+    data: bytes, name: str, *, side: int, fit: str, gray: bool, limits: Limits = DEFAULT_LIMITS
+) -> np.ndarray:
     """One image file (an upload, say) decoded exactly as a dataset's images are: (side, side, 1 | 3) uint8.
 
-    The same guards (pixel limit, full decode, EXIF orientation, 16-bit and float scaling); raises
-    :class:`SourceError` naming the file and the reason.
+    The same guards (pixel limit, full decode, EXIF orientation, 16-bit and float scaling, the decode
+    slots); raises :class:`SourceError` naming the file and the reason.
     """
-    try:
-        image = _open(data, limits)
-    except _BadFile as err:
-        raise SourceError(f"file {name!r} is not accepted: {err}; upload a PNG, JPEG, WebP, BMP, GIF or TIFF") from None
-    return _fit(image, side, fit, gray)
+    shown = name.replace("\\", "/").rsplit("/", 1)[-1]
+    with decode_slot():
+        try:
+            image = _open(data, limits)
+        except BadFile as err:
+            raise SourceError(
+                f"file {shown!r} is not accepted: {err}; upload a PNG, JPEG, WebP, BMP, GIF or TIFF"
+            ) from None
+        return _fit(image, side, fit, gray)
 
 
 def _check_decoded_size(count: int, side: int, limits: Limits) -> None:
@@ -380,9 +305,17 @@ def _is_gray(image: Image.Image) -> bool:
 def _fit(image: Image.Image, side: int, fit: str, gray: bool) -> np.ndarray:
     """(side, side, 3) uint8 array of the image, made square by crop, stretch or pad."""
     if image.mode in WIDE_MODES:  # 16-bit or float: scale to 8 bits instead of clipping at 255
-        wide = np.asarray(image, dtype=np.float64)
+        wide = np.array(image, dtype=np.float64)
+        above = np.isposinf(wide) if image.mode == "F" else None  # a float image may hold NaN (read as 0) and inf
+        if above is not None:
+            np.nan_to_num(wide, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         top = 65535.0 if wide.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(wide * (255.0 / top), 0, 255).round().astype(np.uint8))
+        wide *= 255.0 / top  # in place: one float copy of a large image, not three
+        np.clip(wide, 0, 255, out=wide)
+        if above is not None:
+            wide[above] = 255.0
+        image = Image.fromarray(np.rint(wide, out=wide).astype(np.uint8))
+        del wide
     image = image.convert("L" if gray else "RGB")
     if image.size != (side, side):
         if fit == "crop":
@@ -396,25 +329,49 @@ def _fit(image: Image.Image, side: int, fit: str, gray: bool) -> np.ndarray:
 
 
 def _auto_side(sizes: list[tuple[int, int]], count: int, limits: Limits) -> int:
-    """Native for small images; else PHOTO_RESOLUTION when ``count`` images fit the memory limit, else the fallback."""
+    """Native for small images; else PHOTO_RESOLUTION when ``count`` images fit the memory limit, else the fallback.
+
+    Images under MIN_RESOLUTION are refused rather than blown up unasked: the message says how to choose a side.
+    """
     largest = max((max(w, h) for w, h in sizes), default=PHOTO_RESOLUTION)
+    if largest < MIN_RESOLUTION:
+        w, h = max(sizes, key=max)
+        raise SourceError(
+            f"source.resolution=None (native size) would train on {w}x{h} px images, and at least {MIN_RESOLUTION} "
+            f"px a side are needed: use larger images, or set source.resolution to a side from {MIN_RESOLUTION} to "
+            f"{MAX_RESOLUTION} to enlarge them"
+        )
     if largest <= SMALL_SIDE:
         return largest
     fits = count * PHOTO_RESOLUTION * PHOTO_RESOLUTION * 3 <= limits.max_decoded_bytes
     return PHOTO_RESOLUTION if fits else PHOTO_FALLBACK
 
 
-def _peek_sizes(entries: list[_Entry], limits: Limits) -> list[tuple[int, int]]:
-    sizes = []
-    for entry in entries[:HEADER_SAMPLE]:
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """An image's (width, height) from its header alone; None when it cannot be read (the decode reports it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
+                return image.size
+    except Exception:  # the decode reports it, with its reason
+        return None
+
+
+def _read_sample(entries: list[Entry], reader: MemberReader) -> dict[int, bytes | BadFile]:
+    """The first files' bytes (or why they cannot be read), kept for the decode so each is read once."""
+    sample: dict[int, bytes | BadFile] = {}
+    kept = 0
+    for i, entry in enumerate(entries[:HEADER_SAMPLE]):
+        if i and kept + entry.size > SAMPLE_BYTES:
+            break
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(entry.read()), formats=PIL_FORMATS) as image:
-                    sizes.append(image.size)
-        except (_BadFile, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            continue  # the decode pass reports it
-    return sizes
+            data = reader.read(entry)
+        except BadFile as err:
+            sample[i] = err
+            continue
+        sample[i], kept = data, kept + len(data)
+    return sample
 
 
 def _decode_all(
@@ -422,65 +379,95 @@ def _decode_all(
     items: Iterator[tuple[str, Callable[[], Image.Image]]],
     count: int,
     side: int,
-    on_progress: ProgressFn | None,
+    ticker: _Ticker,
 ) -> tuple[np.ndarray, list[int], list[tuple[int, int]], list[tuple[str, str]]]:
-    """Decode ``count`` images into (kept, S, S, C); returns array, kept positions, sizes, skips."""
+    """Decode ``count`` images into (kept, S, S, C); returns array, kept positions, sizes, skips.
+
+    Each image is opened and fitted holding a decode slot; progress and the stop flag after every file.
+    """
     out = np.zeros((count, side, side, 3), dtype=np.uint8)
     kept: list[int] = []
     sizes: list[tuple[int, int]] = []
     skipped: list[tuple[str, str]] = []
     all_gray = True
+    ticker.done, ticker.total = 0, count
     for i, (name, opener) in enumerate(items):
-        try:
-            image = opener()
-        except _BadFile as err:
-            skipped.append((name, str(err)))
-            continue
-        gray = cfg.color == "grayscale" or (cfg.color == "auto" and _is_gray(image))
-        all_gray &= gray
-        out[len(kept)] = _fit(image, side, cfg.fit, gray)
-        kept.append(i)
-        sizes.append(image.size)
-        if on_progress and (i % 500 == 0 or i == count - 1):
-            on_progress(i + 1, count)
+        with decode_slot(ticker.tick):
+            try:
+                image = opener()
+            except BadFile as err:
+                skipped.append((name, str(err)))
+                image = None
+            if image is not None:
+                gray = cfg.color == "grayscale" or (cfg.color == "auto" and _is_gray(image))
+                try:
+                    out[len(kept)] = _fit(image, side, cfg.fit, gray)
+                except Exception as err:  # an odd mode or palette that opened but does not convert
+                    skipped.append((name, f"corrupt or unreadable image: {_clean(err)}"))
+                else:
+                    all_gray &= gray
+                    kept.append(i)
+                    sizes.append(image.size)
+                del image
+        ticker.advance()
     channels = 1 if all_gray and cfg.color != "rgb" and kept else 3
     images = np.ascontiguousarray(out[: len(kept), :, :, :channels].transpose(0, 3, 1, 2))
     return images, kept, sizes, skipped
 
 
-def _load_files(
-    cfg: SourceConfig,
-    source: str,
-    entries: list[_Entry],
-    skipped: list[tuple[str, str]],
-    dirs: set[str],
-    limits: Limits,
-    on_progress: ProgressFn | None,
-) -> Decoded:
+def _nothing_usable(source: str, skipped: list[tuple[str, str]]) -> SourceError:
+    expected = (
+        f"expected <root>/<class>/<image> or <root>/train|test/<class>/<image> with {', '.join(IMAGE_EXTENSIONS)} files"
+    )
+    why = Counter(reason.split(":")[0] for _, reason in skipped if not reason.startswith("empty class"))
+    if set(why) <= LAYOUT_REASONS:  # nothing that looked like an image in a class folder
+        return SourceError(f"{source} has no class folders with images: {expected}")
+    counts = ", ".join(f"{reason} ({n:,})" for reason, n in why.most_common(3))
+    return SourceError(f"{source} has no usable images: every file was skipped ({counts}); {expected}")
+
+
+def _load_files(cfg: SourceConfig, source: str, listing: Listing, limits: Limits, ticker: _Ticker) -> Decoded:
     # 1. Assign files to splits and classes.
-    assigned, layout_skips, layout, class_dirs = _assign(entries, dirs)
-    skipped = skipped + layout_skips
-    scanned = len(entries) + len(skipped) - len(layout_skips)
+    assigned, layout_skips, layout, class_dirs = assign(listing.entries, listing.dirs, source)
+    skipped = listing.skipped + layout_skips
+    scanned = len(listing.entries) + len(listing.skipped)
     if not assigned:
-        raise SourceError(
-            f"{source} has no class folders with images: expected <root>/<class>/<image> or "
-            f"<root>/train|test/<class>/<image> with {', '.join(IMAGE_EXTENSIONS)} files"
-        )
-    # 2. Decode every file at the working resolution.
-    side = cfg.resolution or _auto_side(_peek_sizes([a[0] for a in assigned], limits), len(assigned), limits)
-    _check_decoded_size(len(assigned), side, limits)
-    items = ((a[0].path, lambda e=a[0]: _open(e.read(), limits)) for a in assigned)
-    images, kept, sizes, decode_skips = _decode_all(cfg, items, len(assigned), side, on_progress)
+        raise _nothing_usable(source, skipped)
+    # 2. Read the first files (each once) and choose the working side from their headers.
+    shown = source.split(":", 1)[1]
+    reader = MemberReader(shown, limits, limits.budget_for(listing.source_bytes), ticker.tick, zipped=listing.zipped)
+    files = [a[0] for a in assigned]
+    ticker.total = len(files)
+    early = {} if cfg.resolution else _read_sample(files, reader)
+    if cfg.resolution:
+        side = cfg.resolution
+    else:
+        sizes = [s for data in early.values() if isinstance(data, bytes) and (s := _header_size(data))]
+        side = _auto_side(sizes, len(files), limits) if sizes else PHOTO_RESOLUTION
+    _check_decoded_size(len(files), side, limits)
+
+    # 3. Decode every file at the working resolution.
+    def opener(i: int) -> Image.Image:
+        data = early.pop(i) if i in early else reader.read(files[i])
+        if isinstance(data, BadFile):
+            raise data
+        return _open(data, limits)
+
+    items = ((f.path, lambda i=i: opener(i)) for i, f in enumerate(files))
+    images, kept, sizes, decode_skips = _decode_all(cfg, items, len(files), side, ticker)
     skipped += decode_skips
-    # 3. Classes: folders with no readable image are left out and reported.
+    # 4. Classes: folders with no readable image are left out and reported.
     all_classes = sorted({a[2] for a in assigned} | class_dirs)
     present = sorted({assigned[i][2] for i in kept})
     for name in all_classes:
         if name not in present:
             skipped.append((name + "/", "empty class: no readable images in this class folder; class left out"))
+    if not present:
+        raise _nothing_usable(source, skipped)
     if len(present) < 2:
-        found = f"only the class {present[0]!r}" if present else "no readable images"
-        raise SourceError(f"{source} has {found}; at least 2 class folders with images are needed")
+        raise SourceError(
+            f"{source} has only the class {present[0]!r}; at least 2 class folders with images are needed"
+        )
     index = {name: i for i, name in enumerate(present)}
     train_classes = {assigned[i][2] for i in kept if assigned[i][1] != "test"}
     if len(train_classes) < len(present):
@@ -494,21 +481,21 @@ def _load_files(
         origin=[assigned[i][0].path for i in kept],
         sizes=sizes,
         source_split=[assigned[i][1] for i in kept],
-        report=LoadReport(scanned=scanned, skipped=tuple(skipped), layout=layout),
+        report=LoadReport(scanned=scanned, skipped=tuple(skipped), layout=layout, bytes_read=reader.bytes_read),
     )
 
 
-# 4. Built-in and torchvision sources ----------------------------------------------------------
+# 2. Built-in and torchvision sources ----------------------------------------------------------
 
 
-def _load_digits(cfg: SourceConfig) -> Decoded:
+def _load_digits(cfg: SourceConfig, ticker: _Ticker) -> Decoded:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8), values 0..16
     side = cfg.resolution or 8
     items = ((f"digits[{i}]", lambda a=a: Image.fromarray(a)) for i, a in enumerate(pixels))
-    images, kept, sizes, _ = _decode_all(cfg, items, len(pixels), side, None)
+    images, kept, sizes, _ = _decode_all(cfg, items, len(pixels), side, ticker)
     n = len(kept)
     return Decoded(
         images=images,
@@ -553,9 +540,9 @@ def _open_torchvision(name: str, kwargs: dict[str, object]) -> object:
         ) from err
 
 
-def _load_torchvision(cfg: SourceConfig, on_progress: ProgressFn | None) -> Decoded:
+def _load_torchvision(cfg: SourceConfig, ticker: _Ticker) -> Decoded:
     parts = [(split, _open_torchvision(cfg.name, kwargs)) for split, kwargs in _TORCHVISION_SPLITS[cfg.name]]
-    return decode_indexed(cfg, f"torchvision:{cfg.name}", parts, on_progress)
+    return decode_indexed(cfg, f"torchvision:{cfg.name}", parts, ticker.on_progress, ticker.should_stop)
 
 
 def _const(image: Image.Image) -> Callable[[], Image.Image]:
@@ -563,7 +550,11 @@ def _const(image: Image.Image) -> Callable[[], Image.Image]:
 
 
 def decode_indexed(
-    cfg: SourceConfig, source: str, parts: list[tuple[str, object]], on_progress: ProgressFn | None = None
+    cfg: SourceConfig,
+    source: str,
+    parts: list[tuple[str, object]],
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> Decoded:
     """Decode map-style datasets whose items are (PIL image, int label), one per split."""
     refs = [(split, ds, i) for split, ds in parts for i in range(len(ds))]  # type: ignore[arg-type]
@@ -578,7 +569,7 @@ def decode_indexed(
             labels.append(int(label))
             yield f"{split}[{i}]", _const(image)
 
-    images, kept, sizes, skipped = _decode_all(cfg, items(), len(refs), side, on_progress)
+    images, kept, sizes, skipped = _decode_all(cfg, items(), len(refs), side, _Ticker(on_progress, should_stop))
     names = getattr(first, "classes", None) or [str(c) for c in range(max(labels) + 1)]
     return Decoded(
         images=images,

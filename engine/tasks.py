@@ -9,6 +9,9 @@ stopped by a cancel raises :class:`~engine.jobs.Cancelled` and is recorded as ca
 set and no generator (a Stable Diffusion request keeps what it wrote, for Resume). Where this stops:
 this is the only engine module that knows the job runner besides the runner itself (``jobs.py``); the
 work is in ``synth/``, ``gap.py`` and ``runs.py``; pages submit and poll, they never run jobs.
+Every heavy job is a :class:`~engine.jobs.Work`: a module-level function and its arguments, so that a
+cluster backend (:mod:`engine.ray_backend`) can ship it to a worker with its dataset passed by reference;
+a run's job also says how to mark the run when the process running it dies.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import functools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +33,7 @@ from engine import gap, heartbeat, owners, runs, usage
 from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.device import pick_device
 from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, split_inputs, unit_name
-from engine.jobs import JobContext, JobRunner, JobSnapshot, format_eta
+from engine.jobs import JobContext, JobRunner, JobSnapshot, Work, format_eta
 from engine.synth import filters, generators, make_sets, sd_requests, sets, split_sets, stable_diffusion
 from engine.synth.events import GeneratorEvent
 from engine.training import TrainEvent
@@ -135,22 +138,7 @@ def submit_generator_training(
     its events are loss rows, sample grids and warnings, its result the generator's id. *Stop and keep*
     (``cancel_job(..., keep=True)``) stores the generator as it is; *Cancel* throws the training away."""
     usage.check_disk(owner)
-
-    def job(ctx: JobContext) -> str:
-        clock = StepClock()
-
-        def on_event(event: GeneratorEvent) -> None:
-            if event.kind == "step":
-                ctx.set_progress(event.step / max(1, event.total_steps), clock.tick(event.step, event.total_steps))
-                if event.step % 10 == 0:  # keep the curve, not every step
-                    ctx.emit(event)
-            else:
-                ctx.emit(event)
-
-        return generators.train_generator(
-            cfg, dataset, on_event=on_event, should_stop=ctx.should_stop, keep_on_stop=ctx.keep_on_stop
-        )
-
+    job = Work(_train_generator, {"cfg": cfg, "dataset": dataset})
     tag = generators.generator_id(cfg, dataset)
     origin = generators.load_origin(tag)
     if origin is not None and generators.is_stopped(origin):
@@ -160,44 +148,59 @@ def submit_generator_training(
     return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=tag, lane=_lane())
 
 
+def _train_generator(ctx: JobContext, cfg: generators.GeneratorConfig, dataset: LabDataset) -> str:
+    clock = StepClock()
+
+    def on_event(event: GeneratorEvent) -> None:
+        if event.kind == "step":
+            ctx.set_progress(event.step / max(1, event.total_steps), clock.tick(event.step, event.total_steps))
+            if event.step % 10 == 0:  # keep the curve, not every step
+                ctx.emit(event)
+        else:
+            ctx.emit(event)
+
+    return generators.train_generator(
+        cfg, dataset, on_event=on_event, should_stop=ctx.should_stop, keep_on_stop=ctx.keep_on_stop
+    )
+
+
 def submit_generation(runner: JobRunner, cfg: make_sets.GenerateConfig, dataset: LabDataset, *, owner: str) -> str:
     """Queue the making of a synthetic set from a stored generator; its result is the set's info."""
     usage.check_disk(owner)
-
-    def job(ctx: JobContext) -> sets.SetInfo:
-        return make_sets.make_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
-
+    job = Work(_make_set, {"cfg": cfg, "dataset": dataset})
     amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
     title = f"generate {amount} with {cfg.generator}"
     return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=cfg.generator, lane=_lane())
 
 
+def _make_set(ctx: JobContext, cfg: make_sets.GenerateConfig, dataset: LabDataset) -> sets.SetInfo:
+    return make_sets.make_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
+
+
 def submit_split_set(runner: JobRunner, set_id: str, dataset: LabDataset, *, owner: str) -> str:
     """Queue the making of a set like ``set_id`` for another split (``dataset``); its result is the new set's id."""
     usage.check_disk(owner)
-
-    def job(ctx: JobContext) -> str:
-        def on_event(event: GeneratorEvent) -> None:
-            if event.kind == "step":
-                ctx.set_progress(
-                    event.step / max(1, event.total_steps), f"generator step {event.step} of {event.total_steps}"
-                )
-
-        return split_sets.make_split_set(
-            set_id, dataset, on_progress=ctx.set_progress, on_event=on_event, should_stop=ctx.should_stop
-        )
-
+    job = Work(_split_set, {"set_id": set_id, "dataset": dataset})
     title = f"set like {set_id} for split seed {dataset.config.split.seed}"
     return runner.submit(title, job, owner=owner, group=str(GENERATE), tag=set_id, lane=_lane())
+
+
+def _split_set(ctx: JobContext, set_id: str, dataset: LabDataset) -> str:
+    def on_event(event: GeneratorEvent) -> None:
+        if event.kind == "step":
+            ctx.set_progress(
+                event.step / max(1, event.total_steps), f"generator step {event.step} of {event.total_steps}"
+            )
+
+    return split_sets.make_split_set(
+        set_id, dataset, on_progress=ctx.set_progress, on_event=on_event, should_stop=ctx.should_stop
+    )
 
 
 def submit_sd_generation(runner: JobRunner, cfg: stable_diffusion.SDConfig, dataset: LabDataset, *, owner: str) -> str:
     """Queue a Stable Diffusion set; its result is the set's info. A fulfilled request is served at once."""
     usage.check_disk(owner)
-
-    def job(ctx: JobContext) -> sets.SetInfo:
-        return make_sets.make_sd_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
-
+    job = Work(_sd_set, {"cfg": cfg, "dataset": dataset})
     amount = f"{cfg.per_class}/class" if cfg.per_class else "fill to balance"
     with owners.acting_as(owner):  # requests are keyed per user: the key the job itself will use
         cached = sd_requests.cached_set(cfg, dataset) is not None  # served at once, not queued behind heavy jobs
@@ -213,14 +216,19 @@ def submit_sd_generation(runner: JobRunner, cfg: stable_diffusion.SDConfig, data
     )
 
 
+def _sd_set(ctx: JobContext, cfg: stable_diffusion.SDConfig, dataset: LabDataset) -> sets.SetInfo:
+    return make_sets.make_sd_set(cfg, dataset, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
+
+
 def submit_sd_preview(runner: JobRunner, cfg: stable_diffusion.SDConfig, dataset: LabDataset, *, owner: str) -> str:
     """Queue a one-image-per-class preview; its result is {class name: uint8 (C, R, R)}."""
-
-    def job(ctx: JobContext) -> dict[str, np.ndarray]:
-        return stable_diffusion.preview(cfg, dataset, should_stop=ctx.should_stop)
-
+    job = Work(_sd_preview, {"cfg": cfg, "dataset": dataset})
     title = f"Stable Diffusion preview with {Path(cfg.model).name}"
     return runner.submit(title, job, owner=owner, group=str(GENERATE), tag="preview", lane=_lane(cfg.device))
+
+
+def _sd_preview(ctx: JobContext, cfg: stable_diffusion.SDConfig, dataset: LabDataset) -> dict[str, np.ndarray]:
+    return stable_diffusion.preview(cfg, dataset, should_stop=ctx.should_stop)
 
 
 # Gap scores ------------------------------------------------------------------------------------------
@@ -236,14 +244,17 @@ def submit_gap_score(
 ) -> str:
     """Queue the domain-gap scores and feature distances; ``sides`` maps "before"/"after" to uint8 (real,
     synthetic) images. Its result is :func:`~engine.gap.gap_report`'s table."""
-
-    def job(ctx: JobContext) -> dict[str, dict[str, float]]:
-        ctx.set_progress(0.05, "training the real-data classifier for features")
-        reference = filters.reference_classifier(dataset, seed=0, should_stop=ctx.should_stop)
-        return gap.gap_report(reference, sides, seed=0, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
-
+    job = Work(_gap_score, {"dataset": dataset, "sides": sides})
     title = f"domain gap ({presets})" if presets else "domain gap"
     return runner.submit(title, job, owner=owner, group=str(GAP), tag="gap", lane=_lane())
+
+
+def _gap_score(
+    ctx: JobContext, dataset: LabDataset, sides: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, dict[str, float]]:
+    ctx.set_progress(0.05, "training the real-data classifier for features")
+    reference = filters.reference_classifier(dataset, seed=0, should_stop=ctx.should_stop)
+    return gap.gap_report(reference, sides, seed=0, on_progress=ctx.set_progress, should_stop=ctx.should_stop)
 
 
 # Experiments -----------------------------------------------------------------------------------------
@@ -279,20 +290,38 @@ def submit_experiment(
 
 
 def _run_job(
-    run_id: str, run_cfg: runs.RunConfig, dataset: LabDataset, pool: ImageSet | None, experiment: str
-) -> Callable[[JobContext], Any]:
-    def job(ctx: JobContext) -> runs.RunRecord:
-        return runs.execute_run(
-            run_id,
-            run_cfg,
-            dataset,
-            synthetic=pool,
-            experiment=experiment,
-            on_event=_training_reporter(ctx),
-            should_stop=ctx.should_stop,
-        )
+    run_id: str,
+    run_cfg: runs.RunConfig,
+    dataset: LabDataset,
+    pool: ImageSet | None,
+    experiment: str,
+    *,
+    resume: bool = False,
+) -> Work:
+    """One run as a job; when the process running it dies, the server marks the run interrupted."""
+    kwargs = {"run_id": run_id, "cfg": run_cfg, "dataset": dataset, "pool": pool, "experiment": experiment}
+    return Work(_execute_run, {**kwargs, "resume": resume}, lost=functools.partial(runs.mark_lost, run_id))
 
-    return job
+
+def _execute_run(
+    ctx: JobContext,
+    run_id: str,
+    cfg: runs.RunConfig,
+    dataset: LabDataset,
+    pool: ImageSet | None,
+    experiment: str,
+    resume: bool,
+) -> runs.RunRecord:
+    return runs.execute_run(
+        run_id,
+        cfg,
+        dataset,
+        synthetic=pool,
+        experiment=experiment,
+        on_event=_training_reporter(ctx),
+        should_stop=ctx.should_stop,
+        resume=resume,
+    )
 
 
 def _training_reporter(ctx: JobContext) -> Callable[[TrainEvent], None]:
@@ -332,18 +361,7 @@ def submit_resume(
     pool = sets.load_set(cfg.mix.synthetic_set) if cfg.mix.synthetic_set else None
     epoch = 0 if from_start else runs.checkpoint_epoch(run_id)
     runs.save_record(dataclasses.replace(record, status="queued", pid=os.getpid(), host=heartbeat.host()))
-
-    def job(ctx: JobContext) -> runs.RunRecord:
-        return runs.execute_run(
-            run_id,
-            cfg,
-            data,
-            synthetic=pool,
-            experiment=record.experiment,
-            on_event=_training_reporter(ctx),
-            should_stop=ctx.should_stop,
-            resume=not from_start,
-        )
+    job = _run_job(run_id, cfg, data, pool, record.experiment, resume=not from_start)
 
     how = "again from the start" if from_start else (f"resumed after epoch {epoch}" if epoch else "resumed")
     title = f"{cfg.mix.label} · {unit_name(cfg.seed)} · {how}"

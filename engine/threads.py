@@ -28,7 +28,6 @@ processes' threads.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,8 +35,6 @@ from contextlib import contextmanager
 import torch
 
 ENV = "SYNTHLAB_THREADS"
-NICE_ENV = "SYNTHLAB_JOB_NICE"
-DEFAULT_NICE = 10  # a job's threads yield to page runs: weight 110 against 1024 for the server's own threads
 
 
 class ThreadSettingError(ValueError):
@@ -114,32 +111,3 @@ def heavy_job() -> Iterator[int]:
         _change(-1)
         _local.generation = None
         torch.set_num_threads(before)
-
-
-def job_nice() -> int:
-    """How much lower than the server the job threads run: ``SYNTHLAB_JOB_NICE`` (0-19), else 10."""
-    value = os.environ.get(NICE_ENV, "").strip()
-    if not value:
-        return DEFAULT_NICE
-    if not value.isdigit() or int(value) > 19:
-        raise ThreadSettingError(f"{NICE_ENV}={value!r} is not accepted: expected a whole number from 0 to 19")
-    return int(value)
-
-
-def lower_priority() -> int:
-    """Lower the calling thread's CPU priority by :func:`job_nice`, so page runs go first; returns its niceness.
-
-    For the job runner's worker threads, which run only heavy jobs: a thread cannot raise its priority
-    back, so never call this from a thread that serves pages. Linux only, where a thread has a priority
-    of its own (elsewhere ``setpriority`` would lower the whole server); torch threads the job starts
-    later inherit it. Elsewhere, or where the system refuses, the priority stays and 0 is returned.
-    """
-    nice = job_nice()
-    if not sys.platform.startswith("linux") or nice == 0:
-        return 0
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-        return os.getpriority(os.PRIO_PROCESS, tid)
-    except OSError:
-        return 0

@@ -109,6 +109,9 @@ def test_the_decode_cache_can_be_cleared_from_the_page() -> None:
 
     at = app().run()
     assert build_dataset(DatasetConfig()).from_cache  # the page's load filled the cache
+    assert "clear_cache" not in [b.key for b in at.button]  # closed: the panel has not run
+    at.session_state["cleanup_open"] = True  # the clean-up panel runs only while it is open
+    at.run()
     at.button(key="clear_cache").click().run()
     assert not at.exception
     assert not build_dataset(DatasetConfig()).from_cache

@@ -12,6 +12,7 @@ from engine.jobs import FINISHED
 from engine.mixes import MixConfig
 from engine.training import TrainConfig
 from tests.conftest import app_page, wait_for_jobs
+from ui import compare_views as views
 from ui.jobs_panel import get_runner
 
 
@@ -79,9 +80,18 @@ def test_compare_page_shows_intervals_verdicts_figures_and_exports() -> None:
     assert any("two-level paired bootstrap over seeds and test images" in c.value for c in at.caption)
     assert "minority classes (★): 0, 1" in at.caption[0].value
     assert "still improving when they reached the epoch limit" in at.warning[0].value  # 2 epochs: cut short
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    for expected in ("Per-class recall", "Recall gain", "real: confusion", "ROC curve", "PR curve", "Dose-response"):
-        assert any(t.startswith(expected) for t in titles), expected
+    shown = {}  # the charts of each tab: only the open tab is drawn
+    for tab, expected in zip(
+        views.TABS,
+        (("Per-class recall", "Recall gain"), ("real: confusion",), ("ROC curve", "PR curve"), ("Dose",)),
+        strict=True,
+    ):
+        at.session_state["compare_tab"] = tab
+        at.run()
+        assert not at.exception
+        shown[tab] = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+        assert len(shown[tab]) == len(expected) + (tab == "Confusion matrices"), shown  # the mix's matrix too
+        assert all(any(t.startswith(e) for t in shown[tab]) for e in expected), (tab, shown[tab])
     assert [b.label for b in at.get("download_button")][2] == "Download the classifier"  # after CSV and JSON
     assert at.selectbox(key="compare_experiment").value == record.id
 

@@ -172,8 +172,10 @@ def test_cache_does_not_evict_by_size() -> None:
 
 
 def test_configs_name_field_value_and_what_is_accepted() -> None:
-    with pytest.raises(ConfigError, match=r"source.resolution=2 .*from 4 to 512"):
+    with pytest.raises(ConfigError, match=r"source.resolution=2 .*from 8 to 512"):
         SourceConfig(resolution=2)
+    with pytest.raises(ConfigError, match=r"source.path=5 is not accepted: expected a path as text"):
+        SourceConfig(kind="zip", path=5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"source.kind='s3'.*'digits'"):
         SourceConfig(kind="s3")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"source.name='ImageNet'.*'CIFAR10'"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from engine import sources, store
 from engine.config import SourceConfig
@@ -177,11 +177,10 @@ def test_folder_roots_restrict_server_paths(make_folder, monkeypatch: pytest.Mon
         sources.load(SourceConfig(kind="folder", path=str(root)))
     monkeypatch.setenv("SYNTHLAB_FOLDER_ROOTS", str(tmp_path))
     assert len(sources.load(SourceConfig(kind="folder", path=str(root))).labels) == 4
-    monkeypatch.delenv("SYNTHLAB_FOLDER_ROOTS")  # default: the workspace and the server user's home only
-    assert store.folder_roots() == [Path.home().resolve()]
-    if not str(root.resolve()).startswith(str(Path.home().resolve())):
-        with pytest.raises(SourceError, match=r"outside the folders this server may read: .*SYNTHLAB_FOLDER_ROOTS"):
-            sources.load(SourceConfig(kind="folder", path=str(root)))
+    monkeypatch.delenv("SYNTHLAB_FOLDER_ROOTS")  # default: the workspace only
+    assert store.folder_roots() == []
+    with pytest.raises(SourceError, match=r"outside the folders this server may read: .*SYNTHLAB_FOLDER_ROOTS"):
+        sources.load(SourceConfig(kind="folder", path=str(root)))
 
 
 def test_a_class_called_train_does_not_switch_layouts_and_val_joins_training(make_folder) -> None:  # type: ignore[no-untyped-def]
@@ -201,6 +200,17 @@ def test_sixteen_bit_images_are_scaled_not_clipped(make_folder) -> None:  # type
     decoded = sources.load(SourceConfig(kind="folder", path=str(root), resolution=8))
     deep = decoded.images[decoded.origin.index("a/deep.png"), 0]
     assert deep.min() == 0 and 240 <= deep.max() <= 255 and len(np.unique(deep)) > 50
+
+
+def test_float_images_read_nan_as_black_and_infinity_as_white(make_folder) -> None:  # type: ignore[no-untyped-def]
+    values = np.full((8, 8), 100.0, dtype=np.float32)
+    values[0, :3] = (np.nan, np.inf, -np.inf)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="TIFF")
+    root = make_folder({"a/nan.tif": buffer.getvalue(), "b/x.png": image_bytes(mode="L")})
+    decoded = sources.load(SourceConfig(kind="folder", path=str(root), resolution=8))
+    assert decoded.report.skipped == ()
+    assert decoded.images[decoded.origin.index("a/nan.tif"), 0, 0, :4].tolist() == [0, 255, 0, 100]
 
 
 def test_exif_orientation_is_applied(make_folder) -> None:  # type: ignore[no-untyped-def]
@@ -271,3 +281,109 @@ def test_torchvision_style_datasets_are_decoded_with_their_splits() -> None:
     assert decoded.class_names == ("zero", "one") and decoded.labels.tolist() == [0, 1, 0, 1, 0, 1]
     assert decoded.source_split == ["train"] * 4 + ["test"] * 2
     assert decoded.origin[4] == "test[0]" and int(decoded.images[4].max()) == 1
+
+
+def sixteen_bit_png(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size[1], size[0]), 40_000, dtype=np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_pixels_times_bit_depth_are_limited_from_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = Limits(max_pixels=1_500_000)
+    assert sources.decode_one(
+        image_bytes(size=(1000, 1000)), "wide.png", side=8, fit="crop", gray=False, limits=limits
+    ).shape == (8, 8, 3)
+    deep, loads = sixteen_bit_png((1000, 1000)), []
+    original = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.mode) or original(self))
+    with pytest.raises(
+        SourceError,
+        match=r"^file 'deep.png' is not accepted: too many pixels: 1000x1000 at 16 bits a sample, limit 750,000",
+    ):
+        sources.decode_one(deep, "/srv/x/deep.png", side=8, fit="crop", gray=True, limits=limits)
+    assert loads == []  # refused from the header, before the pixels were decoded
+    assert (
+        sources.decode_one(sixteen_bit_png((800, 800)), "deep.png", side=8, fit="crop", gray=True, limits=limits).max()
+        > 150
+    )
+
+
+def test_decodes_at_once_are_capped_per_process(make_folder, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    root = make_folder(class_files({"a": 4, "b": 4}))
+    running, most, lock = [0], [0], threading.Lock()
+    original = sources._fit
+
+    def slow_fit(*args: object) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sources, "_fit", slow_fit)
+    for slots, expected in (("1", 1), ("", 2)):
+        monkeypatch.setenv("SYNTHLAB_MAX_DECODES", slots)
+        most[0] = 0
+        loads = [
+            threading.Thread(target=sources.load, args=(SourceConfig(kind="folder", path=str(root)),)) for _ in range(3)
+        ]
+        for thread in loads:
+            thread.start()
+        for thread in loads:
+            thread.join()
+        assert most[0] == expected
+    monkeypatch.setenv("SYNTHLAB_MAX_DECODES", "0")
+    with pytest.raises(SourceError, match=r"SYNTHLAB_MAX_DECODES='0' is not accepted: expected a whole number"):
+        sources.load(SourceConfig(kind="folder", path=str(root)))
+
+
+def test_images_below_8_px_are_refused_unless_a_resolution_is_chosen(make_zip) -> None:  # type: ignore[no-untyped-def]
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"source.resolution=4 is not accepted: .*from 8 to 512"):
+        SourceConfig(resolution=4)
+    path = make_zip(class_files({"a": 3, "b": 3}, size=(1, 1)))
+    with pytest.raises(
+        SourceError, match=r"source.resolution=None \(native size\) would train on 1x1 px images.*at least 8"
+    ):
+        load_zip(path)
+    assert load_zip(path, resolution=8).images.shape == (6, 3, 8, 8)
+
+
+def test_messages_name_the_uploaded_file_not_the_server_path(make_zip) -> None:  # type: ignore[no-untyped-def]
+    data = make_zip(class_files({"only": 3}) | {"only/broken.png": b"\x89PNG not really"}).read_bytes()
+    saved = store.save_upload("my set.zip", data)
+    with pytest.raises(SourceError) as err:
+        load_zip(saved)
+    text = str(err.value)
+    assert text.startswith("zip:my_set.zip has only the class 'only'") and str(store.home()) not in text
+    assert saved.name not in text
+    data = make_zip(class_files({"a": 2, "b": 2}) | {"b/broken.png": b"\x89PNG not really"}, "two.zip").read_bytes()
+    decoded = load_zip(store.save_upload("two.zip", data))
+    assert decoded.source == "zip:two.zip"
+    why = reasons(decoded)["b/broken.png"]
+    assert why == "corrupt or unreadable image: not a PNG, JPEG, WebP, BMP, GIF or TIFF image"
+    with pytest.raises(SourceError, match=r"^source.path='gone.zip' is not a file"):
+        load_zip(saved.with_name(saved.name[:17] + "gone.zip"))
+
+
+def test_a_test_split_alone_says_what_layout_is_expected(make_zip) -> None:  # type: ignore[no-untyped-def]
+    path = make_zip(class_files({"cat": 2, "dog": 2}, prefix="set/test/"))
+    with pytest.raises(
+        SourceError, match=r"has only the split folder\(s\) test/ and no train/ folder: expected .*train/"
+    ):
+        load_zip(path)
+
+
+def test_a_source_whose_every_image_was_skipped_says_why(make_zip) -> None:  # type: ignore[no-untyped-def]
+    files = {f"{c}/{i}.png": b"\x89PNG not really" for c in "ab" for i in range(3)}
+    with pytest.raises(
+        SourceError, match=r"has no usable images: every file was skipped \(corrupt or unreadable image \(6\)\)"
+    ):
+        load_zip(make_zip(files))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 
 import pytest
@@ -91,29 +89,3 @@ def test_heavy_jobs_of_the_runner_run_with_their_share_and_light_ones_are_not_co
     gate.set()
     assert runner.wait(waiting, 30).result == 0
     assert threads.running() == 0
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread has a priority of its own on Linux only")
-def test_heavy_jobs_run_at_a_lower_priority_than_the_server_and_light_ones_do_not(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(threads.NICE_ENV, "7")
-    runner = JobRunner()
-
-    def niceness(ctx: JobContext) -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    server = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    heavy = runner.submit("heavy", niceness, owner="o")
-    light = runner.submit("light", niceness, owner="o", heavy=False)
-    assert runner.wait(heavy, 30).result == min(19, server + 7)
-    assert runner.wait(light, 30).result == server
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == server  # the calling thread is untouched
-
-
-def test_a_bad_priority_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(threads.NICE_ENV, "25")
-    with pytest.raises(threads.ThreadSettingError, match=r"SYNTHLAB_JOB_NICE='25' is not accepted: .*0 to 19"):
-        threads.job_nice()
-    monkeypatch.delenv(threads.NICE_ENV)
-    assert threads.job_nice() == threads.DEFAULT_NICE

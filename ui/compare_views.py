@@ -1,6 +1,7 @@
-"""Compare page helpers: cached experiment summaries and the figures that show them.
+"""Compare page helpers: cached experiment summaries, the figures that show them, and the page's tabs.
 
-Figures take engine objects (summaries, metrics) and return plotly figures; no widgets here.
+Figures take engine objects (summaries, metrics) and return plotly figures, without widgets; each ``*_tab``
+function draws one tab of the page (its options and figures), and the page runs only the open one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from engine import experiments, exports, owners, runs, verdicts
 from engine.experiments import ExperimentSummary
 from engine.metrics import Metrics
 from engine.mixes import SYNTHETIC_KINDS
+from ui.figures import memo
 
 PALETTE = px.colors.qualitative.Safe
 FONT = {"size": 13}
@@ -355,3 +357,76 @@ def dose_figure(summary: ExperimentSummary, metric: str) -> go.Figure:
     )
     fig.update_xaxes(range=[-0.06 * span, span + step * (max(placed.values(), default=1) + 1)])
     return fig
+
+
+# The page's tabs: only the open one runs and is drawn ------------------------------------------------------------
+
+TABS = ["Per class", "Confusion matrices", "ROC and PR curves", "Dose-response"]
+State = tuple[str, tuple[tuple[str, str, float], ...]]  # an experiment and the state of its runs (state_of)
+RunMetrics = dict[tuple[str, int], Metrics]
+
+
+def per_class_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+    """Per-class recall or F1 of every mix, and each mix's recall gain per class over the baseline."""
+    score = st.radio(
+        "Per-class score",
+        ["recall", "f1"],
+        horizontal=True,
+        help="Recall: the share of a class's test images the model finds; F1 also counts how often its predictions "
+        "of that class are right.",
+    )
+    st.plotly_chart(memo((state, "class", score), per_class_figure, summary, metrics, score), key="per_class")
+    if any(m.recall_diff for m in summary.mixes):
+        st.plotly_chart(memo((state, "gain"), recall_gain_figure, summary), key="gain")
+    else:
+        st.caption(
+            "The recall gain per class appears once a mix and the real baseline have finished a run of one seed."
+        )
+
+
+def confusion_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+    """The baseline's and the chosen mix's confusion matrices, summed over seeds."""
+    for column, label in zip(st.columns(2), dict.fromkeys(["real", other]), strict=False):
+        figure = memo((state, "cm", label), summed_confusion_figure, summary, metrics, label)
+        if figure is not None:
+            column.plotly_chart(figure, key=f"cm-{label}")
+    st.caption("Confusion matrix: rows are the true classes, columns what the model predicted; the diagonal is right.")
+
+
+def curves_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+    """ROC and PR curves of one class for the runs picked in the runs table (the baseline and the mix by default)."""
+    class_index = st.selectbox(
+        "Class for ROC / PR",
+        range(len(summary.class_names)),
+        format_func=summary.class_names.__getitem__,
+        help="ROC and precision-recall curves treat this class against all the others, at every confidence threshold.",
+    )
+    run_table = runs_table(summary, metrics)
+    status = st.multiselect("Runs: filter by status", sorted(run_table["status"].unique()))
+    shown = run_table[run_table["status"].isin(status)] if status else run_table
+    picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs")
+    rows = shown.iloc[picked.selection.rows] if picked.selection.rows else shown[shown["mix"].isin(["real", other])]
+    chosen = {f"{r.mix} s{r.seed}": metrics[(r.mix, r.seed)] for r in rows.itertuples() if (r.mix, r.seed) in metrics}
+    st.caption(
+        "Select runs in the table to overlay their curves; by default the baseline and the chosen mix. AUC: the area "
+        "under the ROC curve (1 = perfect, 0.5 = guessing); AP: average precision, the area under the PR curve."
+    )
+    for column, kind in zip(st.columns(2), ["ROC", "PR"], strict=True):
+        figure = memo((state, kind, tuple(chosen), class_index), curve_figure, chosen, class_index, kind)
+        column.plotly_chart(figure, key=f"curve-{kind}")
+
+
+def dose_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+    """The chosen score against the synthetic share of each mix's training set."""
+    dose_metric = st.selectbox(
+        "Dose-response metric",
+        ["accuracy", "f1_macro", "balanced_accuracy"],
+        format_func=verdicts.METRIC_WORDS.__getitem__,
+        help="Dose-response: how the score changes as a larger share of the training set is synthetic.",
+    )
+    st.plotly_chart(memo((state, "dose", dose_metric), dose_figure, summary, dose_metric), key="dose")
+    st.caption(
+        "Each mix is one dose; mixes at the same share (the controls add no generated images) are drawn side by "
+        "side, and hovering a point shows its exact share. To see a trend, train Replace mixes (50/50, 30/70, "
+        "synthetic only) alongside Add on the Train page."
+    )

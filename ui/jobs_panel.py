@@ -1,8 +1,10 @@
 """The process-wide job runner, who owns which jobs, and the live job panel.
 
-The runner lives behind ``st.cache_resource`` (one per server process, shared by all sessions);
-creating it marks runs a previous process left running as interrupted and starts the sweep that does
-the same every 20 s for processes that stop meanwhile (a killed CLI run) and for generator trainings.
+The runner lives behind ``st.cache_resource`` (one per server process, shared by all sessions); the
+``SYNTHLAB_RUNNER`` setting chooses it (:func:`engine.jobs.make_runner`: this process's threads, or Ray
+tasks on a cluster, whose rows also say on which node each job runs). Creating it marks runs a previous
+process left running as interrupted and starts the sweep that does the same every 20 s for processes
+that stop meanwhile (a killed CLI run) and for generator trainings.
 A session's jobs are found by its user's name (the login, or the one local user without accounts), so
 they are found again after a page switch, a browser reload or in a second tab; after a restart the
 panel reads the user's latest experiment from disk. The panel is a fragment that polls job snapshots
@@ -19,7 +21,7 @@ from plotly.subplots import make_subplots
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from engine import experiments, heartbeat, owners, runs, tasks
-from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot, format_eta
+from engine.jobs import FINISHED, JobError, JobRunner, JobSnapshot, format_eta, make_runner
 from engine.synth import sets
 from engine.training import TrainEvent
 from ui import auth
@@ -38,10 +40,11 @@ STATUS_ICONS = {  # Streamlit's own icon font, so they render without system emo
 
 @st.cache_resource(show_spinner=False)
 def get_runner() -> JobRunner:
-    """The server's job runner; creating it starts this process's heartbeat and the sweep every 20 s."""
+    """The server's job runner (the backend ``SYNTHLAB_RUNNER`` names); creating it starts this process's heartbeat
+    and the sweep every 20 s."""
     heartbeat.start("app")
     runs.mark_interrupted()  # a run that claims this process was left by an earlier one with the same pid
-    runner = JobRunner()
+    runner = make_runner()
     runs.sweep()
     runner.every(20, runs.sweep, "sweep")  # runs and generator trainings of stopped processes: interrupted
     return runner
@@ -263,7 +266,7 @@ def _job_panel(owner: str, every: float | None) -> None:
     )
     for snap in snaps:
         cols = st.columns([3, 6, 1])
-        cols[0].write(f"{STATUS_ICONS.get(snap.status, '')} {snap.title}")
+        cols[0].write(f"{STATUS_ICONS.get(snap.status, '')} {snap.title}" + (f" · {snap.where}" if snap.where else ""))
         cols[1].progress(snap.progress, text=progress_text(snap))
         if snap.status not in FINISHED and cols[2].button("Cancel", key=f"cancel-{snap.id}"):
             try:

@@ -71,7 +71,7 @@ def _apply_preset() -> None:
 def _make_demo_pipeline() -> None:
     folder = store.home() / DEMO_FOLDER
     build_tiny_pipeline(folder)
-    st.session_state["sd_model_other"] = str(folder)
+    st.session_state["sd_model_other"] = DEMO_FOLDER  # relative paths start in the workspace: no server path shown
     st.session_state["sd_size"], st.session_state["sd_steps"] = 64, 4
 
 
@@ -85,7 +85,11 @@ def _model_field() -> str:
         preset = stable_diffusion.PRESETS[choice]
         st.caption(f"{preset['note']}; its suggested steps, guidance and size are filled in below.")
         return choice
-    model = st.text_input("Hugging Face id or pipeline folder on the server", key="sd_model_other")
+    model = st.text_input(
+        "Hugging Face id or pipeline folder on the server",
+        key="sd_model_other",
+        help="A relative folder path starts in the workspace; other folders must lie where the server allows",
+    )
     st.button(
         "Make a tiny offline demo pipeline (random weights: it draws noise, but runs every step)",
         on_click=_make_demo_pipeline,

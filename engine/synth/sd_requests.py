@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -23,6 +24,8 @@ from engine.datasets import LabDataset
 from engine.records import SCHEMA, migrate
 from engine.synth import sets
 from engine.synth.stable_diffusion import SDConfig
+
+log = logging.getLogger(__name__)
 
 
 def request_key(cfg: SDConfig, dataset: LabDataset) -> str:
@@ -38,7 +41,10 @@ def request_key(cfg: SDConfig, dataset: LabDataset) -> str:
 
 def cached_set(cfg: SDConfig, dataset: LabDataset) -> sets.SetInfo | None:
     """The stored set that already fulfils this request, if any (a deleted set is not served)."""
-    set_id = store.cache_get(("sd-set", request_key(cfg, dataset)))
+    key = request_key(cfg, dataset)
+    stored = store.cache_get(("sd-set", key))
+    # requests fulfilled before the cache held plain bytes are found under their older key, never unpickled
+    set_id = stored.decode(errors="replace") if stored is not None else store.legacy_cache_text(("sd-set", key))
     if not set_id:
         return None
     try:
@@ -126,5 +132,8 @@ def discard_partial(key: str) -> None:
 def finish(cfg: SDConfig, dataset: LabDataset, set_id: str) -> None:
     """The request became set ``set_id``: serve it from now on and delete what the runs wrote."""
     key = request_key(cfg, dataset)
-    store.cache_set(("sd-set", key), set_id)
+    try:
+        store.cache_set(("sd-set", key), set_id.encode(), what="the record of a finished Stable Diffusion request")
+    except store.DiskFull as err:  # the set itself is stored: only serving it to the same request again is lost
+        log.warning("%s", err)
     shutil.rmtree(partial_folder(key), ignore_errors=True)

@@ -271,7 +271,11 @@ def load_set(set_id: str, *, kept_only: bool = True) -> ImageSet:
     folder, shape = _folder(set_id), (info.channels, info.resolution, info.resolution)
     images = np.zeros((len(records), *shape), dtype=np.uint8)
     for i, record in enumerate(records):
-        pixels = read_png(folder / record.file, info.channels)
+        try:
+            pixels = read_png(folder / record.file, info.channels)
+        except OSError as err:  # named by the set's own file name: no server paths in the message
+            reason = "it is missing" if isinstance(err, FileNotFoundError) else "it is not a readable PNG image"
+            raise SetError(f"image {record.file!r} of set {set_id!r} could not be read: {reason}") from None
         if pixels.shape != shape:
             raise SetError(f"image {record.file!r} of set {set_id!r} has shape {pixels.shape}, expected {shape}")
         images[i] = pixels

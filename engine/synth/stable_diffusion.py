@@ -156,22 +156,36 @@ _registry = threading.Lock()
 
 
 def resolve_model(model: str) -> tuple[str, bool]:
-    """(what to pass to ``from_pretrained``, whether it is a local folder); raises naming the value."""
+    """(what to pass to ``from_pretrained``, whether it is a local folder); raises naming the value.
+
+    A relative path starts in the workspace. Folders are looked at only inside the places the server may read
+    (the workspace and ``$SYNTHLAB_FOLDER_ROOTS``): a path outside them gets the same answer whether or not it
+    exists, so the field tells nothing about the server's other folders.
+    """
     text = model.strip()
+    path_like = text.startswith(("/", ".", "~")) or os.sep in text.replace("/", "") or not HUB_ID.fullmatch(text)
+    if not text:
+        raise SDConfigError("model='' is not accepted: a Hugging Face id such as 'stabilityai/sd-turbo' or a folder")
     path = Path(text).expanduser()
-    if path.is_dir():
-        if not store.is_readable_location(path):
-            raise SDConfigError(
-                f"model={text!r} is not accepted: folders must lie inside the workspace or {store.FOLDER_ROOTS_ENV}"
-            )
+    path = path if path.is_absolute() else store.home() / path
+    try:
+        inside = store.is_readable_location(path)
+    except (OSError, RuntimeError):  # a symbolic link loop: no folder we could read
+        inside = False
+    if inside and path.is_dir():
         if not (path / "model_index.json").is_file():
             raise SDConfigError(f"model={text!r} is not a diffusers pipeline folder: it has no model_index.json")
         return str(path.resolve()), True
-    if text.startswith(("/", ".", "~")) or os.sep in text.replace("/", "") or not HUB_ID.fullmatch(text):
+    if not path_like:
+        return text, False
+    if inside:
         raise SDConfigError(
             f"model={text!r} is not accepted: no such folder, and not a Hugging Face id of the form 'owner/name'"
         )
-    return text, False
+    raise SDConfigError(
+        f"model={text!r} is not accepted: it is not a Hugging Face id of the form 'owner/name', and folders must lie "
+        f"inside the workspace or the folders the server's {store.FOLDER_ROOTS_ENV} names"
+    )
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -214,7 +228,13 @@ def _load_text2img(source: str, local: bool, dtype: torch.dtype) -> Any:
 
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": False}
     if local:
-        return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+        try:
+            return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as err:  # named by the folder's own name: no server paths in the message
+            name = Path(source).name
+            lines = str(err).strip().splitlines()
+            first = lines[0].replace(source, name) if lines else "it could not be read"
+            raise SDConfigError(f"model folder {name!r} is not a pipeline diffusers can load: {first}") from err
     try:  # the machine's Hugging Face cache first: no network needed
         with warnings.catch_warnings():  # diffusers passes an argument huggingface_hub has deprecated; not ours
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
@@ -225,7 +245,7 @@ def _load_text2img(source: str, local: bool, dtype: torch.dtype) -> Any:
     try:
         return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "no reason given"
         raise ModelUnavailable(f"{source} could not be loaded from the Hugging Face hub: {first}") from err
 
 
