@@ -141,11 +141,19 @@ def _generator(cfg: generators.GeneratorConfig, dataset: LabDataset, *, runner: 
     return gen_id
 
 
-def _make_set(request: make_sets.GenerateConfig, dataset: LabDataset, *, fresh: bool) -> sets.SetInfo:
+def _make_set(
+    request: make_sets.GenerateConfig, dataset: LabDataset, *, fresh: bool, runner: str = "threads"
+) -> sets.SetInfo:
     loop.check_generator(request.generator, dataset)
     make_sets.target_counts(dataset, request)  # class names checked before the judge trains
     progress = Progress("set")
-    info, reused = loop.make_or_reuse_set(request, dataset, fresh=fresh, on_progress=set_progress(progress))
+    found = None if fresh else loop.find_set(request, dataset)
+    if found is not None:
+        info, reused = found, True
+    elif runner == "ray":
+        info, reused = ray_cli.make_set(request, dataset), False
+    else:
+        info, reused = loop.make_or_reuse_set(request, dataset, fresh=True, on_progress=set_progress(progress))
     progress.finish(f"{info.id} " + ("reused: made earlier by the same request" if reused else "made"))
     kept, total = sum(info.counts_kept), sum(info.counts_total)
     print(f"set {info.id}: kept {kept:,} of {total:,} generated images, from generator {info.generator}")
@@ -234,8 +242,8 @@ def cmd_make_set(args: argparse.Namespace) -> int:
     # 2. The dataset, the generator when the config trains one, then the set.
     dataset = _dataset(dataset_cfg)
     if cfg is not None and not gen_id:
-        gen_id = _generator(cfg.generator, dataset)
-    _make_set(dataclasses.replace(request, generator=gen_id), dataset, fresh=args.new)
+        gen_id = _generator(cfg.generator, dataset, runner=args.runner)
+    _make_set(dataclasses.replace(request, generator=gen_id), dataset, fresh=args.new, runner=args.runner)
     return 0
 
 
@@ -267,18 +275,19 @@ def cmd_loop(args: argparse.Namespace) -> int:
     dataset = _dataset(cfg.dataset)
     make_sets.target_counts(dataset, cfg.generate)  # class names checked before anything trains
     gen_id = cfg.stored_generator or _generator(cfg.generator, dataset, runner=args.runner)
-    info = _make_set(cfg.generate_for(gen_id), dataset, fresh=args.new_set)
+    info = _make_set(cfg.generate_for(gen_id), dataset, fresh=args.new_set, runner=args.runner)
     made = []
     for split_seed in cfg.further_splits:  # repeated splits: the same generator and set on each further split
-        progress = Progress(f"set for split seed {split_seed}")
         split = dataclasses.replace(cfg.dataset.split, seed=split_seed)
-        twin = split_sets.make_split_set(
-            info.id,
-            loop.load_dataset(dataclasses.replace(cfg.dataset, split=split)),
-            on_progress=set_progress(progress),
-            on_event=generator_progress(progress),
-        )
-        progress.finish(f"{twin} made like {info.id}")
+        other = loop.load_dataset(dataclasses.replace(cfg.dataset, split=split))
+        if args.runner == "ray":
+            twin = ray_cli.split_set(info.id, other)
+        else:
+            progress = Progress(f"set for split seed {split_seed}")
+            twin = split_sets.make_split_set(
+                info.id, other, on_progress=set_progress(progress), on_event=generator_progress(progress)
+            )
+            progress.finish(f"{twin} made like {info.id}")
         made.append((info.id, split_seed, twin))
     record = _experiment(cfg.experiment(info.id, made), dataset, runner=args.runner)
     return _report(experiments.summarize(record.id, n_boot=args.n_boot), facts_of(dataset), args)
@@ -489,6 +498,7 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, help="noise seed")
     make.add_argument("--name", help="the set's name")
     make.add_argument("--new", action="store_true", help="make a new set even if the same request made one")
+    runner_option(make)
     make.set_defaults(fn=cmd_make_set)
     lp = sub.add_parser("loop", help="dataset -> generator -> set -> experiment, from one TOML")
     lp.add_argument("config", help="loop TOML, e.g. examples/default_loop.toml")

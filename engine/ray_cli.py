@@ -1,11 +1,12 @@
 """The CLI's heavy work on a Ray cluster (``--runner ray``): submit it through the job runner, follow it.
 
-``python -m engine experiment|loop|generate ... --runner ray`` runs an experiment's runs (and a loop's or
-``generate``'s generator training) as Ray tasks through :class:`~engine.ray_backend.RayRunner`, as many at
-once as the cluster has CPUs for, and follows them here with the same progress line; the table printed
-afterwards is the one the threads give, read from the run records the tasks wrote. Ctrl-C asks every job
-to stop (a run keeps nothing, as with threads) and waits a little for them. Where this stops: which cluster
-is joined is :func:`engine.ray_backend.connect`'s; what is printed is :mod:`engine.cli_output`'s.
+``python -m engine experiment|loop|generate|make-set ... --runner ray`` runs an experiment's runs, a
+generator's training and the making of sets (a loop's too, on every split) as Ray tasks through
+:class:`~engine.ray_backend.RayRunner`, as many at once as the cluster has CPUs for, and follows them here
+with a progress line; the table printed afterwards is the one the threads give, read from the run records
+the tasks wrote. One person's command is not held to a shared server's per-user job limit. Ctrl-C asks every
+job to stop (a run keeps nothing, as with threads) and waits a little for them. Where this stops: which
+cluster is joined is :func:`engine.ray_backend.connect`'s; what is printed is :mod:`engine.cli_output`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from engine import experiments, owners, tasks
 from engine.cli_output import Progress
 from engine.datasets import ImageSet, LabDataset
 from engine.jobs import FINISHED, Cancelled, JobRunner, JobSnapshot
-from engine.synth import generators
+from engine.synth import generators, make_sets, sets
 
 POLL_S = 0.5
 STOP_WAIT_S = 30.0  # after Ctrl-C, how long the jobs get to stop before the command exits
@@ -34,7 +35,7 @@ def runner() -> JobRunner:
         from engine.ray_backend import RayRunner
 
         _joined = not ray.is_initialized()
-        _runner = RayRunner()
+        _runner = RayRunner(per_user_cap=False)  # one person's command: a whole experiment at once, as with threads
     return _runner
 
 
@@ -95,12 +96,31 @@ def experiment(
 def generator(cfg: generators.GeneratorConfig, dataset: LabDataset) -> tuple[str, bool]:
     """Train (or reuse) a generator as a cluster task: (its id, whether it was reused)."""
     reused = generators.load_origin(generators.generator_id(cfg, dataset)) is not None
+    job_id = tasks.submit_generator_training(runner(), cfg, dataset, owner=owners.owner_name())
+    return str(_one(job_id, "generator training")), reused
+
+
+def _one(job_id: str, title: str) -> object:
+    """Follow one job with a progress line; its result, or the reason it did not finish as an error."""
     run = runner()
-    job_id = tasks.submit_generator_training(run, cfg, dataset, owner=owners.owner_name())
-    progress = Progress(f"generator {cfg.kind}")
+    progress = Progress(title)
     (snap,) = _follow(run, [job_id], lambda snaps: progress.update(snaps[0].progress, snaps[0].message))
     if snap.status == "cancelled":
-        raise Cancelled(snap.error or "the generator training was cancelled")
+        raise Cancelled(snap.error or f"the {title} was cancelled")
     if snap.status != "done":
-        raise RuntimeError(snap.error or f"the generator training ended {snap.status}")
-    return str(snap.result), reused
+        raise RuntimeError(snap.error or f"the {title} ended {snap.status}")
+    return snap.result
+
+
+def make_set(request: make_sets.GenerateConfig, dataset: LabDataset) -> sets.SetInfo:
+    """Make a judged synthetic set as a cluster task; returns its info."""
+    job_id = tasks.submit_generation(runner(), request, dataset, owner=owners.owner_name())
+    info = _one(job_id, "set")
+    assert isinstance(info, sets.SetInfo)
+    return info
+
+
+def split_set(set_id: str, dataset: LabDataset) -> str:
+    """Make the set like ``set_id`` for another split (``dataset``) as a cluster task; returns the new set's id."""
+    job_id = tasks.submit_split_set(runner(), set_id, dataset, owner=owners.owner_name())
+    return str(_one(job_id, f"set for split seed {dataset.config.split.seed}"))

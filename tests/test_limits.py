@@ -109,3 +109,16 @@ def test_an_experiment_larger_than_a_users_room_is_refused_before_anything_is_sa
     assert experiments.list_experiments() == [] and runs.list_records() == []
     assert [s.title for s in runner.list(owner="me")] == ["one of mine"]
     gate.set()
+
+
+def test_a_runner_for_one_persons_command_holds_no_one_to_the_servers_limit() -> None:
+    limits.set_limit("max_jobs", 1, user="me")
+    capped, uncapped, gate = JobRunner(), JobRunner(per_user_cap=False), threading.Event()
+    capped.submit("first", lambda ctx: gate.wait(10), owner="me")
+    with pytest.raises(LimitReached):
+        capped.submit("second", lambda ctx: None, owner="me")
+    ids = [uncapped.submit(f"job {i}", lambda ctx: gate.wait(10), owner="me") for i in range(3)]
+    uncapped.check_room("me", 50, what="this experiment")  # no refusal
+    assert uncapped.room("me") > 50 and len(ids) == 3
+    gate.set()
+    assert all(uncapped.wait(i, 30).status == "done" for i in ids)

@@ -260,6 +260,29 @@ def test_the_cli_runs_an_experiment_on_the_cluster_and_prints_the_same_table(
     assert ray.is_initialized()  # the command left the cluster it found as it was
 
 
+def test_the_cli_loop_trains_its_generator_and_makes_its_set_on_the_cluster(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.synth import generators, make_sets, sets
+    from tests.test_cli import LOOP, tiny_zip
+
+    def not_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ran in the command's own process, not on the cluster")
+
+    # Patched in this process only: the workers import their own, unpatched modules.
+    monkeypatch.setattr(make_sets, "make_set", not_here)
+    monkeypatch.setattr(generators, "train_generator", not_here)
+    config = tmp_path / "loop.toml"
+    config.write_text(LOOP.format(zip=tiny_zip(tmp_path / "tiny.zip")))
+    assert main(["loop", str(config), "--runner", "ray", "--n-boot", "50"]) == 0
+    out = capsys.readouterr().out
+    [made] = sets.list_sets()
+    assert f"set {made.id}: kept" in out and re.search(r"^add\b.*\s2/2", out, re.M)
+    assert {r.status for r in runs.list_records()} == {"done"} and len(runs.list_records()) == 4
+    assert main(["make-set", str(config), "--runner", "ray", "--new", "--per-class", "2"]) == 0  # make-set too
+    assert len(sets.list_sets()) == 2
+
+
 def test_the_sweep_names_the_node_of_a_worker_whose_heartbeat_went_stale() -> None:
     """A server restarted while a task ran: the worker's heartbeat stops, and the sweep marks its run honestly."""
     heartbeat.start()
