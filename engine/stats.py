@@ -249,7 +249,7 @@ def paired_bootstrap(
             pairs = [treat[u] for u in units], [base[u] for u in units]
             per_seed[:, units] = _resampled_diffs(score, y, *pairs, prep, idx)
         drawn = rng.integers(0, n_seeds, size=(size, n_seeds))
-        weights = np.stack([np.bincount(row, minlength=n_seeds) for row in drawn]) / n_seeds  # (B, S)
+        weights = _draw_counts(drawn, n_seeds) / n_seeds  # (B, S)
         diffs[start : start + size] = (weights * (np.nan_to_num(per_seed) if auc else per_seed)).sum(axis=1)
     low, high = (float(q) for q in np.quantile(diffs, [alpha / 2, 1 - alpha / 2]))
     p_value = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
@@ -296,12 +296,18 @@ def _resampled_diffs(
     if isinstance(score, MinorityRecall):
         return _resampled_minority_recall(idx, y, pairs, score.classes)
     if isinstance(score, MacroAUC):
-        counts = np.stack([np.bincount(row, minlength=len(y)) for row in idx]).astype(np.float32)  # (B, N)
+        counts = _draw_counts(idx, len(y)).astype(np.float32)  # (B, N)
         c = score.num_classes
         return np.stack(
             [_weighted_macro_auc(y, t, counts, c) - _weighted_macro_auc(y, b, counts, c) for t, b in pairs], axis=1
         )
     return np.array([[score(y[row], t[row]) - score(y[row], b[row]) for t, b in pairs] for row in idx])
+
+
+def _draw_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) how often each of ``n`` items was drawn in each row of the (B, K) indices ``idx``."""
+    rows = idx.shape[0]
+    return np.bincount((np.arange(rows)[:, None] * n + idx).ravel(), minlength=rows * n).reshape(rows, n)
 
 
 def _resampled_minority_recall(
@@ -312,8 +318,7 @@ def _resampled_minority_recall(
     The same numbers as calling the score on each resample (a class absent from a resample is left out of
     its mean), from the (B, N) draw counts times per-image indicators instead of 2 x B x U Python calls.
     """
-    b, n = idx.shape
-    counts = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+    counts = _draw_counts(idx, len(y)).astype(np.float64)
     is_class = y[:, None] == np.asarray(classes)[None, :]  # (N, K)
     support = counts @ is_class.astype(np.float64)  # (B, K) drawn images of each class
     present = support > 0

@@ -679,6 +679,12 @@ def with_extra(case_id: str, name: str, data: Data, **kw: Any) -> Case:
     return Case(case_id, zip_of(good() | {name: data}), kept=5, classes=("a", "b"), **kw)
 
 
+def raw_bad(case_id: str, member: Raw, reason: str) -> Case:
+    """Good images plus one member written field by field (:class:`Raw`) that is skipped with ``reason``."""
+    name = member.name if isinstance(member.name, str) else member.name.decode()
+    return Case(case_id, raw_of([*good_raw(), member]), skipped={name: reason}, kept=4, classes=("a", "b"))
+
+
 def refused(case_id: str, build: Build, error: str, **kw: Any) -> Case:
     """A source that must be refused with a SourceError matching ``error``."""
     return Case(case_id, build, error=error, **kw)
@@ -780,39 +786,19 @@ def archive_cases() -> list[Case]:
     split_head = bytes_of(lambda: b"PK\x07\x08" + b"".join(local_header(n.encode(), d) + d for n, d in good().items()))
     return [
         # Encryption and unsupported methods: skipped with the reason, the rest loads.
-        Case(
-            "encrypted-member",
-            raw_of([*good_raw(), Raw("a/secret.png", method=0, flags=0x1, payload=noise(12) + png)]),
-            skipped={"a/secret.png": r"encrypt"},
-            kept=4,
-            classes=("a", "b"),
-        ),
+        raw_bad("encrypted-member", Raw("a/secret.png", method=0, flags=0x1, payload=noise(12) + png), r"encrypt"),
         refused(
             "encrypted-everything",
             raw_of([Raw(n, method=0, flags=0x1, payload=bytes(12) + d) for n, d in good().items()]),
             r"encrypt|no readable images",
         ),
-        Case(
-            "strong-encryption-flag",
-            raw_of([*good_raw(), Raw("a/strong.png", method=0, flags=0x41, payload=bytes(64))]),
-            skipped={"a/strong.png": r"encrypt"},
-            kept=4,
-            classes=("a", "b"),
-        ),
-        Case(
+        raw_bad("strong-encryption-flag", Raw("a/strong.png", method=0, flags=0x41, payload=bytes(64)), r"encrypt"),
+        raw_bad(
             "aes-method-99",
-            raw_of([*good_raw(), Raw("a/aes.png", method=99, flags=0x1, payload=bytes(64))]),
-            skipped={"a/aes.png": r"encrypt|compression method|unsupported"},
-            kept=4,
-            classes=("a", "b"),
+            Raw("a/aes.png", method=99, flags=0x1, payload=bytes(64)),
+            r"encrypt|compression method|unsupported",
         ),
-        Case(
-            "deflate64-method",
-            raw_of([*good_raw(), Raw("a/d64.png", method=9, payload=bytes(64))]),
-            skipped={"a/d64.png": r"compression method|unsupported"},
-            kept=4,
-            classes=("a", "b"),
-        ),
+        raw_bad("deflate64-method", Raw("a/d64.png", method=9, payload=bytes(64)), r"compression method|unsupported"),
         # Spanned and split archives: refused.
         refused("spanned-zip64-locator", raw_of(good_raw(), locator_disks=3), r"span|disk|split|multi"),
         refused(
@@ -878,12 +864,10 @@ def archive_cases() -> list[Case]:
             r"bomb|budget|ratio|limit",
             max_read=BOMB_READ_CAP,
         ),
-        Case(
+        raw_bad(
             "size-declared-smaller-stored",
-            raw_of([*good_raw(), Raw("a/short.png", png, method=0, file_size=len(png) // 2)]),
-            skipped={"a/short.png": r"CRC|corrupt|size|truncat"},
-            kept=4,
-            classes=("a", "b"),
+            Raw("a/short.png", png, method=0, file_size=len(png) // 2),
+            r"CRC|corrupt|size|truncat",
         ),
         Case(  # the data is intact and its CRC right; only the declared size is too large
             "size-declared-double",
@@ -897,13 +881,7 @@ def archive_cases() -> list[Case]:
             r"table of contents|overlap|damaged|corrupt",
             max_read=BOMB_READ_CAP,
         ),
-        Case(
-            "crc-mismatch",
-            raw_of([*good_raw(), Raw("a/crc.png", png, crc=0xDEADBEEF)]),
-            skipped={"a/crc.png": r"CRC|corrupt"},
-            kept=4,
-            classes=("a", "b"),
-        ),
+        raw_bad("crc-mismatch", Raw("a/crc.png", png, crc=0xDEADBEEF), r"CRC|corrupt"),
         Case(
             "local-name-differs",
             raw_of([*good_raw(), Raw("a/central.png", png, local_name=b"../../evil.png")]),
