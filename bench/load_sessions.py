@@ -7,7 +7,8 @@ starts a small experiment under its own name (Max epochs and Seeds lowered throu
 visiting Dataset, Compare and Train until its runs have finished. Measured:
 
 - page load: from the click on a page's link in the sidebar (or the first address typed) until the
-  page's title is drawn and Streamlit reports the script idle; p50 and p95 over every visit;
+  page's title is drawn and Streamlit reports the script idle; p50 and p95 over every visit, and apart for
+  a person's first visit of each page (the page's code is new to that browser) and the later ones;
 - server-side rerun: the time of each script run inside the server (the benchmark's server wraps
   Streamlit's script runner with a timer), full reruns and fragment reruns (the job panel) apart;
 - jobs: how many runs finished, failed or were cut short (read from the workspace), how many a person
@@ -51,6 +52,7 @@ FINISHED_TEXT = "All runs of this experiment have finished"
 QUEUED = re.compile(r"queued, place \d+")
 VISITS = ("Dataset", "Compare", "Train")
 SERVE = "--serve-timed"  # internal: run the app's server with a timer around each script run
+BEGAN = time.perf_counter()  # set again when the sessions start
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Session:
 
     user: str
     experiment_name: str
-    loads: list[tuple[str, float]] = field(default_factory=list)  # (page, seconds)
+    loads: list[tuple[str, float, float]] = field(default_factory=list)  # (page, seconds, start since the bench began)
     started_at: float = 0.0  # time.monotonic() of the Start click
     finished_seen_at: float = 0.0  # when Train first said every run had finished
     most_queued_seen: int = 0  # the most "queued, place N" lines on Train at one visit
@@ -155,7 +157,7 @@ async def visit(page: Any, session: Session, name: str, timeout_ms: float) -> No
     await page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
     await expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(timeout=timeout_ms)
     await idle(page, timeout_ms)
-    session.loads.append((name, time.perf_counter() - start))
+    session.loads.append((name, time.perf_counter() - start, start - BEGAN))
     session.error_boxes += await page.get_by_test_id("stException").count()
     session.error_boxes += await page.get_by_test_id("stAlertContentError").count()
 
@@ -198,7 +200,7 @@ async def person(
             await page.get_by_role("button", name="Log in").click()
         await expect(page.get_by_role("heading", name="Dataset", exact=True)).to_be_visible(timeout=timeout_ms)
         await idle(page, timeout_ms)
-        session.loads.append(("first load", time.perf_counter() - start))
+        session.loads.append(("first load", time.perf_counter() - start, start - BEGAN))
         # 2b. Start a small experiment under this person's own name.
         await visit(page, session, "Train", timeout_ms)
         for label, value in (("Max epochs", args.epochs), ("Seeds", args.seeds)):
@@ -281,16 +283,25 @@ def rerun_times(timing_file: Path) -> dict[str, list[float]]:
 def summarise(
     people: list[Session], auth: str, note: str, reruns: dict[str, list[float]], counts: dict[str, int], extra: dict
 ) -> dict[str, Any]:
-    loads = [s for p in people for page, s in p.loads if page != "first load"]
-    first = [s for p in people for page, s in p.loads if page == "first load"]
+    loads = [s for p in people for page, s, _ in p.loads if page != "first load"]
+    first = [s for p in people for page, s, _ in p.loads if page == "first load"]
+    opened, again = [], []  # a person's first visit of a page (its code new to their browser), and the later ones
+    for p in people:
+        seen: set[str] = set()
+        for page, s, _ in p.loads:
+            if page != "first load":
+                (again if page in seen else opened).append(s)
+                seen.add(page)
     ended = [p.finished_seen_at - p.started_at for p in people if p.finished_seen_at and p.started_at]
     return {
         "sessions": len(people),
         "auth": auth,
         "note": note,
         "page_load_s": {"n": len(loads), "p50": percentile(loads, 50), "p95": percentile(loads, 95)},
+        "page_load_first_visit_s": {"n": len(opened), "p50": percentile(opened, 50), "p95": percentile(opened, 95)},
+        "page_load_later_visits_s": {"n": len(again), "p50": percentile(again, 50), "p95": percentile(again, 95)},
         "page_load_p50_by_page_s": {
-            name: percentile([s for p in people for page, s in p.loads if page == name], 50) for name in VISITS
+            name: percentile([s for p in people for page, s, _ in p.loads if page == name], 50) for name in VISITS
         },
         "first_load_s": {"n": len(first), "p50": percentile(first, 50), "p95": percentile(first, 95)},
         "rerun_s": {
@@ -329,6 +340,8 @@ def print_summary(result: dict[str, Any]) -> None:
         *([f"note: {result['note']}"] if result["note"] else []),
         f"page load (sidebar click -> title drawn, script idle): {fig(result['page_load_s'])}",
         "  p50 by page: " + " · ".join(f"{k} {v:.2f} s" for k, v in result["page_load_p50_by_page_s"].items()),
+        f"  a person's first visit of a page: {fig(result['page_load_first_visit_s'])} · "
+        f"later visits: {fig(result['page_load_later_visits_s'])}",
         f"first load (address -> Dataset drawn, idle, login included): {fig(result['first_load_s'])}",
         "server-side rerun: full "
         + (fig(reruns["full"]) if reruns["full"] else "not measured")
@@ -365,6 +378,8 @@ def browser_command(nice: int) -> str:
 async def drive(url: str, people: list[Session], passwords: dict[str, str], args: argparse.Namespace) -> float:
     from playwright.async_api import async_playwright
 
+    global BEGAN
+    BEGAN = time.perf_counter()
     names = {p.experiment_name for p in people}
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_jobs(len(people), stop))

@@ -6,8 +6,10 @@ stored synthetic set per class with filter scores and lets images be rejected or
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -19,7 +21,14 @@ from engine.synth import ddpm, gan, generators, make_sets, quality, sets
 from engine.synth.events import GeneratorEvent
 from engine.synth.filters import WEAK_RECALL
 from ui.figures import grid_figure, split_grid, tile
-from ui.jobs_panel import STATUS_ICONS, get_runner, poll_interval, progress_text, redraw_when_pace_changes
+from ui.jobs_panel import (
+    STATUS_ICONS,
+    get_runner,
+    live_figure,
+    poll_interval,
+    progress_text,
+    redraw_when_pace_changes,
+)
 from ui.state import DATASET_KEY
 
 KIND_LABELS = {"cgan": "Conditional GAN (projection discriminator)", "wgan-gp": "WGAN-GP (gradient penalty)"}
@@ -374,6 +383,12 @@ LOSS_WORDS = {
 }
 
 
+def _samples_figure(grid: np.ndarray, step: int) -> go.Figure:
+    """A generator's samples at ``step`` (one row per class, the same noise each time) as a labelled grid."""
+    rows = split_grid(grid, gan.SAMPLES_PER_CLASS)
+    return grid_figure(rows, _row_names(len(rows)), f"Samples at step {step:,} (the same noise each time)")
+
+
 def _loss_figure(rows: list[dict[str, float]]) -> go.Figure:
     fig = go.Figure()
     for key, words in LOSS_WORDS.items():
@@ -418,7 +433,7 @@ def _cancel(job_id: str, owner: str, *, keep: bool) -> None:
 
 
 def generate_panel(owner: str) -> None:
-    """The live panel of the Generate page, polled at the pace its jobs need (every second while one runs)."""
+    """The live panel of the Generate page, polled at the pace its jobs need (every 2 s while one runs)."""
     every = poll_interval(owner, tasks.JobKind.GENERATE)
     st.fragment(_generate_panel, run_every=every)(owner, every)
 
@@ -452,11 +467,13 @@ def _generate_panel(owner: str, every: float | None) -> None:
             rows = [{"step": e.step, **e.values} for e in events if e.kind == "step"]
             grids = [e for e in events if e.kind == "samples" and e.grid is not None]
             left, right = st.columns([3, 2])
-            left.plotly_chart(_loss_figure(rows), key=f"loss-{snap.id}")
-            if grids:
-                rows = split_grid(grids[-1].grid, gan.SAMPLES_PER_CLASS)
-                title = f"Samples at step {grids[-1].step:,} (the same noise each time)"
-                right.plotly_chart(grid_figure(rows, _row_names(len(rows)), title), key=f"grid-{snap.id}")
+            settled = snap.status in FINISHED
+            losses = live_figure(f"_loss-{snap.id}", len(rows), partial(_loss_figure, rows), settled=settled)
+            left.plotly_chart(losses, key=f"loss-{snap.id}")
+            if grids and (latest := grids[-1].grid) is not None:
+                step = grids[-1].step
+                grid = live_figure(f"_grid-{snap.id}", step, partial(_samples_figure, latest, step), settled=settled)
+                right.plotly_chart(grid, key=f"grid-{snap.id}")
             for warning in {e.message for e in events if e.kind == "warning"}:
                 st.warning(warning)
         if isinstance(snap.result, dict) and snap.result:  # a Stable Diffusion preview: one image per class

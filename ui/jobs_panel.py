@@ -8,11 +8,13 @@ that stop meanwhile (a killed CLI run) and for generator trainings.
 A session's jobs are found by its user's name (the login, or the one local user without accounts), so
 they are found again after a page switch, a browser reload or in a second tab; after a restart the
 panel reads the user's latest experiment from disk. The panel is a fragment that polls job snapshots
-about once a second; no worker thread ever calls Streamlit.
+every 2 s while a job runs (:func:`poll_interval`); no worker thread ever calls Streamlit.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -201,14 +203,21 @@ def interrupted_runs(records: list[runs.RunRecord], owner: str) -> None:
                 st.error(f"Nothing started: {err}")
 
 
+RUNNING_EVERY_S = 2.0  # a panel's pace while one of its jobs runs
+QUEUED_EVERY_S = 3.0  # ... while they only wait in the queue
+
+
 def poll_interval(owner: str, kind: tasks.JobKind) -> float | None:
-    """How often a panel of ``owner``'s jobs of ``kind`` redraws: every second while one runs, every 3 s while
-    they only wait in the queue, never when none is left (an open tab then costs the server nothing)."""
+    """How often a panel of ``owner``'s jobs of ``kind`` redraws: every 2 s while one runs, every 3 s while they
+    only wait in the queue, never when none is left (an open tab then costs the server nothing).
+
+    Each redraw costs the browser work however little changed (Streamlit draws the panel's elements again):
+    with many people's browsers on one machine, every second was too often (docs/measured.md)."""
     snaps = get_runner().list(owner=owner, events=False)
     mine = [s for s in snaps if (group := tasks.JobGroup.parse(s.group)) is not None and group.kind is kind]
     if any(s.status == "running" for s in mine):
-        return 1.0
-    return 3.0 if any(s.status == "queued" for s in mine) else None
+        return RUNNING_EVERY_S
+    return QUEUED_EVERY_S if any(s.status == "queued" for s in mine) else None
 
 
 def redraw_when_pace_changes(owner: str, kind: tasks.JobKind, every: float | None) -> None:
@@ -224,15 +233,36 @@ def job_panel(owner: str) -> None:
     st.fragment(_job_panel, run_every=every)(owner, every)
 
 
+CURVES_EVERY_S = 5.0  # while runs go on, the live curves are drawn again at most this often
+
+
 def _curves(snaps: list[JobSnapshot]) -> go.Figure:
-    """:func:`curves_figure`, built again only when a run reported a new epoch (building one takes ~35 ms)."""
+    """:func:`curves_figure`, built again when a run reported a new epoch, but while runs go on at most every
+    :data:`CURVES_EVERY_S` (:func:`curves_due`): the browser draws a changed plotly chart again, an unchanged
+    one not. With this and the 2 s pace, an open Train tab following its runs costs the browser 0.16-0.18
+    CPU-s per second instead of 0.50 (``python bench/browser_cpu.py``, last line)."""
     key = tuple((s.id, sum(isinstance(e, TrainEvent) and e.kind == "epoch" for e in s.events)) for s in snaps)
-    cached = st.session_state.get("_curves_figure")
-    if cached is None or cached[0] != key:
-        cached = (key, curves_figure(snaps))
-        st.session_state["_curves_figure"] = cached
+    settled = all(s.status in FINISHED for s in snaps)
+    return live_figure("_curves_figure", key, lambda: curves_figure(snaps), settled=settled)
+
+
+def live_figure(slot: str, key: object, build: Callable[[], go.Figure], *, settled: bool) -> go.Figure:
+    """A live chart's figure, kept in the session under ``slot`` and built again by ``build`` only when
+    :func:`curves_due` says so for ``key`` (what the chart shows)."""
+    cached = st.session_state.get(slot)
+    now = time.monotonic()
+    if cached is None or curves_due(cached[0], cached[2], key, now, settled=settled):
+        cached = (key, build(), now)
+        st.session_state[slot] = cached
     figure: go.Figure = cached[1]
     return figure
+
+
+def curves_due(drawn: object, drawn_at: float, key: object, now: float, *, settled: bool) -> bool:
+    """Whether the live curves drawn for ``drawn`` at ``drawn_at`` are drawn again for ``key`` at ``now``:
+    only when something new was reported, and then at once when every run has ended (the final curves are
+    never held back), else once :data:`CURVES_EVERY_S` has passed."""
+    return drawn != key and (settled or now - drawn_at >= CURVES_EVERY_S)
 
 
 def _job_panel(owner: str, every: float | None) -> None:
