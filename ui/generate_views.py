@@ -468,11 +468,12 @@ def _generate_panel(owner: str, every: float | None) -> None:
             grids = [e for e in events if e.kind == "samples" and e.grid is not None]
             left, right = st.columns([3, 2])
             settled = snap.status in FINISHED
-            losses = live_figure(f"_loss-{snap.id}", len(rows), partial(_loss_figure, rows), settled=settled)
+            losses = live_figure(f"_loss-{snap.id}", (snap.id, len(rows)), partial(_loss_figure, rows), settled=settled)
             left.plotly_chart(losses, key=f"loss-{snap.id}")
             if grids and (latest := grids[-1].grid) is not None:
                 step = grids[-1].step
-                grid = live_figure(f"_grid-{snap.id}", step, partial(_samples_figure, latest, step), settled=settled)
+                samples = partial(_samples_figure, latest, step)
+                grid = live_figure(f"_grid-{snap.id}", (snap.id, step), samples, settled=settled)
                 right.plotly_chart(grid, key=f"grid-{snap.id}")
             for warning in {e.message for e in events if e.kind == "warning"}:
                 st.warning(warning)

@@ -241,14 +241,18 @@ def _curves(snaps: list[JobSnapshot]) -> go.Figure:
     :data:`CURVES_EVERY_S` (:func:`curves_due`): the browser draws a changed plotly chart again, an unchanged
     one not. With this and the 2 s pace, an open Train tab following its runs costs the browser 0.16-0.18
     CPU-s per second instead of 0.50 (``python bench/browser_cpu.py``, last line)."""
-    key = tuple((s.id, sum(isinstance(e, TrainEvent) and e.kind == "epoch" for e in s.events)) for s in snaps)
+    epochs = tuple(sum(isinstance(e, TrainEvent) and e.kind == "epoch" for e in s.events) for s in snaps)
+    key = (tuple(s.id for s in snaps), epochs)
     settled = all(s.status in FINISHED for s in snaps)
     return live_figure("_curves_figure", key, lambda: curves_figure(snaps), settled=settled)
 
 
-def live_figure(slot: str, key: object, build: Callable[[], go.Figure], *, settled: bool) -> go.Figure:
+LiveKey = tuple[object, object]  # (what a live chart is of: its jobs; how far they have got)
+
+
+def live_figure(slot: str, key: LiveKey, build: Callable[[], go.Figure], *, settled: bool) -> go.Figure:
     """A live chart's figure, kept in the session under ``slot`` and built again by ``build`` only when
-    :func:`curves_due` says so for ``key`` (what the chart shows)."""
+    :func:`curves_due` says so for ``key``."""
     cached = st.session_state.get(slot)
     now = time.monotonic()
     if cached is None or curves_due(cached[0], cached[2], key, now, settled=settled):
@@ -258,11 +262,13 @@ def live_figure(slot: str, key: object, build: Callable[[], go.Figure], *, settl
     return figure
 
 
-def curves_due(drawn: object, drawn_at: float, key: object, now: float, *, settled: bool) -> bool:
-    """Whether the live curves drawn for ``drawn`` at ``drawn_at`` are drawn again for ``key`` at ``now``:
-    only when something new was reported, and then at once when every run has ended (the final curves are
-    never held back), else once :data:`CURVES_EVERY_S` has passed."""
-    return drawn != key and (settled or now - drawn_at >= CURVES_EVERY_S)
+def curves_due(drawn: LiveKey, drawn_at: float, key: LiveKey, now: float, *, settled: bool) -> bool:
+    """Whether a live chart drawn for ``drawn`` at ``drawn_at`` is drawn again for ``key`` at ``now``. At once
+    when it is of other jobs (another experiment) or when every job has ended (the final curves are never
+    held back); for news from the same jobs, once :data:`CURVES_EVERY_S` has passed; never without news."""
+    if drawn[0] != key[0]:
+        return True
+    return drawn[1] != key[1] and (settled or now - drawn_at >= CURVES_EVERY_S)
 
 
 def _job_panel(owner: str, every: float | None) -> None:
