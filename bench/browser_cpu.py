@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+    from tests.browser_util import new_page, streamlit_server
 
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -77,9 +77,7 @@ def main() -> None:
         print(f"browser CPU per page · {os.cpu_count()} CPUs · load average {load}")
         spent: dict[str, list[float]] = {name: [] for name in PAGES}
         with streamlit_server(tmp / "server", {"SYNTHLAB_HOME": str(tmp / "ws")}) as url, sync_playwright() as pw:
-            page = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS).new_page(
-                viewport={"width": 1400, "height": 1000}
-            )
+            page = new_page(pw)
             before = chromium_cpu()
             page.goto(url, wait_until="domcontentloaded")
             expect(page.get_by_role("heading", name="Dataset")).to_be_visible(timeout=120_000)

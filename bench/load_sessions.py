@@ -211,7 +211,7 @@ async def person(
         await page.get_by_role("button", name="Start").click()
         session.started_at = time.monotonic()
         await expect(page.get_by_text(re.compile(r"runs finished"))).to_be_visible(timeout=timeout_ms)
-        for _ in range(4):  # the panel redraws every second: a few looks before moving on
+        for _ in range(4):  # the panel redraws while runs go: a few looks before moving on
             await idle(page, timeout_ms)
             await look_at_train(page, session, others)
             await asyncio.sleep(0.5)

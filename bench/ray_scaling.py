@@ -23,14 +23,10 @@ measures the backend's overhead, not true scaling: both workers share the same c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,70 +35,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-RAY = str(Path(sys.executable).with_name("ray"))
 NOTE = (
     "On one machine with 2 cores this measures the Ray backend's overhead, not true scaling: "
     "both worker nodes share the same cores."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalCluster:
-    """A head node without CPUs plus worker nodes of ``cpus`` each, all ``ray start`` raylets on this machine.
-
-    Each node has its own temporary folder under ``root`` (short: Unix socket paths are limited) and its own
-    process group, which :meth:`stop` kills; nothing else on the machine is touched.
-    """
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-        self.groups: list[int] = []
-        self.address = ""
-
-    def _start(self, name: str, args: list[str]) -> Path:
-        temp = self.root / name
-        ports = ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
-        cmd = [RAY, "start", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp), *ports, *args]
-        proc = subprocess.Popen(
-            cmd, env=self.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.groups.append(proc.pid)  # its daemons stay in the group it leads, after it exits
-        out, _ = proc.communicate(timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ray start for {name} failed:\n{out.decode(errors='replace')[-2000:]}")
-        return temp
-
-    def start_head(self) -> str:
-        port = free_port()
-        self._start(
-            "head",
-            [
-                "--head",
-                "--port",
-                str(port),
-                "--num-cpus",
-                "0",
-                "--dashboard-port",
-                str(free_port()),
-                "--disable-usage-stats",
-            ],
-        )
-        self.address = f"127.0.0.1:{port}"
-        return self.address
-
-    def add_worker(self, name: str, cpus: int = 1) -> Path:
-        return self._start(name, ["--address", self.address, "--num-cpus", str(cpus)])
-
-    def stop(self) -> None:
-        for group in self.groups:
-            with contextlib.suppress(ProcessLookupError):  # already gone
-                os.killpg(group, signal.SIGKILL)
-        self.groups.clear()
 
 
 def run_once(runner: Any, cfg: Any, dataset: Any, owner: str, timeout: float) -> dict[str, Any]:
@@ -204,6 +140,8 @@ def main() -> None:
     report("threads (one run at a time, this process)", figures["threads"])
 
     # 2. Ray with one worker node, then 3. with a second one added to the same cluster.
+    from tests.ray_util import LocalCluster
+
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cluster = LocalCluster(root, env)
     try:

@@ -74,11 +74,6 @@ def delete(kind: str, item_id: str) -> None:
         raise CleanupError(f"kind={kind!r} is not accepted: expected one of {', '.join(KINDS)}")
 
 
-def _mine(owner: str) -> bool:
-    actor = owners.current()
-    return actor.admin or owners.owner_of(owner) == actor.name
-
-
 def _usage(paths: list[Path]) -> tuple[int, float]:
     """Bytes of ``paths`` and their latest read or change (seconds since the epoch)."""
     size, last = 0, 0.0
@@ -145,7 +140,7 @@ def _cache_entries() -> list[Item]:
     items = []
     for rowid, key, raw, tag, size, stored, used in rows:
         owner = owners.owner_of(tag if isinstance(tag, str) else "")
-        if not _mine(owner):
+        if not owners.can_see(owner):
             continue
         if raw and isinstance(key, str) and not key.startswith(prefix):
             continue  # other kinds of entry (a fulfilled request's set id): a few bytes, kept with what they name
@@ -195,7 +190,7 @@ def _delete_cache_entry(item_id: str) -> None:
 def _sets() -> list[Item]:
     items = []
     for info in sets.list_sets():
-        if not _mine(info.owner):
+        if not owners.can_see(info.owner):
             continue
         size, last = _usage(_files(sets.sets_dir() / info.id, skip=("set.json",)))  # set.json is read by listings
         items.append(Item("set", info.id, info.name or info.id, info.owner, size, max(last, info.created)))
@@ -223,7 +218,7 @@ def _generators() -> list[Item]:
         if record is None:
             continue
         owner = owners.owner_of(str(record.get("owner", "")))
-        if not _mine(owner):
+        if not owners.can_see(owner):
             continue
         size, last = _usage(_files(folder, skip=("origin.json",)))  # origin.json is read by listings
         usable = (folder / "origin.json").is_file()

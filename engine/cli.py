@@ -6,7 +6,7 @@ and answer again; ``generate`` trains (or reuses) a generator; ``make-set`` make
 ``sets`` and ``generators`` list the workspace; ``export-set`` and ``export-model`` write a set as a zip
 and a run's classifier as a folder; ``users`` and ``limits`` manage a shared server's accounts and per-user
 limits, and ``--as-user NAME`` runs any command as one of its users. ``--runner ray`` runs the heavy work of
-``experiment``, ``loop`` and ``generate`` (runs, generator training) as Ray tasks on a cluster
+``experiment``, ``loop``, ``generate`` and ``make-set`` (runs, generator training, sets) as Ray tasks on a cluster
 (:mod:`engine.ray_cli`); the default, ``threads``, runs it here in the foreground. Every long step prints its progress
 with the time left on stderr: one redrawn line on a terminal, a line per tenth (and per run or round) in a
 log. Results go to stdout.

@@ -1,25 +1,24 @@
-"""Background jobs: one process-wide runner shared by every session, on threads.
+"""Background jobs: one process-wide runner shared by every session, on threads or on Ray (:mod:`engine.ray_backend`).
 
-Heavy jobs (training, generation) run one at a time per device lane; the rest wait in the lane's queue,
-taken round-robin across owners so that one user's twelfth run does not hold back another's first:
-owners take turns in the order they started waiting, and within one owner jobs run in the order they
-came. A job's ``queue_position`` is its place in that order (1 = next). Each user may have at most
-``limits_for(owner).max_jobs`` heavy jobs queued or running (:mod:`engine.limits`); one more is refused
-with :class:`LimitReached`, and :meth:`JobRunner.room` lets a caller refuse a batch up front. Light
-jobs start at once. A heavy job runs with its share of the torch threads (:mod:`engine.threads`), taken
-again whenever it reports or asks whether to stop. A job's function gets a :class:`JobContext` to report
-events and progress and to ask whether it should stop, and whether the stop asks to keep what it has
-(*Stop and keep*) or to throw it away (*Cancel*). Only a job's owner, or an admin, may cancel it.
-Exceptions are caught and kept on the job with their message, never lost, and never reach another job;
-a job that stops on cancel raises :class:`Cancelled` and is recorded as cancelled; one asked to stop and
-keep that returns is recorded as stopped, with its result. Readers get immutable :class:`JobSnapshot`
-copies; ``list(events=False)`` leaves the events out, for pages that poll every second. ``usage()``
-sums each owner's jobs for an admin, and ``every()`` runs a housekeeping function periodically.
-Where this stops: nothing here knows about training or Streamlit (what the lab submits is in
-``tasks.py``); the pages poll snapshots. :func:`make_runner` chooses the backend from ``SYNTHLAB_RUNNER``:
-this module's threads (the default) or Ray tasks on a cluster (:mod:`engine.ray_backend`), behind the same
-interface, so the pages never know which one runs.
-"""
+Heavy jobs (training, generation) run one at a time per device lane on threads, and as many as the cluster has
+room for on Ray; the rest wait in the lane's queue, taken round-robin across owners so that one user's twelfth
+run does not hold back another's first: owners take turns in the order they started waiting, and within one
+owner jobs run in the order they came. A job's ``queue_position`` is its place in that order (1 = next). Each
+user may have at most ``limits_for(owner).max_jobs`` heavy jobs queued or running (:mod:`engine.limits`; not
+for a runner made with ``per_user_cap=False``, as one person's CLI command is); one more is refused with
+:class:`LimitReached`, and :meth:`JobRunner.room` lets a caller refuse a batch up front. Light jobs start at
+once. A heavy job runs with its share of the torch threads (:mod:`engine.threads`), taken again whenever it
+reports or asks whether to stop. A job's function gets a :class:`JobContext` to report events and progress and
+to ask whether it should stop, and whether the stop asks to keep what it has (*Stop and keep*) or to throw it
+away (*Cancel*). Only a job's owner, or an admin, may cancel it. Exceptions are caught and kept on the job
+with their message, never lost, and never reach another job; a job that stops on cancel raises
+:class:`Cancelled` and is recorded as cancelled; one asked to stop and keep that returns is recorded as
+stopped, with its result. Readers get immutable :class:`JobSnapshot` copies; ``list(events=False)`` leaves the
+events out, for pages that poll every second. ``usage()`` sums each owner's jobs for an admin, and ``every()``
+runs a housekeeping function periodically. Where this stops: nothing here knows about training or Streamlit
+(what the lab submits is in ``tasks.py``); the pages poll snapshots. :func:`make_runner` chooses the backend
+from ``SYNTHLAB_RUNNER``: this module's threads (the default) or Ray tasks on a cluster
+(:mod:`engine.ray_backend`), behind the same interface, so the pages never know which one runs."""
 
 from __future__ import annotations
 

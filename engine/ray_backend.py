@@ -4,7 +4,8 @@
 snapshots and cancel stay on the server; only where a heavy job runs changes. A server thread per running
 job submits it as one Ray task with explicit resources (``num_cpus``, ``num_gpus`` on the ``cuda`` lane,
 ``memory`` when asked) and no automatic retry (a retry would start a run over; Resume continues it from
-its checkpoint instead). As many heavy jobs run at once as the cluster has CPUs for. The task gets a
+its checkpoint instead). As many heavy jobs run at once per lane as the cluster has room for: its CPUs
+divided by the CPUs per job, its GPUs on the ``cuda`` lane, or the ``slots`` given. The task gets a
 small context (job id, owner, the server's settings, a handle of one :class:`_JobChannel` actor); it acts
 as the job's owner, and a thread of the task sends its progress and events to the channel every
 :data:`POLL_S` seconds and reads its stop flag back; the server thread copies what the channel holds into the job every
@@ -51,7 +52,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from engine import heartbeat, owners, threads
+from engine import heartbeat, owners, runs, threads
 from engine.datasets import ImageSet, LabDataset
 from engine.jobs import Cancelled, Interrupted, JobContext, JobRunner, Unavailable, Work, _Job
 
@@ -405,7 +406,7 @@ class RayRunner(JobRunner):
         if forced:
             return f"it did not stop within {self._force_after:.0f} s and was ended (a run resumes from its checkpoint)"
         if job.where:
-            return f"the cluster worker running it stopped on {job.where}"
+            return f"{runs.WORKER_STOPPED} on {job.where}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else "no reason given"
         return f"the cluster could not run it ({first})"
 

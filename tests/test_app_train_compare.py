@@ -13,7 +13,7 @@ from engine.mixes import MixConfig
 from engine.training import TrainConfig
 from tests.conftest import app_page, wait_for_jobs
 from ui import compare_views as views
-from ui.jobs_panel import CURVES_EVERY_S, curves_due, get_runner
+from ui.jobs_panel import CURVES_EVERY_S, get_runner, redraw_due
 
 
 def start_tiny_experiment(at: AppTest) -> None:
@@ -47,13 +47,13 @@ def test_train_page_runs_an_experiment_and_finds_it_again_after_a_reload() -> No
 
 def test_live_curves_are_drawn_again_when_news_came_at_most_every_few_seconds_and_at_once_at_the_end() -> None:
     drawn, news = (("run-1",), (2,)), (("run-1",), (3,))
-    assert not curves_due(drawn, 100.0, drawn, 200.0, settled=False)  # nothing new: never drawn again
-    assert not curves_due(drawn, 100.0, news, 100.0 + CURVES_EVERY_S / 2, settled=False)  # new, but too soon
-    assert curves_due(drawn, 100.0, news, 100.0 + CURVES_EVERY_S, settled=False)
-    assert curves_due(drawn, 100.0, news, 100.1, settled=True)  # the final curves are never held back
-    assert not curves_due(news, 100.0, news, 100.1, settled=True)
+    assert not redraw_due(drawn, 100.0, drawn, 200.0, settled=False)  # nothing new: never drawn again
+    assert not redraw_due(drawn, 100.0, news, 100.0 + CURVES_EVERY_S / 2, settled=False)  # new, but too soon
+    assert redraw_due(drawn, 100.0, news, 100.0 + CURVES_EVERY_S, settled=False)
+    assert redraw_due(drawn, 100.0, news, 100.1, settled=True)  # the final curves are never held back
+    assert not redraw_due(news, 100.0, news, 100.1, settled=True)
     other = (("run-7", "run-8"), (0, 0))  # another experiment's runs: never the last one's curves under its name
-    assert curves_due(drawn, 100.0, other, 100.1, settled=False)
+    assert redraw_due(drawn, 100.0, other, 100.1, settled=False)
 
 
 def test_a_queued_run_can_be_cancelled_from_the_page() -> None:

@@ -2,7 +2,7 @@
 experiment started there runs its runs as Ray tasks on the worker node until every one has finished.
 
 The server runs with ``SYNTHLAB_RUNNER=ray`` against the local cluster of :mod:`tests.test_ray_cluster`
-(a head without CPUs and one worker node of 1 CPU). A minute or two on 2 cores, so marked slow.
+(:mod:`tests.ray_util`: a head without CPUs and one worker node of 1 CPU). A minute or two on 2 cores, so marked slow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ pytest.importorskip("ray")
 
 from engine import runs
 from tests.browser_util import need_chromium, new_page, streamlit_server
-from tests.test_ray_cluster import LocalCluster, ray_cluster  # noqa: F401  (ray_cluster: a fixture)
+from tests.ray_util import LocalCluster
+from tests.test_ray_cluster import ray_cluster  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

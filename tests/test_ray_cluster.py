@@ -13,10 +13,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,71 +28,16 @@ from engine.config import DatasetConfig
 from engine.datasets import LabDataset, build_dataset
 from engine.synth import gan, generators
 from engine.training import TrainConfig
+from tests.ray_util import LocalCluster
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-RAY = str(Path(sys.executable).with_name("ray"))
 NODE_ENV = {  # a short-lived private cluster: no token, no usage reports, one torch thread per task
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     "PYTHONPATH": str(ROOT),
     "OMP_NUM_THREADS": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalCluster:
-    """A head node without CPUs plus worker nodes, all ``ray start`` raylets here, each in its own process group."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.groups: dict[str, int] = {}  # node name -> process group of its raylet and workers
-        self.address = ""
-
-    def _start(self, name: str, args: list[str]) -> None:
-        ports = ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
-        cmd = [RAY, "start", "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.root / name), *ports, *args]
-        env = {**os.environ, **NODE_ENV}
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.groups[name] = proc.pid  # the daemons it starts stay in the group it leads
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, f"ray start for {name} failed:\n{out.decode(errors='replace')[-3000:]}"
-
-    def start_head(self) -> None:
-        port = free_port()
-        head = ["--head", "--port", str(port), "--num-cpus", "0", "--disable-usage-stats"]
-        self._start("head", [*head, "--dashboard-port", str(free_port())])
-        self.address = f"127.0.0.1:{port}"
-
-    def add_worker(self, name: str, cpus: int = 1) -> None:
-        self._start(name, ["--address", self.address, "--num-cpus", str(cpus)])
-
-    def kill(self, name: str, *pids: int) -> None:
-        """SIGKILL a node: its raylet and agents, and ``pids`` (the raylet puts each worker in a group of its own)."""
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(self.groups.pop(name), signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def node_named(self, node_id: str) -> str:
-        """The name of this cluster's node whose Ray node id starts with ``node_id`` ("" for none)."""
-        import ray
-
-        for node in ray.nodes():
-            socket_path = Path(str(node.get("RayletSocketName", "")))
-            if str(node["NodeID"]).startswith(node_id) and socket_path.is_relative_to(self.root):
-                return socket_path.relative_to(self.root).parts[0]
-        return ""
-
-    def stop(self) -> None:
-        for name in list(self.groups):
-            self.kill(name)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +48,7 @@ def ray_cluster() -> Iterator[LocalCluster]:
     saved = {k: os.environ.get(k) for k in NODE_ENV}
     os.environ.update({k: v for k, v in NODE_ENV.items() if k != "PYTHONPATH"})
     root = Path(tempfile.mkdtemp(prefix="ray-"))  # short: a node's Unix sockets live under it
-    cluster = LocalCluster(root)
+    cluster = LocalCluster(root, {**os.environ, **NODE_ENV})
     try:
         cluster.start_head()
         cluster.add_worker("w1")

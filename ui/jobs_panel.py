@@ -238,7 +238,7 @@ CURVES_EVERY_S = 5.0  # while runs go on, the live curves are drawn again at mos
 
 def _curves(snaps: list[JobSnapshot]) -> go.Figure:
     """:func:`curves_figure`, built again when a run reported a new epoch, but while runs go on at most every
-    :data:`CURVES_EVERY_S` (:func:`curves_due`): the browser draws a changed plotly chart again, an unchanged
+    :data:`CURVES_EVERY_S` (:func:`redraw_due`): the browser draws a changed plotly chart again, an unchanged
     one not. With this and the 2 s pace, an open Train tab following its runs costs the browser 0.16-0.18
     CPU-s per second instead of 0.50 (``python bench/browser_cpu.py``, last line)."""
     epochs = tuple(sum(isinstance(e, TrainEvent) and e.kind == "epoch" for e in s.events) for s in snaps)
@@ -252,17 +252,17 @@ LiveKey = tuple[object, object]  # (what a live chart is of: its jobs; how far t
 
 def live_figure(slot: str, key: LiveKey, build: Callable[[], go.Figure], *, settled: bool) -> go.Figure:
     """A live chart's figure, kept in the session under ``slot`` and built again by ``build`` only when
-    :func:`curves_due` says so for ``key``."""
+    :func:`redraw_due` says so for ``key``."""
     cached = st.session_state.get(slot)
     now = time.monotonic()
-    if cached is None or curves_due(cached[0], cached[2], key, now, settled=settled):
+    if cached is None or redraw_due(cached[0], cached[2], key, now, settled=settled):
         cached = (key, build(), now)
         st.session_state[slot] = cached
     figure: go.Figure = cached[1]
     return figure
 
 
-def curves_due(drawn: LiveKey, drawn_at: float, key: LiveKey, now: float, *, settled: bool) -> bool:
+def redraw_due(drawn: LiveKey, drawn_at: float, key: LiveKey, now: float, *, settled: bool) -> bool:
     """Whether a live chart drawn for ``drawn`` at ``drawn_at`` is drawn again for ``key`` at ``now``. At once
     when it is of other jobs (another experiment) or when every job has ended (the final curves are never
     held back); for news from the same jobs, once :data:`CURVES_EVERY_S` has passed; never without news."""
