@@ -118,7 +118,7 @@ def _delete_upload(item_id: str) -> None:
 
 # 2. Decode-cache entries, read from the cache's index without writing.
 def _cache_entries() -> list[Item]:
-    names = f"{store.CACHE_FORMAT}/name/"  # a readable name beside each decoded dataset: source, images, side
+    names = store.cache_key("name") + "/"  # a readable name beside each decoded dataset: source, images, side
     try:
         con = store.read_only_index()
         if con is None:
@@ -136,7 +136,7 @@ def _cache_entries() -> list[Item]:
     except sqlite3.Error as err:
         log.warning("decode cache not listed: %s", err)
         return []
-    prefix = f"{store.CACHE_FORMAT}/source/"
+    prefix = store.cache_key("source") + "/"
     items = []
     for rowid, key, raw, tag, size, stored, used in rows:
         owner = owners.owner_of(tag if isinstance(tag, str) else "")
@@ -235,7 +235,7 @@ def _delete_generator(gen_id: str) -> None:
     owners.check_can_change(str(record.get("owner", "")), f"the generator {gen_id!r}", "delete")
     status = _generator_status(folder)
     host, pid = str(status.get("host", "")), int(status.get("pid", 0) or 0)
-    if status.get("status") == "running" and not _stale(host, pid):
+    if status.get("status") == "running" and not heartbeat.has_stopped(host, pid):
         raise CleanupError(f"the generator {gen_id!r} is training now: stop its training first, then delete it")
     hidden = folder.parent / f".del-{folder.name}-{uuid.uuid4().hex[:6]}"
     os.replace(folder, hidden)  # gone from every listing at once, never half-deleted
@@ -248,8 +248,3 @@ def _generator_status(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _stale(host: str, pid: int) -> bool:
-    own = pid == os.getpid() and host in ("", heartbeat.host())
-    return not own and heartbeat.is_stale(host, pid)

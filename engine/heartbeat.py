@@ -138,6 +138,13 @@ def is_stale(host_name: str, pid: int, *, max_age: float = MAX_AGE) -> bool:
     return beat_ is None or old
 
 
+def has_stopped(host_name: str, pid: int) -> bool:
+    """:func:`is_stale` for a record's process, where the asking process itself is always alive (its own
+    records are never swept while it runs)."""
+    own = pid == os.getpid() and host_name in ("", host())
+    return not own and is_stale(host_name, pid)
+
+
 def stopped_role(host_name: str, pid: int) -> str:
     """What the stopped process was, from its heartbeat: "app", "cli", or "" when it left none."""
     beat_ = read(host_name or host(), pid)

@@ -51,6 +51,7 @@ from typing import Any
 
 import ray
 import ray.exceptions
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from engine import heartbeat, owners, runs, threads
 from engine.datasets import ImageSet, LabDataset
@@ -167,6 +168,13 @@ class _JobChannel:
 
 
 JobChannel: Any = ray.remote(num_cpus=0)(_JobChannel)  # typed loosely: Ray's stubs do not follow actors
+
+
+def new_channel() -> Any:
+    """A channel actor on this process's own node: a worker node that dies then takes only its own tasks
+    with it, never the channel every later job reports through."""
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return JobChannel.options(scheduling_strategy=here, max_restarts=-1).remote()
 
 
 @dataclass(frozen=True)
@@ -295,7 +303,7 @@ class RayRunner(JobRunner):
             )
         super().__init__(**kwargs)
         self.address = connect(address)
-        self._channel: Any = JobChannel.remote()
+        self._channel: Any = new_channel()
         self._slot_count, self._cpus, self._memory_gb = slots, cpus_per_job, memory_gb
         self._force_after = force_after_s
         self._shared: collections.OrderedDict[Any, tuple[Any, Any]] = collections.OrderedDict()

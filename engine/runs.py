@@ -237,8 +237,7 @@ def _sweep(also: Callable[[RunRecord], bool]) -> list[str]:
             continue
         if record.status not in ACTIVE:
             continue
-        own = record.pid == os.getpid() and record.host in ("", heartbeat.host())  # this process: alive
-        if also(record) or (record.pid > 0 and not own and heartbeat.is_stale(record.host, record.pid)):
+        if also(record) or (record.pid > 0 and heartbeat.has_stopped(record.host, record.pid)):
             reason = stop_reason(record.host, record.pid)
             save_record(dataclasses.replace(record, status="interrupted", error=reason))
             changed.append(record.id)

@@ -84,7 +84,7 @@ def subdir(name: str) -> Path:
     return path
 
 
-def _cache_key(key: str | tuple[str, ...]) -> str:
+def cache_key(key: str | tuple[str, ...]) -> str:
     """``v2/<parts joined by />``: a string, which diskcache stores as it is (a tuple key would be pickled)."""
     parts = (key,) if isinstance(key, str) else tuple(key)
     if not parts or not all(isinstance(p, str) and p for p in parts):
@@ -167,7 +167,7 @@ def read_only_index() -> sqlite3.Connection | None:
 def cache_get(key: str | tuple[str, ...]) -> bytes | None:
     """The bytes stored under ``key``, or None: a miss, an unreadable index (a full disk, a damaged file) or an
     entry that is not plain bytes (logged, never unpickled)."""
-    name = _cache_key(key)
+    name = cache_key(key)
     try:
         con = read_only_index()
         if con is None:
@@ -223,7 +223,7 @@ def _touch(rowid: int) -> None:
 def cache_set(key: str | tuple[str, ...], value: bytes, *, what: str = "a decoded dataset") -> None:
     """Store the bytes ``value`` under ``key``, tagged with the acting user (entries are shared read-only: keyed
     by content). A full disk raises :class:`DiskFull` (``what`` names the value in it) and leaves no file."""
-    name = _cache_key(key)
+    name = cache_key(key)
     if type(value) is not bytes:
         raise TypeError(f"a cache value must be bytes, got {type(value).__name__}")
     written: list[str] = []

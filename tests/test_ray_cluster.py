@@ -154,6 +154,11 @@ def test_a_killed_worker_node_leaves_its_run_interrupted_and_resume_finishes_it(
         train=TrainConfig(max_epochs=epochs, patience=0, device="cpu", precision="fp32"),
         seeds=(0,),
     )
+    # The runner's progress channel lives on the server's own node, never on a worker that may die.
+    import ray
+
+    channel_node = ray.get(ray_runner._channel.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()))
+    assert channel_node == ray.get_runtime_context().get_node_id()
     record = tasks.submit_experiment(ray_runner, cfg, digits, owner="me")
     (_, _, run_id), job = record.run_ids[0], ray_runner.list(owner="me")[-1].id
     # 2. Once it has checkpointed two epochs and the panel knows its node, kill that node (raylet and workers).

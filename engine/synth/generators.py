@@ -244,8 +244,7 @@ def sweep() -> list[str]:
     changed = []
     for path, status in _statuses():
         host, pid = str(status.get("host", "")), int(status.get("pid", 0))
-        own = pid == os.getpid() and host in ("", heartbeat.host())  # the sweeping process is alive
-        if status.get("status") != "running" or own or not heartbeat.is_stale(host, pid):
+        if status.get("status") != "running" or not heartbeat.has_stopped(host, pid):
             continue
         reason = APP_STOPPED if heartbeat.stopped_role(host, pid) == "app" else PROCESS_STOPPED
         step = checkpoint_step(path.parent.name)
