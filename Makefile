@@ -19,7 +19,7 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	touch $@
 
 run: $(BIN)/.runtime
-	$(BIN)/streamlit run app.py --server.port $(PORT) $(OPEN_BROWSER)
+	$(BIN)/python -m ui.serve --server.port $(PORT) $(OPEN_BROWSER)
 
 # Debian's chromium drives the one real-browser test; installed when missing and we may.
 chromium:

@@ -4,7 +4,8 @@ The page files live in ``app_pages/``, not ``pages/``: Streamlit 1.67 treats a f
 as a legacy multipage app until some session has called ``st.navigation``, so a first visit straight
 to a page URL (a bookmark, a reload after a server restart) would run that page without this file.
 
-Run with ``make run`` (or ``streamlit run app.py``). Pages are thin; the work is in ``engine/``.
+Run with ``make run`` (``python -m ui.serve``, which imports the lab's modules before the first visitor, or
+``streamlit run app.py``). Pages are thin; the work is in ``engine/``.
 """
 
 import logging

@@ -75,10 +75,13 @@ class Session:
 
 
 def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
-    """Run ``streamlit run app.py`` in this process, appending ``kind<TAB>seconds`` per script run to a file."""
+    """Run the app's server as ``make run`` does (``python -m ui.serve``: the lab's modules imported first, then
+    ``streamlit run app.py``) in this process, appending ``kind<TAB>seconds`` per script run to a file."""
     # The benchmark's own server process, not the engine: the one place outside the app that imports Streamlit.
     from streamlit.runtime.scriptrunner import script_runner  # noqa: TID251
     from streamlit.web import cli  # noqa: TID251
+
+    from ui.serve import preload
 
     original = script_runner.ScriptRunner._run_script
     lock = threading.Lock()
@@ -93,6 +96,7 @@ def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
                 out.write(f"{kind}\t{time.perf_counter() - start:.4f}\n")
 
     script_runner.ScriptRunner._run_script = timed  # type: ignore[method-assign]
+    preload()
     sys.argv = ["streamlit", "run", "app.py", *streamlit_args]
     sys.exit(cli.main(prog_name="streamlit"))
 

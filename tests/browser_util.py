@@ -85,7 +85,8 @@ def users_mode_env(workspace: Path) -> dict[str, str]:
 def streamlit_server(
     folder: Path, env: Mapping[str, str], *, secrets: str | None = None, port: int | None = None
 ) -> Iterator[str]:
-    """``streamlit run app.py`` on 127.0.0.1 with ``env`` on top of ours; yields its URL.
+    """The app's server as ``make run`` starts it (``python -m ui.serve``: ``streamlit run app.py`` with the lab's
+    modules imported first) on 127.0.0.1 with ``env`` on top of ours; yields its URL.
 
     ``secrets`` (TOML text) is written to ``folder/secrets.toml`` and is the server's only secrets file;
     the server's log is ``folder/server.log``.
@@ -96,7 +97,7 @@ def streamlit_server(
     secrets_file.write_text(secrets or "")
     secrets_file.chmod(0o600)
     log_path = folder / "server.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    cmd = [sys.executable, "-m", "ui.serve", "--server.port", str(port)]
     cmd += ["--server.address", "127.0.0.1", "--secrets.files", str(secrets_file)]
     url = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:
