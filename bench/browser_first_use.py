@@ -5,10 +5,11 @@ element (a plotly chart, a data frame, a Vega-Lite chart) only when a page first
 then compiles it. This measures that cost apart from SynthLab's pages: a minimal Streamlit app (written to a
 temporary folder) with one page per kind of element, served on a free port, and one Chromium (Playwright,
 Debian's /usr/bin/chromium). Each round opens a fresh browser context (no cache, as a new visitor), loads the
-app's bare first page, then visits every page twice. It prints the median CPU seconds all of Chromium's
-processes used (read from /proc, so Linux only) for the first load, and for each page its first visit and
-its second; a visit is measured from the click until the script is idle and one second more, since charts
-are drawn after the script ends.
+app's bare first page, then visits every page twice, going back to the bare page after each visit so that
+the second one draws the page anew. It prints the median CPU seconds all of Chromium's processes used (read
+from /proc, so Linux only) for the first load, and for each page its first visit and its second; a visit is
+measured from the click until the script is idle and one second more, since charts are drawn after the
+script ends.
 
 Usage: python bench/browser_first_use.py [--rounds 3]
 """
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -84,6 +86,20 @@ st.navigation([st.Page(f, title=f.__name__.capitalize(), url_path=f.__name__) fo
 PAGES = ("Markdown", "Plotly", "Dataframe", "Table", "Vega", "Image", "Inputs")
 
 
+def visit(page: Any, name: str) -> float:
+    """Click ``name`` in the sidebar; the browser's CPU seconds until the page is idle and one second more."""
+    from browser_cpu import chromium_cpu
+    from playwright.sync_api import expect
+
+    time.sleep(1.0)
+    before = chromium_cpu()
+    page.get_by_test_id("stSidebar").get_by_role("link", name=name, exact=True).click()
+    expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    time.sleep(1.0)  # charts are drawn after the script ends
+    return chromium_cpu() - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="fresh browser contexts, each visiting every page")
@@ -121,16 +137,10 @@ def main() -> None:
                         time.sleep(1.0)
                         first_loads.append(chromium_cpu() - before)
                         for name in PAGES:
-                            costs = []
-                            for _visit in range(2):
-                                time.sleep(1.0)
-                                before = chromium_cpu()
-                                page.get_by_test_id("stSidebar").get_by_role("link", name=name, exact=True).click()
-                                expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=60_000)
-                                page.wait_for_selector(IDLE, timeout=60_000)
-                                time.sleep(1.0)
-                                costs.append(chromium_cpu() - before)
-                            spent[name].append((costs[0], costs[1]))
+                            first = visit(page, name)
+                            visit(page, "Bare")  # away, so that the next visit draws the page anew
+                            spent[name].append((first, visit(page, name)))
+                            visit(page, "Bare")
                         context.close()
                     browser.close()
             finally:

@@ -37,9 +37,9 @@ env = {**os.environ, "SYNTHLAB_HOME": tempfile.mkdtemp(prefix="synthlab-screens-
 log = open(Path(env["SYNTHLAB_HOME"]) / "server.log", "w")  # noqa: SIM115 (open for the server's whole life)
 proc = subprocess.Popen(
     [
-        str(ROOT / ".venv/bin/streamlit"),
-        "run",
-        "app.py",
+        str(ROOT / ".venv/bin/python"),
+        "-m",
+        "ui.serve",
         "--server.port",
         str(PORT),
         "--server.address",

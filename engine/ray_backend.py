@@ -172,9 +172,11 @@ JobChannel: Any = ray.remote(num_cpus=0)(_JobChannel)  # typed loosely: Ray's st
 
 def new_channel() -> Any:
     """A channel actor on this process's own node: a worker node that dies then takes only its own tasks
-    with it, never the channel every later job reports through."""
+    with it, never the channel every later job reports through. Should the actor itself die, it restarts
+    empty and calls made meanwhile are retried: the server passes a stop on at every poll, and a task's
+    next report carries its progress again."""
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    return JobChannel.options(scheduling_strategy=here, max_restarts=-1).remote()
+    return JobChannel.options(scheduling_strategy=here, max_restarts=-1, max_task_retries=-1).remote()
 
 
 @dataclass(frozen=True)
@@ -374,7 +376,6 @@ class RayRunner(JobRunner):
     def _follow(self, job: _Job, ref: Any) -> bool:
         """Copy the task's news into the job and pass the job's stop on until the task ends; returns whether
         it had to be ended by force."""
-        sent: bool | None = None  # the keep flag last passed on with a stop
         stop_since = 0.0
         while True:
             ready, _ = ray.wait([ref], timeout=POLL_S)
@@ -383,9 +384,9 @@ class RayRunner(JobRunner):
                 stop, keep = job.stop.is_set(), job.keep
             if ready:
                 return False
-            if stop and sent != keep:
+            if stop:  # passed on at every poll: a channel that restarted meanwhile has forgotten it
                 self._channel.stop.remote(job.id, keep)
-                sent, stop_since = keep, stop_since or time.monotonic()
+                stop_since = stop_since or time.monotonic()
             if stop_since and time.monotonic() - stop_since > self._force_after:
                 log.warning("job %s did not stop within %s s: its task is ended by force", job.id, self._force_after)
                 ray.cancel(ref, force=True)

@@ -22,11 +22,15 @@ def test_main_runs_streamlit_run_app_py_with_the_options_given(monkeypatch: pyte
 
     seen: list[list[str]] = []
 
+    loaded: list[str] = []
+
     def fake_main(prog_name: str) -> int:
+        assert loaded, "the server started before the modules were imported"
         seen.append(list(sys.argv))
         return 0
 
     monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(serve, "preload", lambda: loaded.append("ui") or ["ui.figures"])
     monkeypatch.setattr(sys, "argv", ["serve"])
     with pytest.raises(SystemExit) as stop:
         serve.main(["--server.port", "8600", "--server.headless", "true"])

@@ -1,7 +1,7 @@
 """Start the app's server with the lab's modules already imported: ``python -m ui.serve [streamlit options]``.
 
 ``streamlit run app.py`` imports nothing until the first visitor's page runs, so after every start that
-first visitor waits for torch, scikit-learn, plotly and the lab's own modules to be imported (about 6 s on a
+first visitor waits for torch, scikit-learn, plotly and the lab's own modules to be imported (about 5 s on a
 2-core machine), and everyone who arrives meanwhile waits with them. This imports them first and then runs
 ``streamlit run app.py`` in the same process, where the page's imports find them loaded: the server answers
 its health check only once they are. ``make run`` and the deploy guide's service start the app this way; the
@@ -24,7 +24,9 @@ def preload() -> list[str]:
     names = [f"ui.{m.name}" for m in pkgutil.iter_modules(ui.__path__) if m.name != "serve"]
     # Streamlit checks each cached function's settings when it is defined, and says in a warning that no
     # server runs yet; the cache itself is chosen at the first call, inside the server, as usual.
-    quiet = logging.getLogger("streamlit.runtime.caching.cache_data_api")
+    from streamlit.runtime.caching import cache_data_api  # its logger is set up on import: before we lower it
+
+    quiet = logging.getLogger(cache_data_api.__name__)
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
