@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
+import weakref
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -320,6 +322,26 @@ def move_near_copies(
     if count:
         train = ImageSet.concat([train, *moved])
     return train, kept[0], kept[1], count
+
+
+_IN_USE: weakref.WeakValueDictionary[str, LabDataset] = weakref.WeakValueDictionary()
+_IN_USE_LOCK = threading.Lock()
+
+
+def shared_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None) -> LabDataset:
+    """:func:`build_dataset`, shared by every session of this process: while some session holds the dataset
+    of the same config built from the same content, that very object is returned (datasets are never changed
+    after they are built). Thirty people on the built-in digits then hold one copy, and a new session's first
+    page does not split the images again. The source's content is checked at every call, as by
+    :func:`build_dataset` (a changed upload or folder is built anew), and its path is checked for this user."""
+    key = f"{cfg.cache_key()}-{sources.content_identity(cfg.source)}"
+    with _IN_USE_LOCK:
+        found = _IN_USE.get(key)
+    if found is not None:
+        return found
+    dataset = build_dataset(cfg, on_progress=on_progress)
+    with _IN_USE_LOCK:
+        return _IN_USE.setdefault(key, dataset)  # two sessions that built it at once keep the first one's
 
 
 def build_dataset(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +19,7 @@ from engine.datasets import (
     apply_imbalance,
     build_dataset,
     imbalance_targets,
+    shared_dataset,
     split_real,
 )
 from tests.conftest import class_files
@@ -197,3 +202,20 @@ def test_config_round_trips_through_a_dict() -> None:
     assert DatasetConfig.from_dict(cfg.to_dict()).cache_key() == cfg.cache_key()
     with pytest.raises(ConfigError, match=r"source\.colour"):
         DatasetConfig.from_dict({"source": {"colour": "rgb"}})
+
+
+def test_sessions_share_one_built_dataset_while_they_hold_it_and_a_changed_zip_is_built_anew(make_zip) -> None:  # type: ignore[no-untyped-def]
+    path = make_zip(class_files({"a": 6, "b": 6}))
+    cfg = DatasetConfig(source=SourceConfig(kind="zip", path=str(path)))
+    first = shared_dataset(cfg)
+    assert shared_dataset(cfg) is first  # a second session gets the same object, not a second copy
+    cut = dataclasses.replace(cfg, imbalance=ImbalanceConfig(kind="step", minority=("a",), keep_fraction=0.5))
+    assert shared_dataset(cut) is not first and shared_dataset(cut).key != first.key
+    make_zip(class_files({"a": 6, "b": 7}))  # same path, new content: never the old images
+    changed = shared_dataset(cfg)
+    assert changed is not first and changed.identity != first.identity
+    assert len(changed.train) + len(changed.val) + len(changed.test) == 13
+    kept = weakref.ref(changed)
+    del changed
+    gc.collect()
+    assert kept() is None  # once no session holds it, it is not kept for them

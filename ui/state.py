@@ -16,7 +16,7 @@ import streamlit as st
 
 from engine import user_state
 from engine.config import ConfigError, DatasetConfig
-from engine.datasets import DatasetError, LabDataset, build_dataset
+from engine.datasets import DatasetError, LabDataset, shared_dataset
 from engine.sources import SourceError
 from ui import auth
 
@@ -94,7 +94,7 @@ def load_into_session(cfg: DatasetConfig, *, progress_label: str | None = None) 
             bar.progress(done / max(1, total), text=f"{progress_label} {done:,} / {total:,} images")
 
     try:
-        st.session_state[DATASET_KEY] = build_dataset(cfg, on_progress=on_progress)
+        st.session_state[DATASET_KEY] = shared_dataset(cfg, on_progress=on_progress)
         _save()
         return None
     except (ConfigError, SourceError, DatasetError) as err:
