@@ -334,7 +334,7 @@ def shared_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None)
     after they are built). Thirty people on the built-in digits then hold one copy, and a new session's first
     page does not split the images again. The source's content is checked at every call, as by
     :func:`build_dataset` (a changed upload or folder is built anew), and its path is checked for this user."""
-    key = f"{cfg.cache_key()}-{sources.content_identity(cfg.source)}"
+    key = f"{store.home()}:{cfg.cache_key()}-{sources.content_identity(cfg.source)}"  # per workspace
     with _IN_USE_LOCK:
         found = _IN_USE.get(key)
     if found is not None:
