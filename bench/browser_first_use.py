@@ -29,7 +29,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 APP = """
 import numpy as np
 import pandas as pd
@@ -88,7 +87,7 @@ PAGES = ("Markdown", "Plotly", "Dataframe", "Table", "Vega", "Image", "Inputs")
 
 def visit(page: Any, name: str) -> float:
     """Click ``name`` in the sidebar; the browser's CPU seconds until the page is idle and one second more."""
-    from browser_cpu import chromium_cpu
+    from browser_cpu import IDLE, chromium_cpu
     from playwright.sync_api import expect
 
     time.sleep(1.0)
@@ -104,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="fresh browser contexts, each visiting every page")
     args = parser.parse_args()
-    from browser_cpu import chromium_cpu
+    from browser_cpu import IDLE, chromium_cpu
     from playwright.sync_api import expect, sync_playwright
 
     from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for

@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+sys.path.insert(0, str(ROOT / "bench"))
 WAYS = {
     "streamlit run app.py": ["-m", "streamlit", "run", "app.py"],
     "python -m ui.serve": ["-m", "ui.serve"],
@@ -32,6 +32,7 @@ WAYS = {
 
 def first_visit(way: str, folder: Path) -> tuple[float, float]:
     """(seconds until the server answered, seconds of the first visitor's first load)."""
+    from browser_cpu import IDLE
     from playwright.sync_api import expect, sync_playwright
 
     from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for

@@ -19,10 +19,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if TYPE_CHECKING:
+    from engine.config import DatasetConfig
+WAYS = {"own": "own copy each (build_dataset)", "shared": "shared (shared_dataset)"}
 
 
 def resident_mb() -> float:
@@ -56,14 +59,12 @@ def hold(way: str, folder: str, sessions: int) -> None:
     print(f"{sessions} sessions, {WAYS[way]}: +{added:.0f} MB resident, {len({id(d) for d in held})} object(s)")
 
 
-def config(folder: str) -> Any:
+def config(folder: str) -> DatasetConfig:
+    """The dataset of the PNG folder ``folder`` at 32 px."""
     from engine.config import DatasetConfig, SourceConfig, SplitConfig
 
     # near-copies kept where they are: random images have none, and the check would only add time here
     return DatasetConfig(SourceConfig(kind="folder", path=folder, resolution=32), SplitConfig(near_copies="keep"))
-
-
-WAYS = {"own": "own copy each (build_dataset)", "shared": "shared (shared_dataset)"}
 
 
 def main() -> None:

@@ -160,7 +160,7 @@ class LabDataset:
         that generator may have learnt from the other split's test images. The format,
         ``"<identity>#<config key>"``, is the one stored sets carry.
         """
-        return f"{self.identity}#{self.config.cache_key()}"
+        return dataset_key(self.identity, self.config)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -324,6 +324,16 @@ def move_near_copies(
     return train, kept[0], kept[1], count
 
 
+def source_identity(cfg: sources.SourceConfig) -> str:
+    """What a decoded source is stored under: the decoder's version, the source config and its content."""
+    return f"{sources.DECODER_VERSION}-{cfg.cache_key()}-{sources.content_identity(cfg)}"
+
+
+def dataset_key(identity: str, cfg: DatasetConfig) -> str:
+    """:attr:`LabDataset.key` of the dataset ``cfg`` builds from the source decoded as ``identity``."""
+    return f"{identity}#{cfg.cache_key()}"
+
+
 _IN_USE: weakref.WeakValueDictionary[str, LabDataset] = weakref.WeakValueDictionary()
 _IN_USE_LOCK = threading.Lock()
 
@@ -334,7 +344,7 @@ def shared_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None)
     after they are built). Thirty people on the built-in digits then hold one copy, and a new session's first
     page does not split the images again. The source's content is checked at every call, as by
     :func:`build_dataset` (a changed upload or folder is built anew), and its path is checked for this user."""
-    key = f"{store.home()}:{cfg.cache_key()}-{sources.content_identity(cfg.source)}"  # per workspace
+    key = f"{store.home()}:{dataset_key(source_identity(cfg.source), cfg)}"  # one workspace's datasets apart
     with _IN_USE_LOCK:
         found = _IN_USE.get(key)
     if found is not None:
@@ -388,7 +398,7 @@ def load_source_cached(
     The cache holds plain bytes (:func:`_pack`); an entry that does not unpack is decoded again. On a full
     disk the decoded images are returned without being cached.
     """
-    identity = f"{sources.DECODER_VERSION}-{cfg.cache_key()}-{sources.content_identity(cfg)}"
+    identity = source_identity(cfg)
     cached = _read_cached(identity)
     if cached is not None:
         return cached[0], cached[1], identity, True

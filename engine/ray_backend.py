@@ -170,7 +170,7 @@ class _JobChannel:
 JobChannel: Any = ray.remote(num_cpus=0)(_JobChannel)  # typed loosely: Ray's stubs do not follow actors
 
 
-def new_channel() -> Any:
+def _new_channel() -> Any:
     """A channel actor on this process's own node: a worker node that dies then takes only its own tasks
     with it, never the channel every later job reports through. Should the actor itself die, it restarts
     empty and calls made meanwhile are retried: the server passes a stop on at every poll, and a task's
@@ -305,7 +305,7 @@ class RayRunner(JobRunner):
             )
         super().__init__(**kwargs)
         self.address = connect(address)
-        self._channel: Any = new_channel()
+        self._channel: Any = _new_channel()
         self._slot_count, self._cpus, self._memory_gb = slots, cpus_per_job, memory_gb
         self._force_after = force_after_s
         self._shared: collections.OrderedDict[Any, tuple[Any, Any]] = collections.OrderedDict()

@@ -20,17 +20,20 @@ def test_preload_imports_every_ui_module_and_with_them_the_engine_and_torch() ->
 def test_main_runs_streamlit_run_app_py_with_the_options_given(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.web import cli
 
+    loaded: list[str] = []
     seen: list[list[str]] = []
 
-    loaded: list[str] = []
+    def fake_preload() -> list[str]:
+        loaded.append("ui.figures")
+        return loaded
 
     def fake_main(prog_name: str) -> int:
         assert loaded, "the server started before the modules were imported"
         seen.append(list(sys.argv))
         return 0
 
+    monkeypatch.setattr(serve, "preload", fake_preload)
     monkeypatch.setattr(cli, "main", fake_main)
-    monkeypatch.setattr(serve, "preload", lambda: loaded.append("ui") or ["ui.figures"])
     monkeypatch.setattr(sys, "argv", ["serve"])
     with pytest.raises(SystemExit) as stop:
         serve.main(["--server.port", "8600", "--server.headless", "true"])
