@@ -31,18 +31,25 @@ PAGES = ("Train", "Compare", "Dataset", "Generate")
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
-def chromium_cpu() -> float:
-    """CPU seconds used so far by every process whose command line names chromium."""
+def cpu_seconds(needle: bytes = b"chromium", pid: int | None = None) -> float:
+    """CPU seconds used so far by process ``pid``, or by every process whose command line contains ``needle``,
+    with their children that have ended (a closed tab's renderer counts in the process that waited for it)."""
     ticks = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    pids = [str(pid)] if pid is not None else filter(str.isdigit, os.listdir("/proc"))
+    for each in pids:
         try:
-            if b"chromium" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if pid is None and needle not in Path(f"/proc/{each}/cmdline").read_bytes():
                 continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(map(int, fields[11:15]))  # utime, stime, and cutime, cstime of ended children
         except OSError:
             continue
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def chromium_cpu() -> float:
+    """CPU seconds used so far by every process whose command line names chromium."""
+    return cpu_seconds(b"chromium")
 
 
 def prepare(workspace: Path) -> None:

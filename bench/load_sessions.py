@@ -4,23 +4,31 @@ Starts its own server (a free port, a temporary workspace, ``SYNTHLAB_AUTH`` fro
 browser contexts in one Chromium (Playwright, Debian's /usr/bin/chromium). Each context is one person:
 it logs in (--auth users: one account each, made with ``python -m engine users add``), goes to Train,
 starts a small experiment under its own name (Max epochs and Seeds lowered through the form), then keeps
-visiting Dataset, Compare and Train until its runs have finished. Measured:
+visiting Dataset, Compare and Train until its runs have finished, pausing before each page about --think
+seconds (each pause drawn evenly from think x (1 - jitter) to think x (1 + jitter), so that the people do not
+click in step for minutes, as no real class does; --jitter 0 keeps them in step). Measured:
 
 - page load: from the click on a page's link in the sidebar (or the first address typed) until the
-  page's title is drawn and Streamlit reports the script idle; p50 and p95 over every visit, and apart for
-  a person's first visit of each page (the page's code is new to that browser) and the later ones;
+  page's title is drawn, Streamlit reports the script idle and every chart, data frame and picture on the
+  page has been drawn (the browser draws charts after the script ends; counting them to the page that sent
+  them keeps that work out of the next page's time); p50 and p95 over every visit, and apart for a person's
+  first visit of each page (the page's code is new to that browser) and the later ones; the same loads
+  counted only until the script was idle are printed beside them;
 - server-side rerun: the time of each script run inside the server (the benchmark's server wraps
   Streamlit's script runner with a timer), full reruns and fragment reruns (the job panel) apart;
 - jobs: how many runs finished, failed or were cut short (read from the workspace), how many a person
   saw waiting in the queue ("queued, place N" on Train), and the time from the first Start until every
   run had ended;
 - leaks (--auth users): another person's experiment name in a session's Train page or in the
-  Compare page's experiment list. Without accounts everyone shares one lab, so names are only counted.
+  Compare page's experiment list. Without accounts everyone shares one lab, so names are only counted;
+- CPU while the people clicked: the seconds used by the server (its pages and its jobs), the browsers,
+  Playwright's driver and this script, the machine's idle time, and the time a virtual machine's host gave
+  to others (read from /proc).
 
 The machine is measured as it is: the load average before is printed; other work on it slows everything.
 
 Usage: python bench/load_sessions.py [--sessions 8] [--auth none|users] [--epochs 2] [--seeds 1]
-       [--think 1.0] [--timeout 900] [--json out.json]
+       [--think 1.0] [--jitter 0.5] [--timeout 900] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import re
 import secrets
 import socket
@@ -45,14 +54,28 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run"]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"][data-test-connection-state="CONNECTED"]'
+# True once every chart, table and picture on the page has been drawn: Streamlit reports the script idle
+# before the browser has drawn what it sent (plotly charts and data frames load their code and draw later).
+DRAWN = """() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  if (!main) return false;
+  const every = (sel, inner) => [...main.querySelectorAll(sel)].every((e) => e.querySelector(inner));
+  return every('[data-testid="stPlotlyChart"]', '.main-svg')
+    && every('[data-testid="stDataFrame"]', 'canvas')
+    && every('[data-testid="stVegaLiteChart"]', 'canvas, svg')
+    && [...main.querySelectorAll('img')].every((img) => img.complete)
+    && !main.querySelector('[data-testid="stSkeleton"]');
+}"""
 FINISHED_TEXT = "All runs of this experiment have finished"
 QUEUED = re.compile(r"queued, place \d+")
 VISITS = ("Dataset", "Compare", "Train")
 SERVE = "--serve-timed"  # internal: run the app's server with a timer around each script run
 BEGAN = time.perf_counter()  # set again when the sessions start
+BEGAN_UNIX = time.time()  # the same moment as Unix time (the server's rerun log uses it)
 
 
 @dataclass
@@ -62,6 +85,7 @@ class Session:
     user: str
     experiment_name: str
     loads: list[tuple[str, float, float]] = field(default_factory=list)  # (page, seconds, start since the bench began)
+    idle_loads: list[float] = field(default_factory=list)  # the same loads until the script was idle, drawn or not
     started_at: float = 0.0  # time.monotonic() of the Start click
     finished_seen_at: float = 0.0  # when Train first said every run had finished
     most_queued_seen: int = 0  # the most "queued, place N" lines on Train at one visit
@@ -76,7 +100,8 @@ class Session:
 
 def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
     """Run the app's server as ``make run`` does (``python -m ui.serve``: the lab's modules imported first, then
-    ``streamlit run app.py``) in this process, appending ``kind<TAB>seconds`` per script run to a file."""
+    ``streamlit run app.py``) in this process, appending ``kind<TAB>seconds<TAB>start (Unix time)`` per script run
+    to a file."""
     # The benchmark's own server process, not the engine: the one place outside the app that imports Streamlit.
     from streamlit.runtime.scriptrunner import script_runner  # noqa: TID251
     from streamlit.web import cli  # noqa: TID251
@@ -88,12 +113,12 @@ def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
 
     def timed(self: Any, rerun_data: Any) -> None:
         kind = "fragment" if rerun_data.fragment_id_queue else "full"
-        start = time.perf_counter()
+        began, start = time.time(), time.perf_counter()
         try:
             original(self, rerun_data)
         finally:
             with lock, open(timing_file, "a") as out:
-                out.write(f"{kind}\t{time.perf_counter() - start:.4f}\n")
+                out.write(f"{kind}\t{time.perf_counter() - start:.4f}\t{began:.3f}\n")
 
     script_runner.ScriptRunner._run_script = timed  # type: ignore[method-assign]
     preload()
@@ -153,15 +178,23 @@ async def idle(page: Any, timeout_ms: float) -> None:
     await page.locator(IDLE).wait_for(state="attached", timeout=timeout_ms)
 
 
+async def loaded(page: Any, session: Session, name: str, start: float, timeout_ms: float) -> None:
+    """Wait until the script is idle and everything on the page is drawn; note both times."""
+    await idle(page, timeout_ms)
+    session.idle_loads.append(time.perf_counter() - start)
+    await page.wait_for_function(DRAWN, timeout=timeout_ms)
+    await idle(page, timeout_ms)
+    session.loads.append((name, time.perf_counter() - start, start - BEGAN))
+
+
 async def visit(page: Any, session: Session, name: str, timeout_ms: float) -> None:
-    """Click ``name`` in the sidebar; time it until the page's title is drawn and the script is idle."""
+    """Click ``name`` in the sidebar; time it until the page's title and everything on it is drawn."""
     from playwright.async_api import expect
 
     start = time.perf_counter()
     await page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
     await expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(timeout=timeout_ms)
-    await idle(page, timeout_ms)
-    session.loads.append((name, time.perf_counter() - start, start - BEGAN))
+    await loaded(page, session, name, start, timeout_ms)
     session.error_boxes += await page.get_by_test_id("stException").count()
     session.error_boxes += await page.get_by_test_id("stAlertContentError").count()
 
@@ -191,6 +224,11 @@ async def person(
     from playwright.async_api import expect
 
     timeout_ms = args.step_timeout * 1000
+    rng = random.Random(session.user)
+
+    def pause() -> float:  # people do not click in step: each pause is drawn around --think
+        return args.think * rng.uniform(1 - args.jitter, 1 + args.jitter)
+
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     page.on("pageerror", lambda exc: session.page_errors.append(str(exc)))
@@ -203,9 +241,9 @@ async def person(
             await page.get_by_label("Password", exact=True).fill(password)
             await page.get_by_role("button", name="Log in").click()
         await expect(page.get_by_role("heading", name="Dataset", exact=True)).to_be_visible(timeout=timeout_ms)
-        await idle(page, timeout_ms)
-        session.loads.append(("first load", time.perf_counter() - start, start - BEGAN))
+        await loaded(page, session, "first load", start, timeout_ms)
         # 2b. Start a small experiment under this person's own name.
+        await asyncio.sleep(pause())
         await visit(page, session, "Train", timeout_ms)
         for label, value in (("Max epochs", args.epochs), ("Seeds", args.seeds)):
             box = page.get_by_role("spinbutton", name=label, exact=True)
@@ -223,7 +261,7 @@ async def person(
         deadline = time.monotonic() + args.timeout
         while not session.finished_seen_at and time.monotonic() < deadline:
             for name in VISITS:
-                await asyncio.sleep(args.think)
+                await asyncio.sleep(pause())
                 await visit(page, session, name, timeout_ms)
                 if name == "Train":
                     await look_at_train(page, session, others)
@@ -275,11 +313,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]  # nearest rank
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95)}
+
+
 def rerun_times(timing_file: Path) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {"full": [], "fragment": []}
     if timing_file.is_file():
         for line in timing_file.read_text().splitlines():
-            kind, _, seconds = line.partition("\t")
+            kind, seconds, _ = line.split("\t")
             found.setdefault(kind, []).append(float(seconds))
     return found
 
@@ -289,7 +331,10 @@ def summarise(
 ) -> dict[str, Any]:
     loads = [s for p in people for page, s, _ in p.loads if page != "first load"]
     first = [s for p in people for page, s, _ in p.loads if page == "first load"]
-    opened, again = [], []  # a person's first visit of a page (its code new to their browser), and the later ones
+    pairs = [(load[0], s) for p in people for load, s in zip(p.loads, p.idle_loads, strict=False)]
+    idle_only = [s for page, s in pairs if page != "first load"]
+    opened: list[float] = []  # a person's first visit of a page (its code new to their browser), and the later ones
+    again: list[float] = []
     for p in people:
         seen: set[str] = set()
         for page, s, _ in p.loads:
@@ -301,16 +346,15 @@ def summarise(
         "sessions": len(people),
         "auth": auth,
         "note": note,
-        "page_load_s": {"n": len(loads), "p50": percentile(loads, 50), "p95": percentile(loads, 95)},
-        "page_load_first_visit_s": {"n": len(opened), "p50": percentile(opened, 50), "p95": percentile(opened, 95)},
-        "page_load_later_visits_s": {"n": len(again), "p50": percentile(again, 50), "p95": percentile(again, 95)},
+        "page_load_s": spread(loads),
+        "page_load_until_idle_s": spread(idle_only),
+        "page_load_first_visit_s": spread(opened),
+        "page_load_later_visits_s": spread(again),
         "page_load_p50_by_page_s": {
             name: percentile([s for p in people for page, s, _ in p.loads if page == name], 50) for name in VISITS
         },
-        "first_load_s": {"n": len(first), "p50": percentile(first, 50), "p95": percentile(first, 95)},
-        "rerun_s": {
-            kind: {"n": len(v), "p50": percentile(v, 50), "p95": percentile(v, 95)} for kind, v in reruns.items()
-        },
+        "first_load_s": spread(first),
+        "rerun_s": {kind: spread(v) for kind, v in reruns.items()},
         "runs_by_status": counts,
         "sessions_that_saw_a_queue": sum(p.most_queued_seen > 0 for p in people),
         "runs_seen_queued": sum(p.most_queued_seen for p in people),
@@ -342,11 +386,12 @@ def print_summary(result: dict[str, Any]) -> None:
         f"load average before {result['load_before']}"
         + (f" · Chromium at nice {result['browser_nice']}" if result.get("browser_nice") else ""),
         *([f"note: {result['note']}"] if result["note"] else []),
-        f"page load (sidebar click -> title drawn, script idle): {fig(result['page_load_s'])}",
+        f"page load (sidebar click -> script idle, every chart, table and picture drawn): {fig(result['page_load_s'])}",
+        f"  until the script was idle only (charts maybe not drawn yet): {fig(result['page_load_until_idle_s'])}",
         "  p50 by page: " + " · ".join(f"{k} {v:.2f} s" for k, v in result["page_load_p50_by_page_s"].items()),
         f"  a person's first visit of a page: {fig(result['page_load_first_visit_s'])} · "
         f"later visits: {fig(result['page_load_later_visits_s'])}",
-        f"first load (address -> Dataset drawn, idle, login included): {fig(result['first_load_s'])}",
+        f"first load (address -> Dataset idle and drawn, login included): {fig(result['first_load_s'])}",
         "server-side rerun: full "
         + (fig(reruns["full"]) if reruns["full"] else "not measured")
         + (f" · fragment {fig(reruns['fragment'])}" if reruns.get("fragment") else ""),
@@ -360,6 +405,9 @@ def print_summary(result: dict[str, Any]) -> None:
         f"cross-user leaks: {leak_line}",
         f"error boxes seen: {result['error_boxes']} · browser errors: {result['page_errors']}",
         *[f"problem ({user}): {why}" for user, why in result["problems"].items()],
+        f"CPU while the people clicked ({result['cpu_wall_s']:.0f} s x {result['cpus']} cores = "
+        f"{result['cpu_wall_s'] * result['cpus']:.0f} CPU-s): "
+        + " · ".join(f"{k} {v:.0f}" for k, v in result["cpu_s"].items()),
         f"wall time: {result['wall_s']:.0f} s (accounts and server start: {result['setup_s']:.0f} s)",
     ]
     print("\n".join(lines), flush=True)
@@ -379,11 +427,33 @@ def browser_command(nice: int) -> str:
     return str(wrapper)
 
 
-async def drive(url: str, people: list[Session], passwords: dict[str, str], args: argparse.Namespace) -> float:
+def cpu_now(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server (its pages and its jobs), the browsers, Playwright's driver and this
+    script, the machine's idle time and the time a virtual machine's host gave to others (Linux only: /proc)."""
+    from browser_cpu import cpu_seconds
+
+    mine = os.times()
+    machine = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]  # user nice system idle iowait irq ...
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "server": cpu_seconds(pid=server_pid),
+        "browsers": cpu_seconds(b"chromium"),
+        "playwright": cpu_seconds(b"run-driver"),
+        "benchmark": mine.user + mine.system,
+        "idle": (int(machine[3]) + int(machine[4])) / tick,
+        "stolen by the host": int(machine[7]) / tick if len(machine) > 7 else 0.0,
+    }
+
+
+async def drive(
+    url: str, people: list[Session], passwords: dict[str, str], args: argparse.Namespace, cpu: dict[str, Any]
+) -> float:
+    """Run every person at once; ``cpu`` gets ``before`` and ``after`` (:func:`cpu_now`) around them."""
     from playwright.async_api import async_playwright
 
-    global BEGAN
-    BEGAN = time.perf_counter()
+    global BEGAN, BEGAN_UNIX
+    BEGAN, BEGAN_UNIX = time.perf_counter(), time.time()
+    cpu["before"] = cpu_now(cpu["server_pid"])
     names = {p.experiment_name for p in people}
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_jobs(len(people), stop))
@@ -392,6 +462,7 @@ async def drive(url: str, people: list[Session], passwords: dict[str, str], args
         await asyncio.gather(
             *(person(browser, url, p, passwords.get(p.user, ""), args, names - {p.experiment_name}) for p in people)
         )
+        cpu["after"], cpu["wall_s"] = cpu_now(cpu["server_pid"]), time.perf_counter() - BEGAN
         await browser.close()
     try:
         ended = await asyncio.wait_for(asyncio.shield(watcher), timeout=30)
@@ -412,6 +483,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="Max epochs in each person's experiment")
     parser.add_argument("--seeds", type=int, default=1, help="Seeds in each person's experiment")
     parser.add_argument("--think", type=float, default=1.0, help="seconds a person waits between two pages")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.5,
+        help="each pause is drawn evenly from think x (1 - jitter) to think x (1 + jitter); 0: every person in step",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds a person waits for their runs")
     parser.add_argument("--step-timeout", type=float, default=180, help="seconds one page may take to load")
     parser.add_argument(
@@ -422,6 +499,8 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
+    if not 0 <= args.jitter <= 1:
+        parser.error(f"--jitter {args.jitter} is not accepted: expected a fraction from 0 to 1")
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing: install Debian's chromium (make chromium)")
 
@@ -449,9 +528,10 @@ def main() -> None:
     setup_s = time.monotonic() - wall
     print(f"accounts and server ready after {setup_s:.0f} s; {args.sessions} sessions start now", flush=True)
     people = [Session(user, f"load-{user}-{secrets.token_hex(3)}") for user in users]
+    cpu: dict[str, Any] = {"server_pid": server.pid}
     try:
         # 2. Everyone at once.
-        all_ended = asyncio.run(drive(f"http://127.0.0.1:{port}", people, passwords, args))
+        all_ended = asyncio.run(drive(f"http://127.0.0.1:{port}", people, passwords, args, cpu))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -461,6 +541,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "all_runs_ended_s": all_ended,
+        "began_unix": BEGAN_UNIX,
+        "cpu_s": {k: cpu["after"][k] - cpu["before"][k] for k in cpu.get("after", {})},
+        "cpu_wall_s": cpu.get("wall_s", float("nan")),
         "wall_s": time.monotonic() - wall,
         "setup_s": setup_s,
         "epochs": args.epochs,

@@ -120,19 +120,13 @@ def _delete_upload(item_id: str) -> None:
 def _cache_entries() -> list[Item]:
     names = store.cache_key("name") + "/"  # a readable name beside each decoded dataset: source, images, side
     try:
-        con = store.read_only_index()
-        if con is None:
-            return []
-        try:
-            rows = con.execute(
-                "SELECT rowid, key, raw, tag, CASE WHEN mode = 1 THEN length(value) ELSE size END, store_time,"
-                " access_time FROM Cache"
-            ).fetchall()
-            readable = dict(
-                con.execute("SELECT key, value FROM Cache WHERE raw = 1 AND mode = 1 AND key LIKE ?", (f"{names}%",))
-            )
-        finally:
-            con.close()
+        rows = store.index_rows(
+            "SELECT rowid, key, raw, tag, CASE WHEN mode = 1 THEN length(value) ELSE size END, store_time,"
+            " access_time FROM Cache"
+        )
+        readable = dict(
+            store.index_rows("SELECT key, value FROM Cache WHERE raw = 1 AND mode = 1 AND key LIKE ?", (f"{names}%",))
+        )
     except sqlite3.Error as err:
         log.warning("decode cache not listed: %s", err)
         return []
@@ -159,27 +153,16 @@ def _delete_cache_entry(item_id: str) -> None:
     index to change (the entry then reads as a miss)."""
     if not item_id.isdigit():
         raise CleanupError(f"cache entry {item_id!r} is not accepted: expected a row number")
-    con = store.read_only_index()
-    if con is None:
+    rows = store.index_rows("SELECT tag, filename FROM Cache WHERE rowid = ?", (int(item_id),))
+    if not rows:
         return
-    try:
-        row = con.execute("SELECT tag, filename FROM Cache WHERE rowid = ?", (int(item_id),)).fetchone()
-    finally:
-        con.close()
-    if row is None:
-        return
-    tag, filename = row
+    tag, filename = rows[0]
     owners.check_can_change(tag if isinstance(tag, str) else "", "this decoded dataset", "delete")
     root = store.cache_dir().resolve()
     if isinstance(filename, str) and root in (value_file := (root / filename).resolve()).parents:
         value_file.unlink(missing_ok=True)
     try:
-        con = sqlite3.connect(root / store.CACHE_INDEX, timeout=10)
-        try:
-            with con:
-                con.execute("DELETE FROM Cache WHERE rowid = ?", (int(item_id),))
-        finally:
-            con.close()
+        store.change_index("DELETE FROM Cache WHERE rowid = ?", (int(item_id),), timeout=10)
     except sqlite3.Error as err:
         if not disk.is_full(err, root):
             raise

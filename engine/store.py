@@ -143,7 +143,7 @@ def _cache() -> diskcache.Cache:
     return cache
 
 
-def read_only_index() -> sqlite3.Connection | None:
+def _read_only_index() -> sqlite3.Connection | None:
     """A read-only connection to the cache index (None when there is none yet): reading never writes.
 
     When even that cannot open (on a full disk SQLite cannot create the index's shared-memory file), the
@@ -164,26 +164,35 @@ def read_only_index() -> sqlite3.Connection | None:
         return sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
 
 
+def index_rows(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every row a read-only query on the decode cache's index returns ([] while there is no index); the
+    connection is closed before this returns. :class:`sqlite3.Error` reaches the caller."""
+    con = _read_only_index()
+    if con is None:
+        return []
+    with contextlib.closing(con):
+        return con.execute(sql, params).fetchall()
+
+
+def change_index(sql: str, params: tuple[Any, ...], *, timeout: float) -> None:
+    """One change to the decode cache's index, committed, waiting at most ``timeout`` seconds for its lock.
+    :class:`sqlite3.Error` reaches the caller."""
+    with contextlib.closing(sqlite3.connect(cache_dir() / CACHE_INDEX, timeout=timeout)) as con, con:
+        con.execute(sql, params)
+
+
 def cache_get(key: str | tuple[str, ...]) -> bytes | None:
     """The bytes stored under ``key``, or None: a miss, an unreadable index (a full disk, a damaged file) or an
     entry that is not plain bytes (logged, never unpickled)."""
     name = cache_key(key)
     try:
-        con = read_only_index()
-        if con is None:
-            return None
-        try:
-            row = con.execute(
-                "SELECT rowid, mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (name,)
-            ).fetchone()
-        finally:
-            con.close()
+        rows = index_rows("SELECT rowid, mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (name,))
     except sqlite3.Error as err:
         log.warning("decode cache not read (%s): %s is decoded again", err, name)
         return None
-    if row is None:
+    if not rows:
         return None
-    rowid, mode, filename, value = row
+    rowid, mode, filename, value = rows[0]
     data = _plain_bytes(mode, filename, value)
     if data is None:
         log.warning("cache entry %s ignored: it is not stored as plain bytes", name)
@@ -210,12 +219,7 @@ def _plain_bytes(mode: Any, filename: Any, value: Any) -> bytes | None:
 def _touch(rowid: int) -> None:
     """Record when an entry was last read (what the cleanup view shows), if the disk lets us: never an error."""
     try:
-        con = sqlite3.connect(cache_dir() / CACHE_INDEX, timeout=0.5)
-        try:
-            with con:
-                con.execute("UPDATE Cache SET access_time = ? WHERE rowid = ?", (time.time(), rowid))
-        finally:
-            con.close()
+        change_index("UPDATE Cache SET access_time = ? WHERE rowid = ?", (time.time(), rowid), timeout=0.5)
     except sqlite3.Error as err:
         log.debug("last use of a cache entry not recorded: %s", err)
 
@@ -245,16 +249,10 @@ def cache_size_bytes() -> int:
     """Bytes the decode cache takes (its index and its value files), read without writing."""
     index = sum(p.stat().st_size for p in cache_dir().glob(f"{CACHE_INDEX}*") if p.is_file())
     try:
-        con = read_only_index()
-        if con is None:
-            return index
-        try:
-            (values,) = con.execute("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchone()
-        finally:
-            con.close()
+        rows = index_rows("SELECT COALESCE(SUM(size), 0) FROM Cache")
     except sqlite3.Error:
         return index
-    return index + int(values)
+    return index + (int(rows[0][0]) if rows else 0)
 
 
 def clear_cache() -> int:
@@ -280,18 +278,12 @@ def legacy_cache_text(key: tuple[str, ...]) -> str | None:
     the key is pickled the way that version did and compared as bytes; only plain-text values are read."""
     blob = pickletools.optimize(pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL))
     try:
-        con = read_only_index()
-        if con is None:
-            return None
-        try:
-            row = con.execute("SELECT mode, value FROM Cache WHERE key = ? AND raw = 0", (blob,)).fetchone()
-        finally:
-            con.close()
+        rows = index_rows("SELECT mode, value FROM Cache WHERE key = ? AND raw = 0", (blob,))
     except sqlite3.Error:
         return None
-    if row is None or row[0] != _MODE_RAW or not isinstance(row[1], str):
+    if not rows or rows[0][0] != _MODE_RAW or not isinstance(rows[0][1], str):
         return None
-    return row[1]
+    return rows[0][1]
 
 
 def write_atomic(path: Path, data: bytes, *, what: str | None = None) -> None:

@@ -62,10 +62,7 @@ def test_a_planted_pickle_under_the_digits_key_never_runs(tmp_path: Path) -> Non
 
 def test_cache_values_are_plain_bytes_under_string_keys() -> None:
     store.cache_set(("source", "x"), b"\x00plain")
-    con = store.read_only_index()
-    assert con is not None
-    rows = con.execute("SELECT key, raw, mode FROM Cache").fetchall()
-    con.close()
+    rows = store.index_rows("SELECT key, raw, mode FROM Cache")
     assert rows == [(f"{store.CACHE_FORMAT}/source/x", 1, 1)]  # a raw string key, a raw bytes value (mode 1)
     assert store.cache_get(("source", "x")) == b"\x00plain"
     with pytest.raises(TypeError, match="a cache value must be bytes, got dict"):
