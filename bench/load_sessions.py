@@ -84,8 +84,8 @@ class Session:
 
     user: str
     experiment_name: str
-    loads: list[tuple[str, float, float]] = field(default_factory=list)  # (page, seconds, start since the bench began)
-    idle_loads: list[float] = field(default_factory=list)  # the same loads until the script was idle, drawn or not
+    # (page, seconds until drawn, start since the bench began, seconds until the script was idle)
+    loads: list[tuple[str, float, float, float]] = field(default_factory=list)
     started_at: float = 0.0  # time.monotonic() of the Start click
     finished_seen_at: float = 0.0  # when Train first said every run had finished
     most_queued_seen: int = 0  # the most "queued, place N" lines on Train at one visit
@@ -181,10 +181,10 @@ async def idle(page: Any, timeout_ms: float) -> None:
 async def loaded(page: Any, session: Session, name: str, start: float, timeout_ms: float) -> None:
     """Wait until the script is idle and everything on the page is drawn; note both times."""
     await idle(page, timeout_ms)
-    session.idle_loads.append(time.perf_counter() - start)
+    until_idle = time.perf_counter() - start
     await page.wait_for_function(DRAWN, timeout=timeout_ms)
-    await idle(page, timeout_ms)
-    session.loads.append((name, time.perf_counter() - start, start - BEGAN))
+    await idle(page, timeout_ms)  # still idle: a live panel may have rerun while the charts were drawn
+    session.loads.append((name, time.perf_counter() - start, start - BEGAN, until_idle))
 
 
 async def visit(page: Any, session: Session, name: str, timeout_ms: float) -> None:
@@ -329,15 +329,14 @@ def rerun_times(timing_file: Path) -> dict[str, list[float]]:
 def summarise(
     people: list[Session], auth: str, note: str, reruns: dict[str, list[float]], counts: dict[str, int], extra: dict
 ) -> dict[str, Any]:
-    loads = [s for p in people for page, s, _ in p.loads if page != "first load"]
-    first = [s for p in people for page, s, _ in p.loads if page == "first load"]
-    pairs = [(load[0], s) for p in people for load, s in zip(p.loads, p.idle_loads, strict=False)]
-    idle_only = [s for page, s in pairs if page != "first load"]
+    loads = [s for p in people for page, s, *_ in p.loads if page != "first load"]
+    first = [s for p in people for page, s, *_ in p.loads if page == "first load"]
+    idle_only = [s for p in people for page, *_, s in p.loads if page != "first load"]
     opened: list[float] = []  # a person's first visit of a page (its code new to their browser), and the later ones
     again: list[float] = []
     for p in people:
         seen: set[str] = set()
-        for page, s, _ in p.loads:
+        for page, s, *_ in p.loads:
             if page != "first load":
                 (again if page in seen else opened).append(s)
                 seen.add(page)
@@ -351,7 +350,7 @@ def summarise(
         "page_load_first_visit_s": spread(opened),
         "page_load_later_visits_s": spread(again),
         "page_load_p50_by_page_s": {
-            name: percentile([s for p in people for page, s, _ in p.loads if page == name], 50) for name in VISITS
+            name: percentile([s for p in people for page, s, *_ in p.loads if page == name], 50) for name in VISITS
         },
         "first_load_s": spread(first),
         "rerun_s": {kind: spread(v) for kind, v in reruns.items()},
