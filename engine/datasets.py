@@ -344,26 +344,34 @@ def shared_dataset(cfg: DatasetConfig, *, on_progress: ProgressFn | None = None)
     after they are built). Thirty people on the built-in digits then hold one copy, and a new session's first
     page does not split the images again. The source's content is checked at every call, as by
     :func:`build_dataset` (a changed upload or folder is built anew), and its path is checked for this user."""
-    key = f"{store.home()}:{dataset_key(source_identity(cfg.source), cfg)}"  # one workspace's datasets apart
+    identity = source_identity(cfg.source)  # a zip is read whole for it: once per call, passed on
+    key = f"{store.home()}:{dataset_key(identity, cfg)}"  # one workspace's datasets apart
     with _IN_USE_LOCK:
         found = _IN_USE.get(key)
     if found is not None:
         return found
-    dataset = build_dataset(cfg, on_progress=on_progress)
+    dataset = build_dataset(cfg, on_progress=on_progress, identity=identity)
     with _IN_USE_LOCK:
         return _IN_USE.setdefault(key, dataset)  # two sessions that built it at once keep the first one's
 
 
 def build_dataset(
-    cfg: DatasetConfig, *, on_progress: ProgressFn | None = None, should_stop: StopFn | None = None
+    cfg: DatasetConfig,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    identity: str | None = None,
 ) -> LabDataset:
-    """Decode (through the disk cache), split and imbalance a dataset.
+    """Decode (through the disk cache), split and imbalance a dataset. ``identity``: the source's
+    :func:`source_identity` when the caller has just computed it, so that a zip is not read whole twice.
 
     Raises :class:`sources.SourceError` or :class:`DatasetError` with a message for the user; a decode
     stops within a second once ``should_stop()`` turns true (see :func:`sources.load`).
     """
     # 1. Decode the source, or read it back from the cache.
-    raw, report, identity, from_cache = load_source_cached(cfg.source, on_progress=on_progress, should_stop=should_stop)
+    raw, report, identity, from_cache = load_source_cached(
+        cfg.source, on_progress=on_progress, should_stop=should_stop, identity=identity
+    )
     check_minority(cfg.imbalance, raw.class_names)  # before the split, whose own checks would speak first
     # 2. Split the real images; near-copies of training images leave validation and test.
     train, val, test = split_real(raw, cfg.split)
@@ -391,14 +399,19 @@ def build_dataset(
 
 
 def load_source_cached(
-    cfg: sources.SourceConfig, *, on_progress: ProgressFn | None = None, should_stop: StopFn | None = None
+    cfg: sources.SourceConfig,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    identity: str | None = None,
 ) -> tuple[ImageSet, sources.LoadReport, str, bool]:
-    """Decode a source once; later calls with the same config and content read the disk cache.
+    """Decode a source once; later calls with the same config and content read the disk cache. ``identity``:
+    its :func:`source_identity`, when the caller has it already.
 
     The cache holds plain bytes (:func:`_pack`); an entry that does not unpack is decoded again. On a full
     disk the decoded images are returned without being cached.
     """
-    identity = source_identity(cfg)
+    identity = identity or source_identity(cfg)
     cached = _read_cached(identity)
     if cached is not None:
         return cached[0], cached[1], identity, True

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import gc
 import weakref
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engine import store
+from engine import sources, store
 from engine.config import ConfigError, DatasetConfig, ImbalanceConfig, SourceConfig, SplitConfig
 from engine.datasets import (
     DatasetError,
@@ -204,10 +206,16 @@ def test_config_round_trips_through_a_dict() -> None:
         DatasetConfig.from_dict({"source": {"colour": "rgb"}})
 
 
-def test_sessions_share_one_built_dataset_while_they_hold_it_and_a_changed_zip_is_built_anew(make_zip) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_share_one_built_dataset_while_they_hold_it_and_a_changed_zip_is_built_anew(
+    make_zip: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = make_zip(class_files({"a": 6, "b": 6}))
     cfg = DatasetConfig(source=SourceConfig(kind="zip", path=str(path)))
+    hashed: list[str] = []
+    content_identity = sources.content_identity
+    monkeypatch.setattr(sources, "content_identity", lambda c: hashed.append(c.path) or content_identity(c))
     first = shared_dataset(cfg)
+    assert hashed == [str(path)]  # the zip is read whole once for the first build, not again to decode it
     assert shared_dataset(cfg) is first  # a second session gets the same object, not a second copy
     cut = dataclasses.replace(cfg, imbalance=ImbalanceConfig(kind="step", minority=("a",), keep_fraction=0.5))
     assert shared_dataset(cut) is not first and shared_dataset(cut).key != first.key
