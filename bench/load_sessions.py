@@ -25,7 +25,9 @@ click in step for minutes, as no real class does; --jitter 0 keeps them in step)
   Playwright's driver and this script, the machine's idle time, and the time a virtual machine's host gave
   to others (read from /proc).
 
-The machine is measured as it is: the load average before is printed; other work on it slows everything.
+The machine is measured as it is: the load average before is printed, and the seconds one core takes for
+a fixed piece of Python work (on one evening, the eight first loads took 32 s in one run and 42-43 s in
+runs of the same code an hour later, with no time taken by the host); other work on it slows everything.
 
 Usage: python bench/load_sessions.py [--sessions 8] [--auth none|users] [--epochs 2] [--seeds 1]
        [--think 1.0] [--jitter 0.5] [--timeout 900] [--json out.json]
@@ -106,7 +108,7 @@ def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
     from streamlit.runtime.scriptrunner import script_runner  # noqa: TID251
     from streamlit.web import cli  # noqa: TID251
 
-    from ui.serve import preload
+    from ui.serve import prepare
 
     original = script_runner.ScriptRunner._run_script
     lock = threading.Lock()
@@ -121,9 +123,23 @@ def serve_timed(timing_file: str, streamlit_args: list[str]) -> None:
                 out.write(f"{kind}\t{time.perf_counter() - start:.4f}\t{began:.3f}\n")
 
     script_runner.ScriptRunner._run_script = timed  # type: ignore[method-assign]
-    preload()
+    prepare()
     sys.argv = ["streamlit", "run", "app.py", *streamlit_args]
     sys.exit(cli.main(prog_name="streamlit"))
+
+
+PROBE_TEXT = "10 million additions"
+
+
+def core_probe() -> float:
+    """Seconds one core takes for :data:`PROBE_TEXT` in Python, best of three: how fast the machine is now."""
+    times = []
+    for _ in range(3):
+        start, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def free_port() -> int:
@@ -382,7 +398,7 @@ def print_summary(result: dict[str, Any]) -> None:
     reruns = result["rerun_s"]
     lines = [
         f"SynthLab load: {result['sessions']} sessions · auth {result['auth']} · {result['cpus']} CPUs · "
-        f"load average before {result['load_before']}"
+        f"load average before {result['load_before']} · one core: {result['core_probe_s']:.2f} s for {PROBE_TEXT}"
         + (f" · Chromium at nice {result['browser_nice']}" if result.get("browser_nice") else ""),
         *([f"note: {result['note']}"] if result["note"] else []),
         f"page load (sidebar click -> script idle, every chart, table and picture drawn): {fig(result['page_load_s'])}",
@@ -505,6 +521,7 @@ def main() -> None:
 
     # 1. A temporary workspace, accounts when asked for and available, the server.
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    core_probe_s = core_probe()
     wall = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="synthlab-load-"))
     home = tmp / "workspace"
@@ -539,6 +556,7 @@ def main() -> None:
     extra = {
         "cpus": os.cpu_count(),
         "load_before": load_before,
+        "core_probe_s": core_probe_s,
         "all_runs_ended_s": all_ended,
         "began_unix": BEGAN_UNIX,
         "cpu_s": {k: cpu["after"][k] - cpu["before"][k] for k in cpu.get("after", {})},

@@ -1,4 +1,5 @@
-"""``python -m ui.serve``: the lab's modules imported before the server starts, then ``streamlit run app.py``."""
+"""``python -m ui.serve``: the send pause set and the lab's modules imported before the server starts, then
+``streamlit run app.py``."""
 
 from __future__ import annotations
 
@@ -32,10 +33,61 @@ def test_main_runs_streamlit_run_app_py_with_the_options_given(monkeypatch: pyte
         seen.append(list(sys.argv))
         return 0
 
+    paused: list[float] = []
     monkeypatch.setattr(serve, "preload", fake_preload)
+    monkeypatch.setattr(serve, "batch_messages", lambda seconds: paused.append(seconds) or True)
     monkeypatch.setattr(cli, "main", fake_main)
     monkeypatch.setattr(sys, "argv", ["serve"])
+    monkeypatch.setenv(serve.SEND_ENV, "150")
     with pytest.raises(SystemExit) as stop:
         serve.main(["--server.port", "8600", "--server.headless", "true"])
     assert stop.value.code == 0
     assert seen == [["streamlit", "run", "app.py", "--server.port", "8600", "--server.headless", "true"]]
+    assert paused == [0.15]
+
+
+def test_the_send_pause_is_100_ms_unless_set_and_a_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(serve.SEND_ENV, raising=False)
+    assert serve.send_every_s() == 0.1
+    monkeypatch.setenv(serve.SEND_ENV, " 250 ")
+    assert serve.send_every_s() == 0.25
+    for bad in ("0", "4", "1001", "1.5", "fast", "-20"):
+        monkeypatch.setenv(serve.SEND_ENV, bad)
+        with pytest.raises(SystemExit) as stop:
+            serve.send_every_s()
+        assert str(stop.value) == (
+            f"the server setting SYNTHLAB_SEND_EVERY_MS={bad!r} is not accepted: expected a whole number of "
+            "milliseconds from 5 to 1000"
+        )
+
+
+def test_batch_messages_sets_the_pause_that_streamlits_send_loop_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from streamlit.runtime import runtime
+
+    # The loop looks the pause up in its module on every round: a Streamlit that stopped doing so would
+    # keep sending one message at a time, whatever this sets.
+    assert "await asyncio.sleep(MESSAGE_FLUSH_INTERVAL_SECS)" in inspect.getsource(runtime.Runtime._loop_coroutine)
+    monkeypatch.setattr(runtime, "MESSAGE_FLUSH_INTERVAL_SECS", 0.005)
+    assert serve.batch_messages(0.1) is True
+    assert runtime.MESSAGE_FLUSH_INTERVAL_SECS == 0.1
+
+
+def test_batch_messages_warns_where_streamlit_has_no_pause(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamlit.runtime import runtime
+
+    monkeypatch.delattr(runtime, "MESSAGE_FLUSH_INTERVAL_SECS")
+    assert serve.batch_messages(0.1) is False
+    assert "no send pause to set" in caplog.text
+
+
+def test_a_bad_send_pause_stops_the_start_before_anything_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    imported: list[str] = []
+    monkeypatch.setattr(serve, "preload", lambda: imported.append("ui") or imported)
+    monkeypatch.setenv(serve.SEND_ENV, "0")
+    with pytest.raises(SystemExit, match="SYNTHLAB_SEND_EVERY_MS='0' is not accepted"):
+        serve.main([])
+    assert imported == []
