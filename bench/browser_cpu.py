@@ -11,13 +11,17 @@ experiment from the Train page (its default mixes and seeds, 15 epochs) and prin
 CPU per second while that open tab follows the runs live (its panel and curves redrawn as they go). The
 server's own CPU is not counted.
 
-Usage: python bench/browser_cpu.py [--rounds 4] [--live-windows 6]
+--by-process: each visit's CPU also apart for each kind of Chromium process (the page's renderer, the
+browser process, the GPU process that draws without a GPU, the network service and other utilities).
+
+Usage: python bench/browser_cpu.py [--rounds 4] [--live-windows 6] [--by-process]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -52,6 +56,23 @@ def chromium_cpu() -> float:
     return cpu_seconds(b"chromium")
 
 
+def chromium_cpu_by_kind() -> dict[str, float]:
+    """:func:`chromium_cpu` apart for each kind of Chromium process (``--type=`` on its command line: renderer,
+    gpu-process, utility; none: the browser process itself)."""
+    spent: dict[str, float] = {}
+    for each in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{each}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"chromium" not in command:
+            continue
+        found = re.search(rb"--type=([a-z-]+)", command)  # children rewrite their title: no NUL-split arguments
+        kind = found.group(1).decode() if found else "browser"
+        spent[kind] = spent.get(kind, 0.0) + cpu_seconds(pid=int(each))
+    return spent
+
+
 def prepare(workspace: Path) -> None:
     """One finished experiment in ``workspace``: real, oversample and reweight on digits, 2 epochs, 1 seed."""
     os.environ["SYNTHLAB_HOME"] = str(workspace)
@@ -73,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="visits of each page")
     parser.add_argument("--live-windows", type=int, default=6, help="3-second windows measured while runs go")
+    parser.add_argument("--by-process", action="store_true", help="each visit's CPU apart per kind of process")
     args = parser.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
@@ -97,14 +119,18 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name in PAGES:
                     time.sleep(2)  # let the previous page settle
-                    before, start = chromium_cpu(), time.perf_counter()
+                    before, start, kinds = chromium_cpu(), time.perf_counter(), chromium_cpu_by_kind()
                     page.get_by_test_id("stSidebar").get_by_role("link", name=name).click()
                     expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=60_000)
                     page.wait_for_selector(IDLE, timeout=60_000)
                     wall = time.perf_counter() - start
                     time.sleep(1.0)  # charts draw after the script is idle
                     spent[name].append(chromium_cpu() - before)
-                    print(f"{name:<9} {wall:5.2f} s to idle · {spent[name][-1]:.2f} CPU-s in the browser")
+                    line = f"{name:<9} {wall:5.2f} s to idle · {spent[name][-1]:.2f} CPU-s in the browser"
+                    if args.by_process:
+                        after = chromium_cpu_by_kind()
+                        line += " (" + ", ".join(f"{k} {v - kinds.get(k, 0.0):.2f}" for k, v in after.items()) + ")"
+                    print(line)
             # The first round opens each page for the first time in this browser (Dataset was the first load):
             # its code runs for the first time there, which costs more than any later visit.
             print("first visit, CPU-s: " + " · ".join(f"{n} {v[0]:.2f}" for n, v in spent.items() if n != "Dataset"))

@@ -51,7 +51,7 @@ def test_the_send_pause_is_100_ms_unless_set_and_a_bad_setting_names_itself(monk
     assert serve.send_every_s() == 0.1
     monkeypatch.setenv(serve.SEND_ENV, " 250 ")
     assert serve.send_every_s() == 0.25
-    for bad in ("0", "4", "1001", "1.5", "fast", "-20"):
+    for bad in ("0", "4", "1001", "1.5", "fast", "-20", "1_000", "²"):
         monkeypatch.setenv(serve.SEND_ENV, bad)
         with pytest.raises(SystemExit) as stop:
             serve.send_every_s()
@@ -69,9 +69,14 @@ def test_batch_messages_sets_the_pause_that_streamlits_send_loop_reads(monkeypat
     # The loop looks the pause up in its module on every round: a Streamlit that stopped doing so would
     # keep sending one message at a time, whatever this sets.
     assert "await asyncio.sleep(MESSAGE_FLUSH_INTERVAL_SECS)" in inspect.getsource(runtime.Runtime._loop_coroutine)
+    from streamlit.commands import execution_control
+
     monkeypatch.setattr(runtime, "MESSAGE_FLUSH_INTERVAL_SECS", 0.005)
+    monkeypatch.setattr(execution_control, "MESSAGE_FLUSH_INTERVAL_SECS", 0.005)
     assert serve.batch_messages(0.1) is True
     assert runtime.MESSAGE_FLUSH_INTERVAL_SECS == 0.1
+    # st.switch_page waits two pauses for its query parameters to leave: its own copy follows.
+    assert execution_control.MESSAGE_FLUSH_INTERVAL_SECS == 0.1
 
 
 def test_batch_messages_warns_where_streamlit_has_no_pause(

@@ -27,6 +27,7 @@ import ui
 SEND_ENV = "SYNTHLAB_SEND_EVERY_MS"
 SEND_EVERY_MS = 100  # default: at most 0.1 s more before a page's last elements leave the server
 SEND_RANGE_MS = (5, 1000)  # 5 ms is Streamlit's own pace
+PAUSE_NAME = "MESSAGE_FLUSH_INTERVAL_SECS"  # Streamlit's pause after each send, read by its send loop every round
 
 
 def send_every_s() -> float:
@@ -37,7 +38,7 @@ def send_every_s() -> float:
     if not raw:
         return SEND_EVERY_MS / 1000
     low, high = SEND_RANGE_MS
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise SystemExit(
             f"the server setting {SEND_ENV}={raw!r} is not accepted: expected a whole number of milliseconds "
             f"from {low} to {high}"
@@ -51,17 +52,23 @@ def batch_messages(seconds: float) -> bool:
 
     Streamlit's loop sends whatever is waiting at once when it has been idle, then pauses 5 ms before the next
     send. The browser draws the page again for each batch it receives, so a script whose elements come out
-    over a second (a page run on a busy server) had it draw the page tens of times. ``python bench/
-    send_batches.py`` (a page of 60 paragraphs and 20 number inputs whose script takes 1.2 s, quiet 2-core
-    machine): median browser CPU per visit 1.24 CPU-s with 5 ms, 0.96 with 50 ms, 0.75 with 100 ms, 0.63 with
-    250 ms; the same page made at once cost 0.36-0.39 with each, and was idle 0.27, 0.28, 0.30 and 0.48 s
-    after the click. 100 ms keeps quick pages quick."""
+    over a second (a page run on a busy server) had it draw the page tens of times.
+    ``python bench/send_batches.py --pauses-ms 5,50,100,250`` (a page of 60 paragraphs and 20 number inputs
+    whose script takes 1.2 s, quiet 2-core machine): median browser CPU per visit 1.24 CPU-s with 5 ms, 0.96
+    with 50 ms, 0.75 with 100 ms, 0.63 with 250 ms; the same page made at once cost 0.36-0.39 with each, and
+    was idle 0.27, 0.28, 0.30 and 0.48 s after the click. 100 ms keeps quick pages quick.
+
+    ``st.switch_page`` keeps its own copy of the pause (it waits two pauses so that its query parameters are
+    sent before the rerun clears what is waiting): it is set too."""
+    from streamlit.commands import execution_control
     from streamlit.runtime import runtime
 
-    if not hasattr(runtime, "MESSAGE_FLUSH_INTERVAL_SECS"):
+    if not hasattr(runtime, PAUSE_NAME):
         logging.getLogger("synthlab").warning("this Streamlit has no send pause to set: messages go one by one")
         return False
-    runtime.MESSAGE_FLUSH_INTERVAL_SECS = seconds
+    for module in (runtime, execution_control):
+        if hasattr(module, PAUSE_NAME):
+            setattr(module, PAUSE_NAME, seconds)
     return True
 
 
