@@ -119,7 +119,8 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name in PAGES:
                     time.sleep(2)  # let the previous page settle
-                    before, start, kinds = chromium_cpu(), time.perf_counter(), chromium_cpu_by_kind()
+                    kinds = chromium_cpu_by_kind() if args.by_process else {}
+                    before, start = chromium_cpu(), time.perf_counter()
                     page.get_by_test_id("stSidebar").get_by_role("link", name=name).click()
                     expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=60_000)
                     page.wait_for_selector(IDLE, timeout=60_000)

@@ -27,7 +27,8 @@ click in step for minutes, as no real class does; --jitter 0 keeps them in step)
 
 The machine is measured as it is: the load average before is printed, and the seconds one core takes for
 a fixed piece of Python work (on one evening, the eight first loads took 32 s in one run and 42-43 s in
-runs of the same code an hour later, with no time taken by the host); other work on it slows everything.
+runs of the same code later that night, the host taking at most 0.31 CPU-s of a run); other work on it slows
+everything.
 
 Usage: python bench/load_sessions.py [--sessions 8] [--auth none|users] [--epochs 2] [--seeds 1]
        [--think 1.0] [--jitter 0.5] [--timeout 900] [--json out.json]

@@ -10,7 +10,8 @@ This serves a minimal Streamlit app (written to a temporary folder) with two pag
 and 20 number inputs: *Quick* makes them at once; *Slow* waits 20 ms after each paragraph (1.2 s in all), as
 a page run on a busy server does. For each pause given it starts the app's server with that pause, opens one
 Chromium tab (Playwright, Debian's /usr/bin/chromium), and visits Quick and Slow in turn (going back to a
-bare page after each visit, so that every visit draws the page anew). It prints, per pause, the median CPU
+bare page after each visit, so that every visit draws the page anew; the server and the visits are those of
+``bench/browser_first_use.py``). It prints, per pause, the median CPU
 seconds all of Chromium's processes used per visit (read from /proc, so Linux only; from the click until the
 script is idle and 1 s more) and the median time from the click until the script is idle, which is what the
 pause may add to a quick page.
@@ -23,12 +24,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,67 +57,40 @@ st.navigation(
     ]
 ).run()
 """
-# The server: ui.serve's pause set, then ``streamlit run`` on the app above.
+# The server: ui.serve's pause set, then Streamlit with the rest of the command line (``run app.py ...``).
 LAUNCH = """
 import sys
 from streamlit.web import cli
 from ui.serve import batch_messages
 assert batch_messages(float(sys.argv[1]))
-sys.argv = ["streamlit", "run", *sys.argv[2:]]
+sys.argv = ["streamlit", *sys.argv[2:]]
 sys.exit(cli.main(prog_name="streamlit"))
 """
 PAGES = ("Quick", "Slow")
 
 
-def visit(page: Any, name: str) -> tuple[float, float]:
-    """Click ``name``: the browser's CPU seconds until the page is idle and 1 s more, and the seconds until idle."""
-    from browser_cpu import IDLE, chromium_cpu
-    from playwright.sync_api import expect
-
-    time.sleep(1.0)
-    before, start = chromium_cpu(), time.perf_counter()
-    page.get_by_role("link", name=name, exact=True).click()
-    expect(page.get_by_role("heading", name=name)).to_be_visible(timeout=60_000)
-    page.wait_for_selector(IDLE, timeout=60_000)
-    wall = time.perf_counter() - start
-    time.sleep(1.0)
-    return chromium_cpu() - before, wall
-
-
 def measure(folder: Path, pause_s: float, rounds: int) -> dict[str, list[tuple[float, float]]]:
     """Each page's visits (browser CPU-s, seconds to idle) with the server's send loop pausing ``pause_s``."""
     from browser_cpu import IDLE
+    from browser_first_use import serve_app, visit
     from playwright.sync_api import sync_playwright
 
-    from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for
+    from tests.browser_util import CHROMIUM, CHROMIUM_ARGS
 
-    port, log_path = free_port(), folder / f"server-{pause_s}.log"
-    cmd = [sys.executable, "-c", LAUNCH, str(pause_s), "app.py", "--server.port", str(port)]
-    cmd += ["--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
-    cmd += ["--browser.gatherUsageStats", "false"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     spent: dict[str, list[tuple[float, float]]] = {name: [] for name in PAGES}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for(f"{url}/_stcore/health", proc, log_path)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(url, wait_until="domcontentloaded")
-                page.wait_for_selector(IDLE, timeout=60_000)
-                for name in PAGES:  # each page's first visit loads its code: not counted
-                    visit(page, name)
-                    visit(page, "Bare")
-                for _ in range(rounds):
-                    for name in PAGES:
-                        spent[name].append(visit(page, name))
-                        visit(page, "Bare")  # away, so that the next visit draws the page anew
-                browser.close()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    with serve_app(folder, APP, [sys.executable, "-c", LAUNCH, str(pause_s)]) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector(IDLE, timeout=60_000)
+        for name in PAGES:  # each page's first visit loads its code: not counted
+            visit(page, name)
+            visit(page, "Bare")
+        for _ in range(rounds):
+            for name in PAGES:
+                spent[name].append(visit(page, name))
+                visit(page, "Bare")  # away, so that the next visit draws the page anew
+        browser.close()
     return spent
 
 
@@ -136,7 +107,6 @@ def main() -> None:
     print(f"browser CPU per visit by the send loop's pause · {os.cpu_count()} CPUs · load average {load}")
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        (folder / "app.py").write_text(APP)
         for pause in pauses:
             spent = measure(folder, pause / 1000, args.rounds)
             shown = []
