@@ -4,7 +4,8 @@ import streamlit as st
 
 from engine import tasks
 from engine.synth import gan, generators, make_sets
-from ui.generate_views import ddpm_form, gan_form, generate_form, generate_panel, set_browser, stopped_generators
+from ui.generate_views import generate_panel, set_browser
+from ui.generator_forms import ddpm_form, gan_form, generate_form, stopped_generators
 from ui.jobs_panel import get_runner, owner_token
 from ui.sd_views import keep_sd_settings, sd_form, unfinished_requests
 from ui.state import current_dataset, describe, keep_widget_values

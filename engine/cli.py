@@ -147,13 +147,11 @@ def _make_set(
     loop.check_generator(request.generator, dataset)
     make_sets.target_counts(dataset, request)  # class names checked before the judge trains
     progress = Progress("set")
-    found = None if fresh else loop.find_set(request, dataset)
-    if found is not None:
-        info, reused = found, True
-    elif runner == "ray":
-        info, reused = ray_cli.make_set(request, dataset), False
+    if runner == "ray":
+        found = None if fresh else loop.find_set(request, dataset)
+        info, reused = (found, True) if found is not None else (ray_cli.make_set(request, dataset), False)
     else:
-        info, reused = loop.make_or_reuse_set(request, dataset, fresh=True, on_progress=set_progress(progress))
+        info, reused = loop.make_or_reuse_set(request, dataset, fresh=fresh, on_progress=set_progress(progress))
     progress.finish(f"{info.id} " + ("reused: made earlier by the same request" if reused else "made"))
     kept, total = sum(info.counts_kept), sum(info.counts_total)
     print(f"set {info.id}: kept {kept:,} of {total:,} generated images, from generator {info.generator}")
