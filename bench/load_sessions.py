@@ -8,18 +8,20 @@ visiting Dataset, Compare and Train until its runs have finished, pausing before
 seconds (each pause drawn evenly from think x (1 - jitter) to think x (1 + jitter), so that the people do not
 click in step for minutes, as no real class does; --jitter 0 keeps them in step). Measured:
 
-- page load, timed in the page as its person sees it: from the click on a page's link in the sidebar (the
-  click event's own time) to the first frame in which the page's title is shown, Streamlit reports the
-  script idle and every chart, data frame and picture on the page has been drawn (the browser draws charts
-  after the script ends; counting them to the page that sent them keeps that work out of the next page's
-  time). A script in each page checks this at every frame (WATCH). p50 and p95 over every visit, and apart
-  for a person's first visit of each page (the page's code is new to that browser) and the later ones; the
-  same loads until the script was idle are printed beside them;
+- page load, timed in the page as its person waits for it: from the click on a page's link in the sidebar
+  (the click event's own time) to the start of the frame after the first one in which the page's title is in
+  place, Streamlit reports the script idle and every chart, data frame and picture on the page is in place
+  (the browser draws charts after the script ends; counting them to the page that sent them keeps that work
+  out of the next page's time). A script in each page checks this at every frame (WATCH). p50 and p95 over
+  every visit, and apart for a person's first visit of each page (the page's code is new to that browser)
+  and the later ones; the same loads until the start of the complete frame, and until the script was idle,
+  are printed beside them;
 - the same loads as this script saw them, as it timed them until 2026-12-01: from before its click call
   until its waits returned. Playwright's click first checks the link over several round trips, and its waits
-  poll (again after 20, 50, 100, 100 and then every 500 ms), so under load this adds time no person waits
-  for; both delays are printed apart (the click call until the click reached the page; the page complete
-  until the waits returned);
+  for the title and the idle script poll (again after 20, 50, 100, 100 and then every 500 ms, each check a
+  round trip to the browser), so under load this adds time no person waits for; both delays are printed
+  apart (the click call until the click reached the page; the start of the complete frame until the waits
+  returned);
 - first load: from the address typed until the Dataset page is drawn, login included, as this script saw it;
 - server-side rerun: the time of each script run inside the server (the benchmark's server wraps
   Streamlit's script runner with a timer), full reruns and fragment reruns (the job panel) apart;
@@ -80,12 +82,15 @@ DRAWN = """() => {
     && [...main.querySelectorAll('img')].every((img) => img.complete)
     && !main.querySelector('[data-testid="stSkeleton"]');
 }"""
-# Times each page load inside the browser, as its person sees it: from the click on a page's link (the click
-# event's own time) to the first frame in which the page's title is shown, the script is idle and everything on
-# the page is drawn (DRAWN), checked at every frame. The load generator's own waits poll less often (Playwright
-# checks a condition again after 20, 50, 100, 100 and then every 500 ms) and its click first checks the link
-# over several round trips; neither is part of what a person waits for. Runs in every page of a context before
-# Streamlit's own code; the first load is timed from the start of the navigation.
+# Times each page load inside the browser, as its person waits for it: from the click on a page's link (the
+# click event's own time) to the start of the frame after the first one in which the page's title is in place,
+# the script is idle and every chart, table and picture is in place (DRAWN), checked at every frame; by then the
+# page's main thread has drawn that frame (the frame's own start is kept too, as ``complete``). This script's
+# waits for the title and the idle script poll less often (Playwright checks again after 20, 50, 100, 100 and
+# then every 500 ms, each check a round trip to the browser) and its click first checks the link over several
+# round trips; neither is part of what a person waits for. Each visit names its page and a token
+# (``__synthlabExpect``), so that a load is never read for the wrong click. Runs in every page of a context
+# before Streamlit's own code (it also watches the first load, which this script times itself).
 WATCH = """(() => {
   const IDLE = IDLE_SELECTOR;
   const drawn = DRAWN_CHECK;
@@ -95,23 +100,26 @@ WATCH = """(() => {
     if (![...main.querySelectorAll('h1')].some((h) => h.textContent.trim() === name)) return 0;
     return drawn() ? 2 : 1;
   };
-  const watch = (name, start) => {
-    const load = { name, start, idle: 0, drawn: 0, origin: performance.timeOrigin };
+  const watch = (name, token, start) => {
+    const load = { name, token, start, idle: 0, complete: 0, drawn: 0, origin: performance.timeOrigin };
     window.__synthlabLoad = load;
     const tick = () => {
       if (window.__synthlabLoad !== load) return;  // another click began another load
-      const now = performance.now(), seen = state(name);
+      const now = performance.now();
+      if (load.complete) { load.drawn = now; return; }  // the frame after the complete one has begun
+      const seen = state(name);
       if (seen >= 1 && !load.idle) load.idle = now;
-      if (seen === 2) load.drawn = now;
-      else requestAnimationFrame(tick);
+      if (seen === 2) load.complete = now;
+      requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
   };
   document.addEventListener('click', (event) => {
     const link = event.target instanceof Element && event.target.closest('[data-testid="stSidebarNav"] a');
-    if (link && window.__synthlabExpect) watch(window.__synthlabExpect, event.timeStamp);
+    const expect = window.__synthlabExpect;
+    if (link && expect) watch(expect.name, expect.token, event.timeStamp);
   }, true);
-  watch('Dataset', 0);
+  watch('Dataset', '', 0);
 })();""".replace("IDLE_SELECTOR", json.dumps(IDLE)).replace("DRAWN_CHECK", DRAWN)
 FINISHED_TEXT = "All runs of this experiment have finished"
 QUEUED = re.compile(r"queued, place \d+")
@@ -130,10 +138,11 @@ class Load:
     began_s: float  # when this script began the load (before its click call), seconds since the sessions began
     seen_s: float  # as this script saw it: from before its click call until its waits returned
     seen_idle_s: float  # the same, until its wait for the idle script returned
-    in_page_s: float = math.nan  # in the page (WATCH): the click event -> the first frame with the page complete
-    in_page_idle_s: float = math.nan  # the same, until the first frame with the title shown and the script idle
+    in_page_s: float = math.nan  # in the page (WATCH): the click event -> the frame after the complete one began
+    in_page_complete_s: float = math.nan  # the same, until the start of the frame with the page complete
+    in_page_idle_s: float = math.nan  # the same, until the first frame with the title in place and the script idle
     click_delay_s: float = math.nan  # from before this script's click call until the click event in the page
-    notice_delay_s: float = math.nan  # from that frame until this script's waits returned
+    notice_delay_s: float = math.nan  # from the complete frame's start (which its waits see) until they returned
 
 
 @dataclass
@@ -249,25 +258,30 @@ async def idle(page: Any, timeout_ms: float) -> None:
     await page.locator(IDLE).wait_for(state="attached", timeout=timeout_ms)
 
 
-async def loaded(page: Any, session: Session, name: str, start: float, timeout_ms: float) -> None:
+async def loaded(
+    page: Any, session: Session, name: str, start: tuple[float, float], timeout_ms: float, token: str = ""
+) -> None:
     """Wait until the script is idle and everything on the page is drawn; note the times, as this script saw
-    them and (but for the first load) as the page did. ``start`` is ``time.time()`` before the click call."""
+    them and (given the visit's ``token``) as the page did. ``start`` is (``time.perf_counter()``,
+    ``time.time()``) before the click call: the second is set beside the page's own clock."""
     await idle(page, timeout_ms)
-    until_idle = time.time() - start
+    until_idle = time.perf_counter() - start[0]
     await page.wait_for_function(DRAWN, timeout=timeout_ms)
     await idle(page, timeout_ms)  # still idle: a live panel may have rerun while the charts were drawn
-    returned = time.time()
-    load = Load(name, start - BEGAN_UNIX, returned - start, until_idle)
-    if name != "first load":
+    returned, returned_unix = time.perf_counter(), time.time()
+    load = Load(name, start[0] - BEGAN, returned - start[0], until_idle)
+    if token:
         handle = await page.wait_for_function(
-            "(name) => { const l = window.__synthlabLoad; return l && l.name === name && l.drawn && l; }",
-            arg=name,
+            "(token) => { const l = window.__synthlabLoad; return l && l.token === token && l.drawn && l; }",
+            arg=token,
             timeout=timeout_ms,
         )
         got = await handle.json_value()  # milliseconds since the page's time origin (a Unix time in ms)
-        load.in_page_s, load.in_page_idle_s = (got["drawn"] - got["start"]) / 1000, (got["idle"] - got["start"]) / 1000
-        load.click_delay_s = (got["origin"] + got["start"]) / 1000 - start
-        load.notice_delay_s = returned - (got["origin"] + got["drawn"]) / 1000
+        load.in_page_s = (got["drawn"] - got["start"]) / 1000
+        load.in_page_complete_s = (got["complete"] - got["start"]) / 1000
+        load.in_page_idle_s = (got["idle"] - got["start"]) / 1000
+        load.click_delay_s = (got["origin"] + got["start"]) / 1000 - start[1]
+        load.notice_delay_s = returned_unix - (got["origin"] + got["complete"]) / 1000
     session.loads.append(load)
 
 
@@ -275,11 +289,12 @@ async def visit(page: Any, session: Session, name: str, timeout_ms: float) -> No
     """Click ``name`` in the sidebar; time it until the page's title and everything on it is drawn."""
     from playwright.async_api import expect
 
-    await page.evaluate("(name) => { window.__synthlabExpect = name; }", name)  # the page WATCH times
-    start = time.time()  # a Unix time, to set beside the page's own clock
+    token = secrets.token_hex(4)  # this visit's load in the page (WATCH), never an earlier one
+    await page.evaluate("(expect) => { window.__synthlabExpect = expect; }", {"name": name, "token": token})
+    start = time.perf_counter(), time.time()
     await page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
     await expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(timeout=timeout_ms)
-    await loaded(page, session, name, start, timeout_ms)
+    await loaded(page, session, name, start, timeout_ms, token)
     session.error_boxes += await page.get_by_test_id("stException").count()
     session.error_boxes += await page.get_by_test_id("stAlertContentError").count()
 
@@ -320,7 +335,7 @@ async def person(
     page.on("pageerror", lambda exc: session.page_errors.append(str(exc)))
     try:
         # 2a. Arrive (and log in).
-        start = time.time()
+        start = time.perf_counter(), time.time()
         await page.goto(url, wait_until="domcontentloaded")
         if password:
             await page.get_by_label("Username", exact=True).fill(session.user)
@@ -400,7 +415,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def spread(values: list[float]) -> dict[str, float]:
+    values = [v for v in values if not math.isnan(v)]  # a load the page did not time (the first load)
     return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95)}
+
+
+def no_nan(value: Any) -> Any:
+    """``value`` with every NaN float replaced by None, for strict JSON (a first load has no in-page times)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [no_nan(v) for v in value]
+    return value
 
 
 def rerun_times(timing_file: Path) -> dict[str, list[float]]:
@@ -431,6 +458,7 @@ def summarise(
         "auth": auth,
         "note": note,
         "page_load_in_page_s": spread([v.in_page_s for v in visits]),
+        "page_load_in_page_complete_s": spread([v.in_page_complete_s for v in visits]),
         "page_load_in_page_until_idle_s": spread([v.in_page_idle_s for v in visits]),
         "page_load_in_page_first_visit_s": spread(opened),
         "page_load_in_page_later_visits_s": spread(again),
@@ -441,6 +469,8 @@ def summarise(
         "page_load_until_idle_s": spread([v.seen_idle_s for v in visits]),
         "click_delay_s": spread([v.click_delay_s for v in visits]),
         "notice_delay_s": spread([v.notice_delay_s for v in visits]),
+        # the two clocks disagree if a delay is below zero (the click before the call, the load after the return)
+        "clock_disagreements": sum(v.click_delay_s < 0 or v.notice_delay_s < 0 for v in visits),
         "first_load_s": spread(first),
         "rerun_s": {kind: spread(v) for kind, v in reruns.items()},
         "runs_by_status": counts,
@@ -474,8 +504,9 @@ def print_summary(result: dict[str, Any]) -> None:
         f"load average before {result['load_before']} · one core: {result['core_probe_s']:.2f} s for {PROBE_TEXT}"
         + (f" · Chromium at nice {result['browser_nice']}" if result.get("browser_nice") else ""),
         *([f"note: {result['note']}"] if result["note"] else []),
-        "page load, timed in the page (click on the page's link -> its title shown, script idle, every chart, "
-        f"table and picture drawn): {fig(result['page_load_in_page_s'])}",
+        "page load, timed in the page (click on the page's link -> the frame after the one with its title, the "
+        f"script idle and every chart, table and picture in place): {fig(result['page_load_in_page_s'])}",
+        f"  until the start of the frame with the page complete: {fig(result['page_load_in_page_complete_s'])}",
         "  until the script was idle only (charts maybe not drawn yet): "
         f"{fig(result['page_load_in_page_until_idle_s'])}",
         "  p50 by page: " + " · ".join(f"{k} {v:.2f} s" for k, v in result["page_load_in_page_p50_by_page_s"].items()),
@@ -483,8 +514,13 @@ def print_summary(result: dict[str, Any]) -> None:
         f"later visits: {fig(result['page_load_in_page_later_visits_s'])}",
         "  as this script saw the same loads (from before its click call, which first checks the link, until its "
         f"polling waits returned): {fig(result['page_load_s'])}; until idle {fig(result['page_load_until_idle_s'])}",
-        f"    of which the click call until the click reached the page: {fig(result['click_delay_s'])}; the page "
-        f"complete until this script's waits returned: {fig(result['notice_delay_s'])}",
+        f"    of which the click call until the click reached the page: {fig(result['click_delay_s'])}; the start "
+        f"of the complete frame until this script's waits returned: {fig(result['notice_delay_s'])}"
+        + (
+            f" · {result['clock_disagreements']} loads where the clocks disagree"
+            if result["clock_disagreements"]
+            else ""
+        ),
         f"first load (address -> Dataset idle and drawn, login included): {fig(result['first_load_s'])}",
         "server-side rerun: full "
         + (fig(reruns["full"]) if reruns["full"] else "not measured")
@@ -651,7 +687,7 @@ def main() -> None:
     result = summarise(people, auth, note, rerun_times(timing_file), job_counts(), extra)
     print_summary(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1, default=str))
+        args.json.write_text(json.dumps(no_nan(result), indent=1, default=str, allow_nan=False))
         print(f"figures written to {args.json}")
     print(f"workspace and server log kept in {tmp}")
 
