@@ -82,15 +82,11 @@ DRAWN = """() => {
     && [...main.querySelectorAll('img')].every((img) => img.complete)
     && !main.querySelector('[data-testid="stSkeleton"]');
 }"""
-# Times each page load inside the browser, as its person waits for it: from the click on a page's link (the
-# click event's own time) to the start of the frame after the first one in which the page's title is in place,
-# the script is idle and every chart, table and picture is in place (DRAWN), checked at every frame; by then the
-# page's main thread has drawn that frame (the frame's own start is kept too, as ``complete``). This script's
-# waits for the title and the idle script poll less often (Playwright checks again after 20, 50, 100, 100 and
-# then every 500 ms, each check a round trip to the browser) and its click first checks the link over several
-# round trips; neither is part of what a person waits for. Each visit names its page and a token
-# (``__synthlabExpect``), so that a load is never read for the wrong click. Runs in every page of a context
-# before Streamlit's own code (it also watches the first load, which this script times itself).
+# The in-page timer of a page load (the module's docstring says why): from the click event's own time to the start
+# of the frame after the first one where the page's title is in place, the script is idle and DRAWN holds (that
+# frame's own start is kept as ``complete``). Each visit names its page and a token (``__synthlabExpect``), so a
+# load is never read for the wrong click. Added to every page of a context before Streamlit's code; it watches the
+# first load too, though that load's figure is this script's own (a login may load the page anew).
 WATCH = """(() => {
   const IDLE = IDLE_SELECTOR;
   const drawn = DRAWN_CHECK;
