@@ -33,7 +33,8 @@ if chosen_record.owner == me or owners.current().admin:
         experiments.set_shared(exp_id, share)
 else:
     st.caption(f"Shared by {chosen_record.owner} (read-only).")
-summary = views.summary_of(exp_id)
+results = views.results_of(exp_id)  # computed once per state of the runs, for every session
+summary = results.summary
 cfg = summary.experiment.config
 method = next((c.method for m in summary.mixes for c in m.comparisons.values()), "")
 st.caption(
@@ -41,7 +42,7 @@ st.caption(
     f"dataset {summary.experiment.dataset_key[:24]}"
 )
 
-views.show_headline(*views.answer_of(exp_id))
+views.show_headline(results.headline, views.warnings_of(results))
 short = experiments.unconverged_runs(summary)
 if short:
     st.warning(
@@ -52,7 +53,7 @@ if short:
 for note in experiments.shortfall_notes(summary):
     st.info(f"{note}.")
 table = pd.DataFrame(experiments.results_table(summary))  # the CSV export: full precision
-st.dataframe(views.results_frame(summary), hide_index=True)
+st.dataframe(views.results_frame(summary, results.signature), hide_index=True)
 st.caption(
     f"Intervals: {method or 'they need the baseline and a mix with finished runs'}. Verdict: *helps* when the "
     "whole 95% interval of the difference to the real baseline is above zero, *hurts* when below, else *no "
@@ -66,11 +67,9 @@ st.caption(
     )
 )
 
-metrics = views.run_metrics(summary)
-if not metrics:
-    st.info(views.no_figures_text(exp_id))
+if not results.metrics:
+    st.info(views.no_figures_text(results))
     st.stop()
-state = views.state_of(exp_id)  # figures are built once per state of the runs and shared by every session
 mixes = [m.label for m in summary.mixes if m.runs_done]
 other = st.selectbox("Mix shown against the baseline", [m for m in mixes if m != "real"] or mixes)
 # Only the chosen tab runs and is drawn: seven charts at once were most of the page's cost in the browser.
@@ -78,9 +77,9 @@ tabs = st.tabs(views.TABS, key="compare_tab", on_change="rerun")
 for tab, show in zip(tabs, (views.per_class_tab, views.confusion_tab, views.curves_tab, views.dose_tab), strict=True):
     if tab.open:
         with tab:
-            show(summary, metrics, state, other)
+            show(results, other)
 bundle = json.dumps(experiments.export_bundle(summary), indent=1, default=str)
 cols = st.columns(2)
 cols[0].download_button("Results as CSV", table.to_csv(index=False), f"{exp_id}.csv", "text/csv")
 cols[1].download_button("JSON bundle (re-run with the CLI)", bundle, f"{exp_id}.json", "application/json")
-views.classifier_download(summary)
+views.classifier_download(results)

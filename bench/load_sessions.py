@@ -13,8 +13,8 @@ click in step for minutes, as no real class does; --jitter 0 keeps them in step)
   place, Streamlit reports the script idle and every chart, data frame and picture on the page is in place
   (the browser draws charts after the script ends; counting them to the page that sent them keeps that work
   out of the next page's time). A script in each page checks this at every frame (WATCH). p50 and p95 over
-  every visit, and apart for a person's first visit of each page (the page's code is new to that browser)
-  and the later ones; the same loads until the start of the complete frame, and until the script was idle,
+  every visit, for each page, and apart for a person's first visit of each page (the page's code is new to that
+  browser) and the later ones; the same loads until the start of the complete frame, and until the script was idle,
   are printed beside them;
 - the same loads as this script saw them, as it timed them until 2026-12-01: from before its click call
   until its waits returned. Playwright's click first checks the link over several round trips, and its waits
@@ -41,6 +41,7 @@ everything.
 
 Usage: python bench/load_sessions.py [--sessions 8] [--auth none|users] [--epochs 2] [--seeds 1]
        [--think 1.0] [--jitter 0.5] [--timeout 900] [--json out.json]
+       python bench/load_sessions.py --by-page out.json   (a saved run's page loads, p50 and p95 by page)
 """
 
 from __future__ import annotations
@@ -415,6 +416,21 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95)}
 
 
+def by_page(loads: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """p50 and p95 of the page loads timed in the page, for each page visited (``loads``: Load records as dicts)."""
+    return {name: spread([v["in_page_s"] for v in loads if v["page"] == name]) for name in VISITS}
+
+
+def print_by_page(saved: Path) -> None:
+    """The page loads of a run saved with --json, by page: also for files written before this was printed."""
+    result = json.loads(saved.read_text())
+    loads = [load for p in result["per_session"] for load in p["loads"] if load["in_page_s"] is not None]
+    spreads = by_page(loads) | {"every page": spread([v["in_page_s"] for v in loads])}
+    print(f"{saved}: page loads timed in the page, p50 / p95 (n)")
+    for name, d in spreads.items():
+        print(f"  {name}: {d['p50']:.2f} / {d['p95']:.2f} s ({d['n']})")
+
+
 def no_nan(value: Any) -> Any:
     """``value`` with every NaN float replaced by None, for strict JSON (a first load has no in-page times)."""
     if isinstance(value, float) and math.isnan(value):
@@ -461,6 +477,7 @@ def summarise(
         "page_load_in_page_p50_by_page_s": {
             name: percentile([v.in_page_s for v in visits if v.page == name], 50) for name in VISITS
         },
+        "page_load_in_page_by_page_s": by_page([asdict(v) for v in visits]),
         "page_load_s": spread([v.seen_s for v in visits]),  # as this script saw them
         "page_load_until_idle_s": spread([v.seen_idle_s for v in visits]),
         "click_delay_s": spread([v.click_delay_s for v in visits]),
@@ -505,7 +522,7 @@ def print_summary(result: dict[str, Any]) -> None:
         f"  until the start of the frame with the page complete: {fig(result['page_load_in_page_complete_s'])}",
         "  until the script was idle only (charts maybe not drawn yet): "
         f"{fig(result['page_load_in_page_until_idle_s'])}",
-        "  p50 by page: " + " · ".join(f"{k} {v:.2f} s" for k, v in result["page_load_in_page_p50_by_page_s"].items()),
+        "  by page: " + " · ".join(f"{k} {fig(v)}" for k, v in result["page_load_in_page_by_page_s"].items()),
         f"  a person's first visit of a page: {fig(result['page_load_in_page_first_visit_s'])} · "
         f"later visits: {fig(result['page_load_in_page_later_visits_s'])}",
         "  as this script saw the same loads (from before its click call, which first checks the link, until its "
@@ -624,7 +641,13 @@ def main() -> None:
         help="run Chromium at this lower CPU priority (e.g. 15): the browsers of a real server are on other computers",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument(
+        "--by-page", type=Path, metavar="JSON", help="only print the page loads by page of a run saved with --json"
+    )
     args = parser.parse_args()
+    if args.by_page:
+        print_by_page(args.by_page)
+        return
     if not 0 <= args.jitter <= 1:
         parser.error(f"--jitter {args.jitter} is not accepted: expected a fraction from 0 to 1")
     if not Path(CHROMIUM).exists():

@@ -169,12 +169,15 @@ class Work:
     ``fn`` is a module-level function (workers import it by name); a :class:`~engine.datasets.LabDataset`
     among ``kwargs`` is stored once per dataset in the cluster's object store and shared by every task on a
     node. ``lost`` runs on the server when the process running the work died before it ended, with the
-    reason in words: it marks what the work left running on disk (a run's record) as interrupted.
+    reason in words: it marks what the work left running on disk (a run's record) as interrupted. ``ended``
+    runs on the server once the job has ended, however it ended (it lets the server prepare what people
+    will look at next, e.g. an experiment's results); what it raises is logged, never the job's.
     """
 
     fn: Callable[..., Any]
     kwargs: Mapping[str, Any]
     lost: Callable[[str], object] | None = None
+    ended: Callable[[], object] | None = None
 
     def __call__(self, ctx: JobContext) -> Any:
         return self.fn(ctx, **self.kwargs)
@@ -520,6 +523,11 @@ class JobRunner:
             job.fn = None  # the closure may hold a whole dataset
             if status == "done":
                 job.progress = 1.0
+        if isinstance(fn, Work) and fn.ended is not None:
+            try:
+                fn.ended()
+            except Exception:  # the job's own end is recorded already; this was a courtesy
+                log.exception("job %s (%s): its end hook failed", job.id, job.title)
 
     def _slots(self, lane: str) -> int:
         """Heavy jobs of ``lane`` that run at once: one on this machine's threads."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import gap, heartbeat, owners, runs, usage
+from engine import gap, heartbeat, owners, runs, summaries, usage
 from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.device import pick_device
 from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, split_inputs, unit_name
@@ -298,9 +298,11 @@ def _run_job(
     *,
     resume: bool = False,
 ) -> Work:
-    """One run as a job; when the process running it dies, the server marks the run interrupted."""
+    """One run as a job; when the process running it dies, the server marks the run interrupted, and when it
+    ends, the server computes its experiment's results for the Compare page a moment later."""
     kwargs = {"run_id": run_id, "cfg": run_cfg, "dataset": dataset, "pool": pool, "experiment": experiment}
-    return Work(_execute_run, {**kwargs, "resume": resume}, lost=functools.partial(runs.mark_lost, run_id))
+    lost, ended = functools.partial(runs.mark_lost, run_id), functools.partial(summaries.refresh_soon, experiment)
+    return Work(_execute_run, {**kwargs, "resume": resume}, lost=lost, ended=ended)
 
 
 def _execute_run(

@@ -13,7 +13,7 @@ import pytest
 from engine import limits, runs
 from engine.config import DatasetConfig, ImbalanceConfig
 from engine.datasets import ImageSet, LabDataset, Provenance, build_dataset
-from engine.jobs import Cancelled, JobContext, JobError, JobRunner, LimitReached, format_duration, format_eta
+from engine.jobs import Cancelled, JobContext, JobError, JobRunner, LimitReached, Work, format_duration, format_eta
 from engine.mixes import MixConfig, build_mix
 from engine.training import TrainConfig, TrainEvent, predict_proba
 
@@ -106,6 +106,30 @@ def test_a_failure_is_captured_with_its_message_and_the_worker_goes_on() -> None
     failed = runner.wait(runner.submit("boom", boom, owner="a"))
     assert failed.status == "failed" and failed.error == "the GPU caught fire"  # no class names in what people read
     assert runner.wait(runner.submit("after", lambda ctx: 42, owner="a")).result == 42
+
+
+def test_the_end_hook_runs_after_every_end_and_its_failure_leaves_the_job_as_it_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner, ended = JobRunner(), threading.Semaphore(0)
+
+    def boom(ctx: JobContext) -> None:
+        raise RuntimeError("the GPU caught fire")
+
+    def broken_hook() -> None:
+        ended.release()
+        raise OSError("the hook's disk is full")
+
+    first = runner.submit("ok", Work(lambda ctx: 7, {}, ended=ended.release), owner="a")
+    second = runner.submit("boom", Work(lambda ctx: boom(ctx), {}, ended=ended.release), owner="a")
+    third = runner.submit("hook fails", Work(lambda ctx: 8, {}, ended=broken_hook), owner="a")
+    assert [ended.acquire(timeout=10) for _ in range(3)] == [True] * 3
+    assert runner.wait(first).result == 7 and runner.wait(second).status == "failed"
+    assert runner.wait(third).status == "done" and runner.wait(third).result == 8
+    deadline = time.monotonic() + 5
+    while "its end hook failed" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "its end hook failed" in caplog.text
 
 
 def test_cancel_of_a_running_job_and_ownership_checks() -> None:

@@ -177,14 +177,19 @@ def test_a_gap_job_scores_both_sides_in_its_own_group() -> None:
     assert snap.result["before"]["frechet"] > snap.result["after"]["frechet"]
 
 
-def test_an_experiment_queues_one_job_per_run_and_a_cancel_in_the_queue_marks_the_run() -> None:
-    digits = build_dataset(DatasetConfig())
-    cfg = ExperimentConfig(
-        dataset=digits.config,
+def one_epoch_experiment(dataset: LabDataset) -> ExperimentConfig:
+    """The real baseline and oversampling on ``dataset``, one seed, one epoch each."""
+    return ExperimentConfig(
+        dataset=dataset.config,
         mixes=(MixConfig("oversample"),),
         train=TrainConfig(max_epochs=1, device="cpu", precision="fp32"),
         seeds=(0,),
     )
+
+
+def test_an_experiment_queues_one_job_per_run_and_a_cancel_in_the_queue_marks_the_run() -> None:
+    digits = build_dataset(DatasetConfig())
+    cfg = one_epoch_experiment(digits)
     runner, gate = JobRunner(), threading.Event()
     runner.submit("another user's job", lambda ctx: gate.wait(60), owner="other")  # the runs queue behind it
     record = tasks.submit_experiment(runner, cfg, digits, owner="me", synthetic=sets.load_set)

@@ -6,13 +6,15 @@ function draws one tab of the page (its options and figures), and the page runs 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import experiments, exports, owners, runs, verdicts
+from engine import experiments, exports, owners, summaries, verdicts
 from engine.experiments import ExperimentSummary
 from engine.metrics import Metrics
 from engine.mixes import SYNTHETIC_KINDS
@@ -20,64 +22,48 @@ from ui.figures import memo
 
 PALETTE = px.colors.qualitative.Safe
 FONT = {"size": 13}
+State = tuple[str, summaries.Signature]  # an experiment and the state of its runs (state_of)
+RunMetrics = Mapping[tuple[str, int], Metrics]
 SCORE_WORDS = {
     "recall": "recall: share of the class's test images found",
     "f1": "F1: balance of recall and precision",
 }
 
 
-@st.cache_data(show_spinner="Comparing runs…", max_entries=32)
-def cached_summary(exp_id: str, signature: tuple[tuple[str, str, float], ...]) -> ExperimentSummary:
-    """The summary of an experiment; ``signature`` (run id, status, finished) keys the cache."""
-    return experiments.summarize(exp_id)
+def results_of(exp_id: str) -> summaries.Results:
+    """The experiment's results for the current state of its runs, shared by every session (and usually
+    computed already: a job computes them when one of its runs ends)."""
+    state = summaries.signature(exp_id)
+    if summaries.is_ready(exp_id, state):
+        return summaries.results(exp_id, state)
+    with st.spinner("Comparing runs and judging the synthetic mix against every control…"):
+        return summaries.results(exp_id, state)
 
 
-@st.cache_data(show_spinner="Judging the synthetic mix against every control…", max_entries=32)
-def cached_answer(
-    exp_id: str, signature: tuple[tuple[str, str, float], ...]
-) -> tuple[verdicts.Headline | None, list[str]]:
-    """The headline and the health warnings of an experiment, keyed like :func:`cached_summary`."""
-    summary = cached_summary(exp_id, signature)
-    return verdicts.headline(summary), verdicts.health_warnings(summary)
-
-
-def _signature(exp_id: str) -> tuple[tuple[str, str, float], ...]:
-    record = experiments.load_experiment(exp_id)
-    recs = [runs.load_record(run_id) for _, _, run_id in record.run_ids]
-    return tuple((r.id, r.status, r.finished) for r in recs)
-
-
-def summary_of(exp_id: str) -> ExperimentSummary:
-    return cached_summary(exp_id, _signature(exp_id))
-
-
-def state_of(exp_id: str) -> tuple[str, tuple[tuple[str, str, float], ...]]:
+def state_of(results: summaries.Results) -> State:
     """What the page's figures depend on: the experiment and the state of its runs (a key for ``memo``)."""
-    return exp_id, _signature(exp_id)
+    return results.summary.experiment.id, results.signature
 
 
-def answer_of(exp_id: str) -> tuple[verdicts.Headline | None, list[str]]:
-    """The headline and the warnings, the first saying how many runs were interrupted, if any."""
-    signature = _signature(exp_id)
-    head, warnings = cached_answer(exp_id, signature)
-    note = interrupted_note(exp_id, signature)
-    return head, ([note] if note else []) + warnings
+def warnings_of(results: summaries.Results) -> list[str]:
+    """The health warnings, the first saying how many runs were interrupted, if any."""
+    note = interrupted_note(results.summary.experiment, results.signature)
+    return ([note] if note else []) + list(results.warnings)
 
 
-def interrupted_note(exp_id: str, signature: tuple[tuple[str, str, float], ...]) -> str:
+def interrupted_note(record: experiments.ExperimentRecord, signature: summaries.Signature) -> str:
     """ "2 of 6 runs were interrupted: resume them on the Train page", or "" when none was."""
     cut = sum(status == "interrupted" for _, status, _ in signature)
     if not cut:
         return ""
-    record = experiments.load_experiment(exp_id)
     if owners.owner_of(record.owner) != owners.owner_name():  # shared with this user: only its owner resumes
         return f"{cut} of {len(signature)} runs were interrupted; only {record.owner}, who ran it, can resume them"
     return f"{cut} of {len(signature)} runs were interrupted: resume them on the Train page"
 
 
-def no_figures_text(exp_id: str) -> str:
+def no_figures_text(results: summaries.Results) -> str:
     """What the page says while no run has finished: interrupted runs wait for a Resume, not for time."""
-    note = interrupted_note(exp_id, _signature(exp_id))
+    note = interrupted_note(results.summary.experiment, results.signature)
     if note:
         return f"No run of this experiment has finished yet: {note}, and the figures appear as they finish."
     return "No run of this experiment has finished yet: figures appear as runs finish (see the Train page)."
@@ -117,14 +103,14 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}" if np.isfinite(value) else "—"
 
 
-def results_frame(summary: ExperimentSummary) -> pd.DataFrame:
+def results_frame(summary: ExperimentSummary, signature: summaries.Signature) -> pd.DataFrame:
     """One row per mix, in words and percentage points: verdicts, differences with their 95% intervals, means.
 
     The same numbers as :func:`engine.experiments.results_table` (the CSV export), rounded for reading.
     """
     minority = [experiments.MINORITY_RECALL] if summary.minority else []
     compared = [*minority, *experiments.COMPARED]
-    status = {run_id: state for run_id, state, _ in _signature(summary.experiment.id)}
+    status = {run_id: state for run_id, state, _ in signature}
     rows = []
     for mix in summary.mixes:
         baseline = mix.kind == "real"
@@ -154,21 +140,11 @@ def results_frame(summary: ExperimentSummary) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_metrics(summary: ExperimentSummary) -> dict[tuple[str, int], Metrics]:
-    """Metrics of every finished run, by (mix label, seed)."""
-    out = {}
-    for label, seed, run_id in summary.experiment.run_ids:
-        metrics = runs.load_metrics(run_id)
-        if metrics is not None and runs.load_record(run_id).status == "done":
-            out[(label, seed)] = metrics
-    return out
-
-
 def _ticks(summary: ExperimentSummary) -> list[str]:
     return [f"{n} ★" if n in summary.minority else n for n in summary.class_names]
 
 
-def per_class_figure(summary: ExperimentSummary, metrics: dict[tuple[str, int], Metrics], score: str) -> go.Figure:
+def per_class_figure(summary: ExperimentSummary, metrics: RunMetrics, score: str) -> go.Figure:
     """Per-class recall or F1 per mix (mean over seeds, std as error bars); ★ marks minority classes."""
     fig = go.Figure()
     for i, mix in enumerate(summary.mixes):
@@ -226,24 +202,26 @@ def recall_gain_figure(summary: ExperimentSummary) -> go.Figure:
     return fig
 
 
-def runs_table(summary: ExperimentSummary, metrics: dict[tuple[str, int], Metrics]) -> pd.DataFrame:
+def runs_table(results: summaries.Results) -> pd.DataFrame:
     """One row per run of the experiment: mix, seed, id, status and test accuracy."""
+    status, metrics = {run_id: state for run_id, state, _ in results.signature}, results.metrics
     rows = [
         {
             "mix": label,
             "seed": seed,
             "run": run_id,
-            "status": runs.load_record(run_id).status,
+            "status": status.get(run_id, ""),
             "test accuracy": round(metrics[(label, seed)].accuracy, 3) if (label, seed) in metrics else None,
         }
-        for label, seed, run_id in summary.experiment.run_ids
+        for label, seed, run_id in results.summary.experiment.run_ids
     ]
     return pd.DataFrame(rows)
 
 
-def classifier_download(summary: ExperimentSummary) -> None:
+def classifier_download(results: summaries.Results) -> None:
     """A finished run's classifier as a download: safetensors weights, config.json, load.py and a README."""
-    done = [(lab, seed, rid) for lab, seed, rid in summary.experiment.run_ids if runs.load_record(rid).status == "done"]
+    ended = {run_id for run_id, status, _ in results.signature if status == "done"}
+    done = [(lab, seed, rid) for lab, seed, rid in results.summary.experiment.run_ids if rid in ended]
     if not done:
         return
     labels = {rid: f"{lab} · seed {seed} · {rid}" for lab, seed, rid in done}
@@ -259,9 +237,7 @@ def classifier_download(summary: ExperimentSummary) -> None:
     )
 
 
-def summed_confusion_figure(
-    summary: ExperimentSummary, metrics: dict[tuple[str, int], Metrics], label: str
-) -> go.Figure | None:
+def summed_confusion_figure(summary: ExperimentSummary, metrics: RunMetrics, label: str) -> go.Figure | None:
     """The confusion matrix of one mix summed over its finished seeds, or None when none finished."""
     mats = [np.array(m.confusion) for (lab, _), m in metrics.items() if lab == label]
     if not mats:
@@ -362,12 +338,11 @@ def dose_figure(summary: ExperimentSummary, metric: str) -> go.Figure:
 # The page's tabs: only the open one runs and is drawn ------------------------------------------------------------
 
 TABS = ["Per class", "Confusion matrices", "ROC and PR curves", "Dose-response"]
-State = tuple[str, tuple[tuple[str, str, float], ...]]  # an experiment and the state of its runs (state_of)
-RunMetrics = dict[tuple[str, int], Metrics]
 
 
-def per_class_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+def per_class_tab(results: summaries.Results, other: str) -> None:
     """Per-class recall or F1 of every mix, and each mix's recall gain per class over the baseline."""
+    summary, metrics, state = results.summary, results.metrics, state_of(results)
     score = st.radio(
         "Per-class score",
         ["recall", "f1"],
@@ -384,8 +359,9 @@ def per_class_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State,
         )
 
 
-def confusion_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+def confusion_tab(results: summaries.Results, other: str) -> None:
     """The baseline's and the chosen mix's confusion matrices, summed over seeds."""
+    summary, metrics, state = results.summary, results.metrics, state_of(results)
     for column, label in zip(st.columns(2), dict.fromkeys(["real", other]), strict=False):
         figure = memo((state, "cm", label), summed_confusion_figure, summary, metrics, label)
         if figure is not None:
@@ -393,15 +369,16 @@ def confusion_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State,
     st.caption("Confusion matrix: rows are the true classes, columns what the model predicted; the diagonal is right.")
 
 
-def curves_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+def curves_tab(results: summaries.Results, other: str) -> None:
     """ROC and PR curves of one class for the runs picked in the runs table (the baseline and the mix by default)."""
+    summary, metrics, state = results.summary, results.metrics, state_of(results)
     class_index = st.selectbox(
         "Class for ROC / PR",
         range(len(summary.class_names)),
         format_func=summary.class_names.__getitem__,
         help="ROC and precision-recall curves treat this class against all the others, at every confidence threshold.",
     )
-    run_table = runs_table(summary, metrics)
+    run_table = runs_table(results)
     status = st.multiselect("Runs: filter by status", sorted(run_table["status"].unique()))
     shown = run_table[run_table["status"].isin(status)] if status else run_table
     picked = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs")
@@ -416,8 +393,9 @@ def curves_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, ot
         column.plotly_chart(figure, key=f"curve-{kind}")
 
 
-def dose_tab(summary: ExperimentSummary, metrics: RunMetrics, state: State, other: str) -> None:
+def dose_tab(results: summaries.Results, other: str) -> None:
     """The chosen score against the synthetic share of each mix's training set."""
+    summary, state = results.summary, state_of(results)
     dose_metric = st.selectbox(
         "Dose-response metric",
         ["accuracy", "f1_macro", "balanced_accuracy"],
