@@ -170,8 +170,9 @@ class Work:
     among ``kwargs`` is stored once per dataset in the cluster's object store and shared by every task on a
     node. ``lost`` runs on the server when the process running the work died before it ended, with the
     reason in words: it marks what the work left running on disk (a run's record) as interrupted. ``ended``
-    runs on the server once the job has ended, however it ended (it lets the server prepare what people
-    will look at next, e.g. an experiment's results); what it raises is logged, never the job's.
+    runs on the server once the job has run and ended, however it ended (not for a job cancelled while it
+    waited in the queue): it lets the server prepare what people will look at next, e.g. an experiment's
+    results; what it raises is logged, never the job's.
     """
 
     fn: Callable[..., Any]

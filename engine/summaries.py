@@ -5,16 +5,18 @@ health warnings, every finished run's metrics) depends only on which of its runs
 is kept per workspace, experiment and state of its runs (:func:`signature`: each run's id, status and finish
 time), computed once for each state: a caller asking while another computes the same state waits for that
 computation instead of starting its own. Only the newest state of an experiment is kept, for at most
-``MAX_EXPERIMENTS`` experiments and ``MAX_CURVE_POINTS`` points of ROC and PR curves in all (the curves are most
-of the memory: a run on 10,000 test images of 10 classes has some 220,000 points); the least recently asked
-for go first.
+``MAX_EXPERIMENTS`` experiments and ``MAX_CURVE_VALUES`` values of ROC and PR curves in all (x and y; the curves
+are most of the memory: a run on 10,000 test images of 10 classes has some 220,000 values); the least recently
+asked for (opened, or a run of it ended) go first. A run that ends while its experiment's results are being
+computed may count in the summary before its metrics are read; the next state, computed anew, has both.
 
 When a run of an experiment ends on the server, its job asks for the new state at once (:func:`refresh_soon`),
 on one background thread: the person who started the run usually opens Compare a moment later, and eight
 people whose runs end together would otherwise each make the server compute at the moment they all look
-(``bench/compare_cold.py``: 0.17 s per page alone, several times that together). The results are shared
-read-only: every value in them is immutable. Where this stops: no figures (those are the pages'), no
-rights (callers check who may see an experiment before asking for it).
+(``bench/compare_cold.py``: 0.23 s per page alone on a slow machine, several times that together). The
+results are shared, not copied: callers read them and never change them (some of their fields are plain
+dicts). Where this stops: no figures (those are the pages'), no rights (callers check who may see an
+experiment before asking for it).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from engine.metrics import Metrics
 
 log = logging.getLogger(__name__)
 MAX_EXPERIMENTS = 64  # experiments whose results are kept; the least recently asked for goes first
-MAX_CURVE_POINTS = 4_000_000  # ROC and PR points kept in all (about 130 MB as Python floats); one experiment is
-# always kept, however large
+MAX_CURVE_VALUES = 8_000_000  # ROC and PR x and y values kept in all (about 260 MB as Python floats): a default
+# experiment (4 mixes x 3 seeds) on CIFAR-10's 10,000 test images has some 2.6 million; one experiment is always
+# kept, however large
 Signature = tuple[tuple[str, str, float], ...]  # (run id, status, finished) of each run, in the experiment's order
 
 
@@ -57,7 +60,7 @@ class _Slot:
     ready: threading.Event = field(default_factory=threading.Event)
     results: Results | None = None
     error: BaseException | None = None
-    points: int = 0  # ROC and PR curve points in ``results``
+    values: int = 0  # ROC and PR curve values (x and y) in ``results``
 
 
 _lock = threading.Lock()
@@ -92,11 +95,11 @@ def results(exp_id: str, state: Signature | None = None) -> Results:
     if mine:
         try:
             slot.results = _compute(exp_id, state)
-            slot.points = sum(len(c.x) + len(c.y) for m in slot.results.metrics.values() for c in (*m.roc, *m.pr))
+            slot.values = sum(len(c.x) + len(c.y) for m in slot.results.metrics.values() for c in (*m.roc, *m.pr))
             with _lock:
                 _trim()
-        except BaseException as err:
-            slot.error = err
+        except BaseException as err:  # not kept: waiters get the error, the next caller tries again
+            slot.error = err if isinstance(err, Exception) else RuntimeError("computing the results was interrupted")
             with _lock:
                 if _slots.get(key, (None, None))[1] is slot:
                     del _slots[key]
@@ -112,10 +115,10 @@ def results(exp_id: str, state: Signature | None = None) -> Results:
 
 def _trim() -> None:
     """Let go of the least recently asked for experiments past the limits, never the newest; callers hold the lock."""
-    points = sum(slot.points for _, slot in _slots.values())
-    while len(_slots) > 1 and (len(_slots) > MAX_EXPERIMENTS or points > MAX_CURVE_POINTS):
+    values = sum(slot.values for _, slot in _slots.values())
+    while len(_slots) > 1 and (len(_slots) > MAX_EXPERIMENTS or values > MAX_CURVE_VALUES):
         _, (_, oldest) = _slots.popitem(last=False)
-        points -= oldest.points
+        values -= oldest.values
 
 
 def is_ready(exp_id: str, state: Signature) -> bool:

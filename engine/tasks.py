@@ -301,7 +301,8 @@ def _run_job(
     """One run as a job; when the process running it dies, the server marks the run interrupted, and when it
     ends, the server computes its experiment's results for the Compare page a moment later."""
     kwargs = {"run_id": run_id, "cfg": run_cfg, "dataset": dataset, "pool": pool, "experiment": experiment}
-    lost, ended = functools.partial(runs.mark_lost, run_id), functools.partial(summaries.refresh_soon, experiment)
+    lost = functools.partial(runs.mark_lost, run_id)
+    ended = functools.partial(summaries.refresh_soon, experiment) if experiment else None
     return Work(_execute_run, {**kwargs, "resume": resume}, lost=lost, ended=ended)
 
 

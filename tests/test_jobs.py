@@ -112,18 +112,25 @@ def test_the_end_hook_runs_after_every_end_and_its_failure_leaves_the_job_as_it_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     runner, ended = JobRunner(), threading.Semaphore(0)
+    seen: dict[str, str] = {}  # each job's status as its hook saw it: already its end
+
+    def hook(title: str, fails: bool = False) -> Callable[[], None]:
+        def ended_hook() -> None:
+            seen[title] = next(j.status for j in runner.list(events=False) if j.title == title)
+            ended.release()
+            if fails:
+                raise OSError("the hook's disk is full")
+
+        return ended_hook
 
     def boom(ctx: JobContext) -> None:
         raise RuntimeError("the GPU caught fire")
 
-    def broken_hook() -> None:
-        ended.release()
-        raise OSError("the hook's disk is full")
-
-    first = runner.submit("ok", Work(lambda ctx: 7, {}, ended=ended.release), owner="a")
-    second = runner.submit("boom", Work(lambda ctx: boom(ctx), {}, ended=ended.release), owner="a")
-    third = runner.submit("hook fails", Work(lambda ctx: 8, {}, ended=broken_hook), owner="a")
+    first = runner.submit("ok", Work(lambda ctx: 7, {}, ended=hook("ok")), owner="a")
+    second = runner.submit("boom", Work(lambda ctx: boom(ctx), {}, ended=hook("boom")), owner="a")
+    third = runner.submit("hook fails", Work(lambda ctx: 8, {}, ended=hook("hook fails", fails=True)), owner="a")
     assert [ended.acquire(timeout=10) for _ in range(3)] == [True] * 3
+    assert seen == {"ok": "done", "boom": "failed", "hook fails": "done"}
     assert runner.wait(first).result == 7 and runner.wait(second).status == "failed"
     assert runner.wait(third).status == "done" and runner.wait(third).result == 8
     deadline = time.monotonic() + 5

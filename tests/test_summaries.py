@@ -102,17 +102,17 @@ def with_metrics(exp_id: str) -> str:
     return exp_id
 
 
-def test_the_least_recently_asked_for_results_go_first_past_the_curve_points_limit(
+def test_the_least_recently_asked_for_results_go_first_past_the_curve_values_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, second = with_metrics(fabricate(0.0, 0.003, n=400)), with_metrics(fabricate(0.02, 0.003, n=400))
     kept = summaries.results(first)
-    points = sum(len(c.x) + len(c.y) for m in kept.metrics.values() for c in (*m.roc, *m.pr))
-    assert len(kept.metrics) == 6 and points > 100
-    monkeypatch.setattr(summaries, "MAX_CURVE_POINTS", points + 10)  # room for one experiment, not two
+    values = sum(len(c.x) + len(c.y) for m in kept.metrics.values() for c in (*m.roc, *m.pr))
+    assert len(kept.metrics) == 6 and values > 100
+    monkeypatch.setattr(summaries, "MAX_CURVE_VALUES", values + 10)  # room for one experiment, not two
     summaries.results(second)
     assert summaries.is_ready(second, summaries.signature(second))
     assert not summaries.is_ready(first, summaries.signature(first))
-    monkeypatch.setattr(summaries, "MAX_CURVE_POINTS", 10)  # one experiment is kept, however large
+    monkeypatch.setattr(summaries, "MAX_CURVE_VALUES", 10)  # one experiment is kept, however large
     assert summaries.results(first).metrics and summaries.is_ready(first, summaries.signature(first))
     assert not summaries.is_ready(second, summaries.signature(second))
