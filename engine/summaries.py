@@ -7,8 +7,9 @@ time), computed once for each state: a caller asking while another computes the 
 computation instead of starting its own. Only the newest state of an experiment is kept, for at most
 ``MAX_EXPERIMENTS`` experiments and ``MAX_CURVE_VALUES`` values of ROC and PR curves in all (x and y; the curves
 are most of the memory: a run on 10,000 test images of 10 classes has some 220,000 values); the least recently
-asked for (opened, or a run of it ended) go first. A run that ends while its experiment's results are being
-computed may count in the summary before its metrics are read; the next state, computed anew, has both.
+asked for (opened, or a run of it ended) go first. Results always match the state they name: a run that ends
+while they are computed makes the computation start again (up to ``ATTEMPTS`` times), and a caller holding an
+older state than the one kept gets the kept one, newer, rather than replacing it.
 
 When a run of an experiment ends on the server, its job asks for the new state at once (:func:`refresh_soon`),
 on one background thread: the person who started the run usually opens Compare a moment later, and eight
@@ -39,6 +40,7 @@ MAX_EXPERIMENTS = 64  # experiments whose results are kept; the least recently a
 MAX_CURVE_VALUES = 8_000_000  # ROC and PR x and y values kept in all (about 260 MB as Python floats): a default
 # experiment (4 mixes x 3 seeds) on CIFAR-10's 10,000 test images has some 2.6 million; one experiment is always
 # kept, however large
+ATTEMPTS = 3  # computations of one experiment's results while its runs keep changing; the last one is kept
 Signature = tuple[tuple[str, str, float], ...]  # (run id, status, finished) of each run, in the experiment's order
 
 
@@ -77,26 +79,34 @@ def signature(exp_id: str) -> Signature:
 
 
 def results(exp_id: str, state: Signature | None = None) -> Results:
-    """The results of ``exp_id`` in ``state`` (its runs' current state when None), computed at most once.
+    """The results of ``exp_id`` in ``state`` (its runs' state as read now when None), computed at most once;
+    those of a newer state when runs ended meanwhile (``Results.signature`` names the state they are of).
 
     Raises what :func:`engine.experiments.summarize` raises (e.g. an unknown experiment); a failed
     computation is not kept, so the next caller tries again.
     """
     state = signature(exp_id) if state is None else state
     key = (store.home(), exp_id)
-    with _lock:
-        kept = _slots.get(key)
-        if kept is not None and kept[0] == state:
-            slot, mine = kept[1], False
-        else:
-            slot, mine = _Slot(), True
-            _slots[key] = (state, slot)
-        _slots.move_to_end(key)
+    for attempt in range(2):
+        with _lock:
+            kept = _slots.get(key)
+            if kept is not None and kept[0] == state:
+                slot, mine = kept[1], False
+                _slots.move_to_end(key)
+                break
+            if kept is None or attempt == 1:
+                slot, mine = _Slot(), True
+                _slots[key] = (state, slot)
+                _slots.move_to_end(key)
+                break
+        state = signature(exp_id)  # another state is kept: the caller's may be the older one
     if mine:
         try:
             slot.results = _compute(exp_id, state)
             slot.values = sum(len(c.x) + len(c.y) for m in slot.results.metrics.values() for c in (*m.roc, *m.pr))
             with _lock:
+                if _slots.get(key, (None, None))[1] is slot:  # kept under the state it is of
+                    _slots[key] = (slot.results.signature, slot)
                 _trim()
         except BaseException as err:  # not kept: waiters get the error, the next caller tries again
             slot.error = err if isinstance(err, Exception) else RuntimeError("computing the results was interrupted")
@@ -153,7 +163,12 @@ def _refresh_loop() -> None:
 
 
 def _compute(exp_id: str, state: Signature) -> Results:
-    summary = experiments.summarize(exp_id)
+    for _ in range(ATTEMPTS):
+        summary = experiments.summarize(exp_id)
+        after = signature(exp_id)
+        if after == state:  # no run changed while the summary read them
+            break
+        state = after
     ended = {run_id for run_id, status, _ in state if status == "done"}
     metrics = {}
     for label, seed, run_id in summary.experiment.run_ids:

@@ -116,3 +116,39 @@ def test_the_least_recently_asked_for_results_go_first_past_the_curve_values_lim
     monkeypatch.setattr(summaries, "MAX_CURVE_VALUES", 10)  # one experiment is kept, however large
     assert summaries.results(first).metrics and summaries.is_ready(first, summaries.signature(first))
     assert not summaries.is_ready(second, summaries.signature(second))
+
+
+def test_a_caller_with_an_older_state_gets_the_newer_results_kept_and_does_not_replace_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exp_id = fabricate(0.05, 0.003)
+    older = summaries.results(exp_id).signature
+    run_id = experiments.load_experiment(exp_id).run_ids[-1][2]
+    runs.save_record(dataclasses.replace(runs.load_record(run_id), status="failed"))
+    newer = summaries.results(exp_id)
+    calls = counting(monkeypatch)
+    assert summaries.results(exp_id, older) is newer and calls == []  # a page that read the runs a moment ago
+    assert summaries.is_ready(exp_id, newer.signature)
+
+
+def test_a_run_that_ends_while_the_results_are_computed_makes_them_start_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exp_id = fabricate(0.05, 0.003)
+    run_id = experiments.load_experiment(exp_id).run_ids[-1][2]
+    before = summaries.signature(exp_id)
+    calls: list[str] = []
+    real = experiments.summarize
+
+    def summarize(exp: str, **kwargs: Any) -> experiments.ExperimentSummary:
+        calls.append(exp)
+        summary = real(exp, **kwargs)
+        if len(calls) == 1:  # the run ends after the summary has read it, before the results are kept
+            runs.save_record(dataclasses.replace(runs.load_record(run_id), status="failed"))
+        return summary
+
+    monkeypatch.setattr(experiments, "summarize", summarize)
+    found = summaries.results(exp_id, before)
+    assert len(calls) == 2 and found.signature == summaries.signature(exp_id) != before
+    assert found.summary.mixes[1].runs_done == 2  # the summary of the state the results name
+    assert summaries.is_ready(exp_id, found.signature) and not summaries.is_ready(exp_id, before)
