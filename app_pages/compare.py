@@ -53,7 +53,7 @@ if short:
 for note in experiments.shortfall_notes(summary):
     st.info(f"{note}.")
 table = pd.DataFrame(experiments.results_table(summary))  # the CSV export: full precision
-st.dataframe(views.results_frame(summary, results.signature), hide_index=True)
+st.dataframe(views.results_frame(results), hide_index=True)
 st.caption(
     f"Intervals: {method or 'they need the baseline and a mix with finished runs'}. Verdict: *helps* when the "
     "whole 95% interval of the difference to the real baseline is above zero, *hurts* when below, else *no "

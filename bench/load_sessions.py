@@ -86,8 +86,8 @@ DRAWN = """() => {
 # The in-page timer of a page load (the module's docstring says why): from the click event's own time to the start
 # of the frame after the first one where the page's title is in place, the script is idle and DRAWN holds (that
 # frame's own start is kept as ``complete``). Each visit names its page and a token (``__synthlabExpect``), so a
-# load is never read for the wrong click. Added to every page of a context before Streamlit's code; it watches the
-# first load too, though that load's figure is this script's own (a login may load the page anew).
+# load is never read for the wrong click. Added to every page of a context before Streamlit's code; the first load
+# is not watched (its figure is this script's own: a login may load the page anew).
 WATCH = """(() => {
   const IDLE = IDLE_SELECTOR;
   const drawn = DRAWN_CHECK;
@@ -116,7 +116,6 @@ WATCH = """(() => {
     const expect = window.__synthlabExpect;
     if (link && expect) watch(expect.name, expect.token, event.timeStamp);
   }, true);
-  watch('Dataset', '', 0);
 })();""".replace("IDLE_SELECTOR", json.dumps(IDLE)).replace("DRAWN_CHECK", DRAWN)
 FINISHED_TEXT = "All runs of this experiment have finished"
 QUEUED = re.compile(r"queued, place \d+")

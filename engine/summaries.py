@@ -37,9 +37,9 @@ from engine.metrics import Metrics
 
 log = logging.getLogger(__name__)
 MAX_EXPERIMENTS = 64  # experiments whose results are kept; the least recently asked for goes first
-MAX_CURVE_VALUES = 8_000_000  # ROC and PR x and y values kept in all (about 260 MB as Python floats): a default
-# experiment (4 mixes x 3 seeds) on CIFAR-10's 10,000 test images has some 2.6 million; one experiment is always
-# kept, however large
+MAX_CURVE_VALUES = 8_000_000  # ROC and PR x and y values kept in all, 32 bytes each as read back (about 244 MiB):
+# a default experiment (4 mixes x 3 seeds) on CIFAR-10's 10,000 test images has some 2.6 million, so three fit
+# (bench/results_memory.py); one experiment is always kept, however large
 ATTEMPTS = 3  # computations of one experiment's results while its runs keep changing; the last one is kept
 Signature = tuple[tuple[str, str, float], ...]  # (run id, status, finished) of each run, in the experiment's order
 
@@ -53,6 +53,11 @@ class Results:
     headline: verdicts.Headline | None  # None until the baseline and a mix have finished runs
     warnings: tuple[str, ...]  # health warnings about the baseline and the test set
     metrics: Mapping[tuple[str, int], Metrics]  # every finished run's metrics, by (mix label, seed)
+
+    @property
+    def status(self) -> dict[str, str]:
+        """Each run's status in this state, by run id."""
+        return {run_id: status for run_id, status, _ in self.signature}
 
 
 @dataclass
@@ -87,19 +92,18 @@ def results(exp_id: str, state: Signature | None = None) -> Results:
     """
     state = signature(exp_id) if state is None else state
     key = (store.home(), exp_id)
-    for attempt in range(2):
-        with _lock:
-            kept = _slots.get(key)
-            if kept is not None and kept[0] == state:
-                slot, mine = kept[1], False
-                _slots.move_to_end(key)
-                break
-            if kept is None or attempt == 1:
-                slot, mine = _Slot(), True
-                _slots[key] = (state, slot)
-                _slots.move_to_end(key)
-                break
+    with _lock:
+        kept = _slots.get(key)
+    if kept is not None and kept[0] != state:
         state = signature(exp_id)  # another state is kept: the caller's may be the older one
+    with _lock:
+        kept = _slots.get(key)
+        if kept is not None and kept[0] == state:
+            slot, mine = kept[1], False
+        else:
+            slot, mine = _Slot(), True
+            _slots[key] = (state, slot)
+        _slots.move_to_end(key)
     if mine:
         try:
             slot.results = _compute(exp_id, state)

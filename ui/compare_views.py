@@ -1,4 +1,5 @@
-"""Compare page helpers: cached experiment summaries, the figures that show them, and the page's tabs.
+"""Compare page helpers: an experiment's results (from :mod:`engine.summaries`), the figures that show them, and
+the page's tabs.
 
 Figures take engine objects (summaries, metrics) and return plotly figures, without widgets; each ``*_tab``
 function draws one tab of the page (its options and figures), and the page runs only the open one.
@@ -47,23 +48,24 @@ def state_of(results: summaries.Results) -> State:
 
 def warnings_of(results: summaries.Results) -> list[str]:
     """The health warnings, the first saying how many runs were interrupted, if any."""
-    note = interrupted_note(results.summary.experiment, results.signature)
+    note = interrupted_note(results)
     return ([note] if note else []) + list(results.warnings)
 
 
-def interrupted_note(record: experiments.ExperimentRecord, signature: summaries.Signature) -> str:
+def interrupted_note(results: summaries.Results) -> str:
     """ "2 of 6 runs were interrupted: resume them on the Train page", or "" when none was."""
-    cut = sum(status == "interrupted" for _, status, _ in signature)
+    status, record = results.status, results.summary.experiment
+    cut = sum(state == "interrupted" for state in status.values())
     if not cut:
         return ""
     if owners.owner_of(record.owner) != owners.owner_name():  # shared with this user: only its owner resumes
-        return f"{cut} of {len(signature)} runs were interrupted; only {record.owner}, who ran it, can resume them"
-    return f"{cut} of {len(signature)} runs were interrupted: resume them on the Train page"
+        return f"{cut} of {len(status)} runs were interrupted; only {record.owner}, who ran it, can resume them"
+    return f"{cut} of {len(status)} runs were interrupted: resume them on the Train page"
 
 
 def no_figures_text(results: summaries.Results) -> str:
     """What the page says while no run has finished: interrupted runs wait for a Resume, not for time."""
-    note = interrupted_note(results.summary.experiment, results.signature)
+    note = interrupted_note(results)
     if note:
         return f"No run of this experiment has finished yet: {note}, and the figures appear as they finish."
     return "No run of this experiment has finished yet: figures appear as runs finish (see the Train page)."
@@ -103,14 +105,14 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}" if np.isfinite(value) else "—"
 
 
-def results_frame(summary: ExperimentSummary, signature: summaries.Signature) -> pd.DataFrame:
+def results_frame(results: summaries.Results) -> pd.DataFrame:
     """One row per mix, in words and percentage points: verdicts, differences with their 95% intervals, means.
 
     The same numbers as :func:`engine.experiments.results_table` (the CSV export), rounded for reading.
     """
+    summary, status = results.summary, results.status
     minority = [experiments.MINORITY_RECALL] if summary.minority else []
     compared = [*minority, *experiments.COMPARED]
-    status = {run_id: state for run_id, state, _ in signature}
     rows = []
     for mix in summary.mixes:
         baseline = mix.kind == "real"
@@ -204,7 +206,7 @@ def recall_gain_figure(summary: ExperimentSummary) -> go.Figure:
 
 def runs_table(results: summaries.Results) -> pd.DataFrame:
     """One row per run of the experiment: mix, seed, id, status and test accuracy."""
-    status, metrics = {run_id: state for run_id, state, _ in results.signature}, results.metrics
+    status, metrics = results.status, results.metrics
     rows = [
         {
             "mix": label,
@@ -220,8 +222,8 @@ def runs_table(results: summaries.Results) -> pd.DataFrame:
 
 def classifier_download(results: summaries.Results) -> None:
     """A finished run's classifier as a download: safetensors weights, config.json, load.py and a README."""
-    ended = {run_id for run_id, status, _ in results.signature if status == "done"}
-    done = [(lab, seed, rid) for lab, seed, rid in results.summary.experiment.run_ids if rid in ended]
+    status = results.status
+    done = [(lab, seed, rid) for lab, seed, rid in results.summary.experiment.run_ids if status[rid] == "done"]
     if not done:
         return
     labels = {rid: f"{lab} · seed {seed} · {rid}" for lab, seed, rid in done}

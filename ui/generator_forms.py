@@ -50,6 +50,20 @@ def _preset_labels(configs: dict[str, generators.GeneratorConfig], dataset: LabD
     return labels
 
 
+def _preset_radio(presets: tuple[str, ...], default: str, labels: dict[str, str], *, key: str) -> str:
+    """The preset chooser of a generator form, each preset labelled with its time here (:func:`_preset_labels`)."""
+    chosen = st.radio(
+        "Preset",
+        presets,
+        index=presets.index(default),
+        format_func=labels.__getitem__,
+        horizontal=True,
+        key=key,
+        help=PRESET_HELP,
+    )
+    return str(chosen)
+
+
 def ddpm_form(dataset: LabDataset) -> ddpm.DdpmConfig | None:
     """Small diffusion model: a preset with its time here, the rest under Advanced; a config when Train is pressed."""
     d = ddpm.DdpmConfig()
@@ -60,15 +74,7 @@ def ddpm_form(dataset: LabDataset) -> ddpm.DdpmConfig | None:
             f"({dataset.resolution} px; the side must be a multiple of 4), sampled with DDIM and classifier-free "
             "guidance."
         )
-        preset = st.radio(
-            "Preset",
-            ddpm.PRESETS,
-            index=ddpm.PRESETS.index(ddpm.DEFAULT_PRESET),
-            format_func=labels.__getitem__,
-            horizontal=True,
-            key="ddpm_preset",
-            help=PRESET_HELP,
-        )
+        preset = _preset_radio(ddpm.PRESETS, ddpm.DEFAULT_PRESET, labels, key="ddpm_preset")
         with st.expander("Advanced"):
             cols = st.columns(4)
             steps = cols[0].number_input(
@@ -108,7 +114,7 @@ def ddpm_form(dataset: LabDataset) -> ddpm.DdpmConfig | None:
         if not st.form_submit_button("Train diffusion model", type="primary"):
             return None
     return ddpm.DdpmConfig(
-        preset=str(preset),
+        preset=preset,
         width=int(width),
         steps=int(steps),
         batch_size=int(batch),
@@ -129,15 +135,7 @@ def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
     d = gan.GanConfig(kind=kind)
     labels = _preset_labels({p: gan.GanConfig(kind=kind, preset=p) for p in gan.PRESETS}, dataset)
     with st.form("gan_form"):
-        preset = st.radio(
-            "Preset",
-            gan.PRESETS,
-            index=gan.PRESETS.index(gan.DEFAULT_PRESET),
-            format_func=labels.__getitem__,
-            horizontal=True,
-            key="gan_preset",
-            help=PRESET_HELP,
-        )
+        preset = _preset_radio(gan.PRESETS, gan.DEFAULT_PRESET, labels, key="gan_preset")
         with st.expander("Advanced"):
             cols = st.columns(4)
             steps = cols[0].number_input(
@@ -222,7 +220,7 @@ def gan_form(dataset: LabDataset) -> gan.GanConfig | None:
             return None
     return gan.GanConfig(
         kind=kind,
-        preset=str(preset),
+        preset=preset,
         conditional=bool(conditional) or not wgan,
         z_dim=d.z_dim,
         width=int(width),
