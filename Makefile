@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+ADDRESS ?=  # e.g. make run ADDRESS=127.0.0.1: listen on this address only (default: every interface)
 # Open a browser tab when there is a desktop to open it on; servers stay headless.
 OPEN_BROWSER := $(if $(or $(DISPLAY),$(filter Darwin,$(shell uname -s))),--server.headless=false,)
 
@@ -19,7 +20,7 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	touch $@
 
 run: $(BIN)/.runtime
-	$(BIN)/python -m ui.serve --server.port $(PORT) $(OPEN_BROWSER)
+	$(BIN)/python -m ui.serve --server.port $(PORT) $(if $(ADDRESS),--server.address $(ADDRESS)) $(OPEN_BROWSER)
 
 # Debian's chromium drives the one real-browser test; installed when missing and we may.
 chromium:

@@ -67,7 +67,9 @@ with tab_test:
         how, y_true, probs_a, probs_b, label=dataset.class_names.index(label), count=int(count), seed=0
     )
     if not len(chosen):
-        st.info(f"No test image fits '{how}' for these two models.")
+        missing = how == "by class" and dataset.class_names.index(label) not in y_true
+        fits = f"No test image fits '{how}' for these two models."
+        st.info(f"The test set holds no image of {label!r}: choose another class." if missing else fits)
     key = tuple(int(i) for i in chosen)
     images = dataset.test.images[list(key)]
     maps = {name_a: cached_maps(run_a, method, key, images), name_b: cached_maps(run_b, method, key, images)}

@@ -96,7 +96,9 @@ def session_seconds() -> float:
     except ValueError:
         days = -1.0
     if not (0 < days <= 366):
-        raise AccountError(f"{SESSION_DAYS_ENV}={raw!r} is not accepted: expected a number of days from 0 to 366")
+        raise AccountError(
+            f"{SESSION_DAYS_ENV}={raw!r} is not accepted: expected a number of days above 0 and at most 366"
+        )
     return days * 86400
 
 

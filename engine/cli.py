@@ -554,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted: nothing more was stored")
         return 130
+    except BrokenPipeError:  # the reader stopped early (`runs | head`): not an error of the lab's
+        raise
     except (ValueError, OSError) as err:  # the lab's own messages: field, value, what is accepted
         say(f"error: {user_message(err)}", wrap=False)
         return 2

@@ -268,13 +268,15 @@ def _primary(summary: experiments.ExperimentSummary) -> str:
 
 
 def minority_recalls(summary: experiments.ExperimentSummary) -> dict[str, list[float]]:
-    """Per mix, the mean recall of the minority classes in each finished run (from its per-class recalls)."""
+    """Per mix, the mean recall of the minority classes in each finished run (from its per-class recalls), over
+    those of them its test set holds."""
     out: dict[str, list[float]] = {m.label: [] for m in summary.mixes}
     index = [summary.class_names.index(n) for n in summary.minority]
     for label, _, run_id in summary.experiment.run_ids:
         metrics = runs.load_metrics(run_id) if index and runs.load_record(run_id).status == "done" else None
-        if metrics is not None:
-            out[label].append(float(np.mean([metrics.per_class[i].recall for i in index])))
+        measured = [metrics.per_class[i].recall for i in index if metrics.per_class[i].support] if metrics else []
+        if measured:  # a class without test images has no recall (health_warnings names it)
+            out[label].append(float(np.mean(measured)))
     return out
 
 
@@ -303,7 +305,7 @@ def compact_rows(summary: experiments.ExperimentSummary) -> list[dict[str, str]]
                 row[name] = _spread(mix.means[metric], mix.stds[metric], mix.runs_done)
             if metric in (primary, experiments.MINORITY_RECALL):
                 comp = mix.comparisons.get(metric)
-                row["Δ" + " " * (metric != primary)] = f"{comp.diff:+.3f}" if comp else "—"
+                row["Δ" + " " * (metric != primary)] = f"{comp.diff:+.3f}" if comp and np.isfinite(comp.diff) else "—"
         comp = mix.comparisons.get(primary)
         row["verdict"] = comp.verdict if comp else ("baseline" if mix.kind == "real" else "—")
         rows.append(row)

@@ -377,12 +377,21 @@ def build_dataset(
     train, val, test = split_real(raw, cfg.split)
     notes = []
     if cfg.split.near_copies == "train":
+        held = [(v, t) for v, t in zip(val.class_counts(), test.class_counts(), strict=True)]
         train, val, test, moved = move_near_copies(train, val, test)
         if moved:
             notes.append(
                 f"{moved} validation or test image(s) nearly copied a training image (the same photo twice, a "
                 "resized copy) and were moved into the training split, so that no score is answered from memory"
             )
+            counts = zip(held, val.class_counts(), test.class_counts(), strict=True)
+            gone = [raw.class_names[c] for c, ((v0, t0), v, t) in enumerate(counts) if (v0 and not v) or (t0 and not t)]
+            if gone:  # a part that held some of the class's images lost all of them
+                notes.append(
+                    f"{len(gone)} class(es) have no validation or no test images left, all of theirs being near-copies "
+                    f"of training images: {', '.join(map(repr, gone[:5]))}. Their scores cannot be measured and the "
+                    "Compare page gives no verdict on them; add distinct images of these classes"
+                )
     empty = [raw.class_names[c] for c, n in enumerate(train.class_counts()) if n == 0]
     if empty:
         raise DatasetError(f"class {empty[0]!r} has no training images; every class needs some")

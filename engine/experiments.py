@@ -274,7 +274,7 @@ def load_experiment(exp_id: str) -> ExperimentRecord:
     path = experiments_dir() / f"{exp_id}.json"
     if not path.is_file():
         raise ExperimentError(f"experiment={exp_id!r} is not in this workspace")
-    data = records.migrate("experiment", json.loads(path.read_text()))
+    data = records.migrate("experiment", json.loads(path.read_text()), exp_id)
     return ExperimentRecord(
         data["id"],
         ExperimentConfig.from_dict(data["config"]),
@@ -440,11 +440,12 @@ def summarize(exp_id: str, *, n_boot: int = 2000) -> ExperimentSummary:
                 scorers[MINORITY_RECALL] = stats.MinorityRecall(tuple(names.index(n) for n in minority))
             for metric, scorer in scorers.items():
                 comparisons[metric] = stats.paired_bootstrap(metric, y_true, base_p, mix_p, scorer, n_boot=n_boot)
-                seed_tests[metric] = stats.paired_seed_test(
-                    metric,
-                    [scorer(y, p) for y, p in zip(y_true, base_p, strict=True)],
-                    [scorer(y, p) for y, p in zip(y_true, mix_p, strict=True)],
-                )
+                scores = [
+                    (scorer(y, b), scorer(y, p)) for y, b, p in zip(y_true, base_p, mix_p, strict=True)
+                ]  # undefined (NaN) on a test set without the metric's classes: health_warnings names them
+                scored = [pair for pair in scores if np.isfinite(pair).all()]
+                if scored:
+                    seed_tests[metric] = stats.paired_seed_test(metric, [b for b, _ in scored], [t for _, t in scored])
             d, sd = stats.per_class_recall_diff(y_true, base_p, mix_p, len(names))
             diff, diff_std = tuple(float(x) for x in d), tuple(float(x) for x in sd)
         share = mix_recs[0].synthetic_share if mix_recs else 0.0
@@ -502,6 +503,12 @@ def _metric(record: runs.RunRecord, name: str) -> float:
     return float("nan") if value is None else float(value)
 
 
+def verdict_word(comp: stats.Comparison) -> str:
+    """A comparison's verdict, or "not measured" when its difference is undefined: the test sets hold none of
+    the metric's classes (e.g. minority classes whose held-out images were all near-copies)."""
+    return comp.verdict if np.isfinite(comp.diff) else "not measured"
+
+
 def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
     """One row per mix: the verdicts against the baseline first, then the differences with their intervals, means."""
     rows = []
@@ -510,12 +517,14 @@ def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"mix": mix.label, "runs": f"{mix.runs_done}/{mix.runs_total}"}
         for metric in compared:
             comp = mix.comparisons.get(metric)
-            row[f"verdict ({metric})"] = comp.verdict if comp else ("baseline" if mix.kind == "real" else "")
+            row[f"verdict ({metric})"] = verdict_word(comp) if comp else ("baseline" if mix.kind == "real" else "")
         row["synthetic or augmented %"] = round(100 * mix.synthetic_share, 1)
         for metric in compared:
             comp = mix.comparisons.get(metric)
-            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp else ("baseline" if mix.kind == "real" else "—")
-            row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp else ""
+            measured = comp is not None and np.isfinite(comp.diff)  # NaN: the test set lacks the metric's classes
+            absent = "baseline" if mix.kind == "real" else "—"
+            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp and measured else absent
+            row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp and measured else ""
         for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
             value = mix.means[metric]  # nan until a run of the mix finishes (or for a metric it cannot have)
             row[metric] = "—" if np.isnan(value) else f"{value:.4f} ± {mix.stds[metric]:.4f}"

@@ -108,6 +108,8 @@ def attribute(
             f"method={method!r} is not accepted for this model: it ends in attention layers, not convolutions, so "
             f"Grad-CAM would only show its first layer; expected one of {', '.join(methods_for(model))}"
         )
+    if not len(images):  # nothing to explain (e.g. a class without test images): no model call on an empty batch
+        return np.zeros((0, *images.shape[-2:]), dtype=np.float32)
     if targets is None:
         targets = predict_proba(model, images).argmax(axis=1)
     dev = pick_device(device, "fp32").device

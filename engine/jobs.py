@@ -540,16 +540,21 @@ class JobRunner:
             return fn(JobContext(job, self._lock))
 
 
-def make_runner() -> JobRunner:
-    """The job runner ``SYNTHLAB_RUNNER`` names: ``threads`` (the default: this process's threads) or ``ray``
-    (Ray tasks on the cluster ``SYNTHLAB_RAY_ADDRESS`` names, see :mod:`engine.ray_backend`)."""
+def runner_kind() -> str:
+    """``SYNTHLAB_RUNNER``: ``threads`` (the default) or ``ray``, checked (ray needs its package)."""
     value = os.environ.get(RUNNER_ENV, "").strip() or "threads"
     if value not in BACKENDS:
         raise ValueError(f"{RUNNER_ENV}={value!r} is not accepted: expected one of {', '.join(BACKENDS)}")
-    if value == "threads":
-        return JobRunner()
-    if importlib.util.find_spec("ray") is None:
+    if value == "ray" and importlib.util.find_spec("ray") is None:
         raise RuntimeError(f"{RUNNER_ENV}=ray needs the ray package: install it with `pip install ray==2.60.0`")
+    return value
+
+
+def make_runner() -> JobRunner:
+    """The job runner ``SYNTHLAB_RUNNER`` names: ``threads`` (the default: this process's threads) or ``ray``
+    (Ray tasks on the cluster ``SYNTHLAB_RAY_ADDRESS`` names, see :mod:`engine.ray_backend`)."""
+    if runner_kind() == "threads":
+        return JobRunner()
     from engine.ray_backend import RayRunner  # imports ray: only when chosen
 
     return RayRunner()

@@ -31,15 +31,16 @@ def _v1_to_v2(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 STEPS: dict[int, Callable[[str, dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
-def migrate(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (a record of ``kind`` as read from disk) in the current layout, ``schema`` set to :data:`SCHEMA`."""
+def migrate(kind: str, data: dict[str, Any], name: str = "") -> dict[str, Any]:
+    """``data`` (a record of ``kind`` as read from disk) in the current layout, ``schema`` set to :data:`SCHEMA`;
+    ``name`` (the record's id) is named in the error for a record this lab cannot read."""
     if kind not in KINDS:
         raise ValueError(f"record kind={kind!r} is not accepted: expected one of {', '.join(KINDS)}")
     version = int(data.get("schema", 1))
     if version > SCHEMA:
         raise ValueError(
-            f"this {kind} record has layout {version}, written by a newer version of the lab than this one "
-            f"(which reads layouts up to {SCHEMA}): update the lab to read it"
+            f"the {kind} record {name + ' ' if name else ''}has layout {version}, written by a newer version of the "
+            f"lab than this one (which reads layouts up to {SCHEMA}): update the lab to read it"
         )
     for step in range(version, SCHEMA):
         data = STEPS[step](kind, data)

@@ -153,7 +153,7 @@ def save_record(record: RunRecord) -> None:
 
 
 def load_record(run_id: str) -> RunRecord:
-    data = records.migrate("run", json.loads((runs_dir() / run_id / "run.json").read_text()))
+    data = records.migrate("run", json.loads((runs_dir() / run_id / "run.json").read_text()), run_id)
     data["config"] = RunConfig.from_dict(data["config"])
     for name in ("class_names", "real_counts", "synthetic_counts", "short", "val_counts", "test_counts"):
         data[name] = tuple(data.get(name, ()))

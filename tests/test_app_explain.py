@@ -51,6 +51,8 @@ def test_the_default_pair_is_real_only_against_the_synthetic_mix_of_the_same_see
     controls_only = [r for r in running + newest_first if r.config.mix.kind not in ("add", "replace")]
     assert default_pair(controls_only) == ("n1", "r7")  # no synthetic mix anywhere: the most accurate other run
     assert default_pair(controls_only[1:]) == ("r1", "r7")
+    seeds_of_real = [record("q3", MixConfig("real"), 1, 1.0, "e3"), record("q2", MixConfig("reweight"), 0, 0.9, "e3")]
+    assert default_pair([*seeds_of_real, record("q1", MixConfig("real"), 0, 1.0, "e3")]) == ("q1", "q2")
 
 
 def test_a_flat_or_near_uniform_map_is_said_to_show_no_region_not_stretched() -> None:

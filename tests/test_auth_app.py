@@ -101,3 +101,24 @@ def test_none_mode_opens_the_app_as_the_local_user(monkeypatch: pytest.MonkeyPat
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     assert at.title[0].value == "Dataset" and at.session_state["user"] == accounts.LOCAL
     assert not any("Logged in" in m.value for m in at.sidebar.markdown)
+
+
+@pytest.mark.parametrize(
+    ("own", "forwarded", "logged"),
+    [
+        ("203.0.113.7", "198.51.100.1", "203.0.113.7"),  # a visitor from elsewhere: their own connection's address
+        (None, "198.51.100.1, 192.0.2.9", "192.0.2.9"),  # through a proxy on this machine: the address it saw
+        (None, None, ""),  # a browser on this machine, no proxy
+    ],
+)
+def test_failed_logins_name_the_address_a_proxy_on_this_machine_saw(
+    monkeypatch: pytest.MonkeyPatch, own: str | None, forwarded: str | None, logged: str
+) -> None:
+    import types
+
+    from ui import auth
+
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    fake = types.SimpleNamespace(context=types.SimpleNamespace(ip_address=own, headers=headers))
+    monkeypatch.setattr(auth, "st", fake)
+    assert auth.client_address() == logged

@@ -245,3 +245,14 @@ def test_a_loop_with_repeated_splits_is_checked_up_front_and_names_each_splits_s
     assert exp.splits == 3 and {r.mix.synthetic_set for r in exp.run_configs() if r.seed >= 2000} >= {"third"}
     with pytest.raises(experiments.ExperimentError, match="split_sets has no set for split seed 2"):
         cfg.experiment("first", [("first", 1, "second")])
+
+
+def test_a_reader_that_stops_early_gets_no_error_message() -> None:
+    import os
+    import subprocess
+    import sys
+
+    fabricate(0.0, 0.003)  # runs to list, in this test's workspace
+    shell = f"{sys.executable} -m engine runs | head -0"  # head closes the pipe before the table is written
+    done = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True)
+    assert done.stderr == ""

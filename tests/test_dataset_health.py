@@ -54,3 +54,16 @@ def test_a_held_out_split_made_only_of_copies_is_refused_with_the_way_out() -> N
         move_near_copies(digits.train, digits.train.subset([0, 1]), digits.test)
     with pytest.raises(ConfigError, match=r"split.near_copies='move'.*'train', 'keep'"):
         SplitConfig(near_copies="move")
+
+
+def test_a_class_whose_held_out_images_were_all_copies_is_named(
+    make_folder: Callable[[dict[str, bytes]], Path],
+) -> None:
+    files = class_files({"a": 20, "b": 20}, size=(24, 24))
+    one = files["c/000.png"] = class_files({"x": 1}, size=(24, 24))["x/000.png"]
+    for i in range(1, 9):  # a burst: nine shots of one scene, so its validation and test images copy training
+        files[f"c/{i:03d}.png"] = one
+    moved = build_dataset(DatasetConfig(source=SourceConfig(kind="folder", path=str(make_folder(files)))))
+    assert moved.summary()[2]["class"] == "c" and moved.summary()[2]["test"] == 0
+    said = [note for note in moved.notes if "no validation or no test images left" in note]
+    assert len(said) == 1 and "'c'" in said[0] and "'a'" not in said[0], moved.notes

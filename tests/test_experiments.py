@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import recall_score
 
-from engine import experiments, runs, stats, tasks
+from engine import experiments, runs, stats, summaries, tasks, verdicts
 from engine.cli import main
 from engine.config import DatasetConfig, ImbalanceConfig, SplitConfig
 from engine.datasets import LabDataset, build_dataset
@@ -294,3 +294,26 @@ def test_pretrain_on_synthetic_then_fine_tune_runs_beside_its_real_schedule_cont
         dataclasses.replace(cfg, model="probe:efficientnet_lite0")
     with pytest.raises(experiments.ExperimentError, match="'pretrain real' is not accepted without a synthetic set"):
         experiments.ExperimentConfig(mixes=(MixConfig("pretrain_real"),))
+
+
+def test_a_minority_class_without_test_images_is_not_measured_and_not_judged() -> None:
+    exp_id = fabricate(0.05, 0.003)
+    for _, _, run_id in experiments.load_experiment(exp_id).run_ids:  # class 9: a minority with no test image
+        y, probs = runs.load_predictions(run_id)
+        keep = y != 9
+        np.savez_compressed(runs.runs_dir() / run_id / "predictions.npz", y_true=y[keep], probs=probs[keep])
+        counts = (10,) * 9 + (0,)
+        rec = dataclasses.replace(runs.load_record(run_id), val_counts=counts, test_counts=counts)
+        runs.save_record(dataclasses.replace(rec, real_counts=(100,) * 9 + (10,)))
+    summary = experiments.summarize(exp_id, n_boot=100)
+    assert summary.minority == ("9",)
+    added = summary.mixes[1]
+    assert experiments.MINORITY_RECALL not in added.seed_tests and "accuracy" in added.seed_tests
+    row = experiments.results_table(summary)[1]
+    assert row[f"verdict ({experiments.MINORITY_RECALL})"] == "not measured"
+    assert row[f"Δ {experiments.MINORITY_RECALL}"] == "—" and row["verdict (accuracy)"] == "helps"
+    assert any("class '9' has 0 validation and 0 test images" in w for w in verdicts.health_warnings(summary))
+    from ui.compare_views import results_frame  # the Compare page's table says the same
+
+    shown = results_frame(summaries.results(exp_id)).iloc[1]
+    assert shown["verdict: minority-class recall"] == "not measured" and shown["verdict: accuracy"] == "helps"

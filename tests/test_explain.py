@@ -163,3 +163,21 @@ def test_a_transformer_is_explained_by_integrated_gradients_not_grad_cam() -> No
     assert maps.shape == (2, 16, 16) and np.isfinite(maps).all()
     with pytest.raises(explain.ExplainError, match="ends in attention layers"):
         explain.attribute(vit, images, "gradcam")
+
+
+class _Viewed(torch.nn.Module):
+    """A classifier that flattens with ``view(batch, -1)``, as EfficientNet-Lite does: an empty batch breaks it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 1)
+        return self.fc(x.view(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_no_images_give_no_maps_without_calling_the_model(method: str) -> None:
+    maps = explain.attribute(_Viewed().eval(), torch.zeros((0, 1, 12, 10), dtype=torch.uint8), method)
+    assert maps.shape == (0, 12, 10) and maps.dtype == np.float32

@@ -283,3 +283,16 @@ def test_a_downloaded_set_names_no_server_folder(tmp_path: Path) -> None:
         about = json.loads(archive.read("manifest.json"))
     assert about["config"]["model"] == "sd-local" and str(tmp_path) not in json.dumps(about)
     assert owners.without_server_paths({"a": ["/srv/x/y.zip", "plain", 3]}) == {"a": ["y.zip", "plain", 3]}
+
+
+def test_a_record_from_a_newer_lab_is_named_and_left_out_of_listings_generators_too() -> None:
+    from engine.synth import generators
+
+    with pytest.raises(ValueError, match=r"the run record 20261201-x has layout \d+, written by a newer version"):
+        records.migrate("run", {"schema": records.SCHEMA + 1}, "20261201-x")
+    folder = generators.generators_dir() / "cgan-0123456789ab"
+    folder.mkdir(parents=True)
+    (folder / "origin.json").write_text(json.dumps({"id": folder.name, "schema": records.SCHEMA + 1}))
+    assert generators.list_generators() == []
+    with pytest.raises(ValueError, match="the generator record cgan-0123456789ab has layout"):
+        generators.load_origin(folder.name)

@@ -96,3 +96,45 @@ def test_a_bad_send_pause_stops_the_start_before_anything_is_imported(monkeypatc
     with pytest.raises(SystemExit, match="SYNTHLAB_SEND_EVERY_MS='0' is not accepted"):
         serve.main([])
     assert imported == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("SYNTHLAB_AUTH", "user", "SYNTHLAB_AUTH='user' is not accepted: expected one of none, users, oidc"),
+        ("SYNTHLAB_THREADS", "abc", "SYNTHLAB_THREADS='abc' is not accepted: expected a whole number of threads"),
+        ("SYNTHLAB_RUNNER", "proc", "SYNTHLAB_RUNNER='proc' is not accepted: expected one of threads, ray"),
+        ("SYNTHLAB_SESSION_DAYS", "0", "SYNTHLAB_SESSION_DAYS='0' is not accepted"),
+        ("SYNTHLAB_MAX_DECODES", "two", "SYNTHLAB_MAX_DECODES='two' is not accepted"),
+        ("SYNTHLAB_MAX_RATIO", "0.5", "SYNTHLAB_MAX_RATIO='0.5' is not accepted"),
+        ("SYNTHLAB_DECODE_BUDGET_MB", "lots", "SYNTHLAB_DECODE_BUDGET_MB='lots' is not accepted"),
+    ],
+)
+def test_a_bad_server_setting_stops_the_start_with_its_name_value_and_what_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    from streamlit.web import cli
+
+    started: list[str] = []
+    monkeypatch.setattr(serve, "preload", lambda: [])
+    monkeypatch.setattr(cli, "main", lambda prog_name: started.append(prog_name) or 0)
+    monkeypatch.setattr(sys, "argv", ["serve"])
+    assert serve.settings_errors() == []
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match="SynthLab: not started: .*" + said.replace("(", r"\(")):
+        serve.main([])
+    assert started == []
+
+
+def test_the_start_marks_runs_a_stopped_process_left_running_before_any_page_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine import runs
+    from engine.config import DatasetConfig
+
+    runs.save_record(runs.RunRecord("orphan", runs.RunConfig(DatasetConfig()), "running", pid=2**22 + 4321))
+    monkeypatch.setattr(serve, "preload", lambda: [])
+    monkeypatch.setattr(serve, "batch_messages", lambda seconds: True)
+    serve.prepare()
+    record = runs.load_record("orphan")
+    assert record.status == "interrupted" and record.error

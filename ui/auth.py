@@ -94,6 +94,16 @@ def _users_gate(secret: str) -> User:
     return found
 
 
+def client_address() -> str:
+    """The visitor's address for the log, or "" when unknown. A connection from this machine (a proxy in front,
+    or a local browser) has none of its own: then the last address in ``X-Forwarded-For``, the one the proxy saw
+    (earlier ones come from the browser and can be anything)."""
+    if st.context.ip_address:
+        return st.context.ip_address
+    hops = [h.strip() for h in (st.context.headers.get("X-Forwarded-For") or "").split(",") if h.strip()]
+    return hops[-1] if hops else ""
+
+
 def _login_page(secret: str, *, clear_cookie: bool) -> NoReturn:
     """The login form, drawn instead of the app; stops the script (a successful login reruns it)."""
     st.title("SynthLab")
@@ -105,7 +115,7 @@ def _login_page(secret: str, *, clear_cookie: bool) -> NoReturn:
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
         try:
-            found = accounts.check_password(name.strip(), password, client=st.context.ip_address or "")
+            found = accounts.check_password(name.strip(), password, client=client_address())
         except AccountError as err:
             st.error(str(err))
         else:

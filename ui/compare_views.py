@@ -123,14 +123,14 @@ def results_frame(results: summaries.Results) -> pd.DataFrame:
         for metric in compared:
             comp = mix.comparisons.get(metric)
             row[f"verdict: {verdicts.METRIC_WORDS[metric]}"] = (
-                comp.verdict if comp else ("baseline" if baseline else "waiting for runs")
+                experiments.verdict_word(comp) if comp else ("baseline" if baseline else "waiting for runs")
             )
         row["synthetic or augmented share"] = f"{100 * mix.synthetic_share:.0f}%" if mix.runs_done else "—"
         for metric in compared:
             comp = mix.comparisons.get(metric)
             row[f"Δ {verdicts.METRIC_WORDS[metric]} (points, 95% interval)"] = (
                 f"{_points(comp.diff)} [{_points(comp.ci_low)}, {_points(comp.ci_high)}]"
-                if comp
+                if comp and np.isfinite(comp.diff)
                 else ("baseline" if baseline else "—")
             )
         for metric in ("accuracy", "balanced_accuracy", "f1_macro"):

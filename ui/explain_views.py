@@ -59,7 +59,8 @@ def default_pair(records: list[runs.RunRecord]) -> tuple[str, str]:
 
     From the newest experiment that has finished both: its real-only run of the lowest seed and a synthetic
     run of the same seed where there is one. While no experiment has both (e.g. the first runs of an
-    experiment are still training), the newest experiment's real-only run against its most accurate other run.
+    experiment are still training), the newest experiment's real-only run against its most accurate run of
+    another mix (another seed of real only when there is no other mix).
     """
     for experiment in dict.fromkeys(r.experiment for r in records):
         mine = [r for r in records if r.experiment == experiment]
@@ -75,7 +76,8 @@ def default_pair(records: list[runs.RunRecord]) -> tuple[str, str]:
     reals = sorted((r for r in newest if r.config.mix.kind == "real"), key=lambda r: r.config.seed)
     baseline = reals[0] if reals else newest[-1]
     others = [r for r in newest if r.id != baseline.id] or [r for r in records if r.id != baseline.id]
-    return baseline.id, max(others, key=_accuracy).id
+    other_mixes = [r for r in others if r.config.mix.label != baseline.config.mix.label]  # not another seed of it
+    return baseline.id, max(other_mixes or others, key=_accuracy).id
 
 
 def run_label(record: runs.RunRecord) -> str:

@@ -90,13 +90,54 @@ def preload() -> list[str]:
     return names
 
 
+def settings_errors() -> list[str]:
+    """What is wrong with the lab's server settings (docs/settings.md), one sentence each; empty when all are
+    accepted. Each is otherwise read only when a page or a job first needs it, after the server has answered
+    its health check: a typing slip in a service file would show as an error on a page, or not at all."""
+    from engine import accounts, archives, jobs, sources, threads
+
+    checks = (
+        accounts.auth_mode,
+        accounts.session_seconds,
+        threads.total_threads,
+        sources.max_decodes,
+        jobs.runner_kind,
+        lambda: archives.Limits().budget_for(0),
+        lambda: archives.Limits().ratio(),
+    )
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except Exception as err:  # each setting's own error, whatever its type: its message names the fix
+            errors.append(str(err))
+    return errors
+
+
 def prepare() -> list[str]:
-    """What the server needs before Streamlit starts: the send pause checked and set (:func:`send_every_s`,
-    :func:`batch_messages`) and every ``ui`` module imported (:func:`preload`); the modules' names."""
+    """What the server needs before Streamlit starts: the settings checked (:func:`send_every_s`,
+    :func:`settings_errors`), the send pause set (:func:`batch_messages`) and every ``ui`` module imported
+    (:func:`preload`); the modules' names. A setting that is not accepted stops the start with its message."""
     every = send_every_s()  # a bad setting stops the start before the slow imports
     names = preload()
+    if errors := settings_errors():
+        raise SystemExit("SynthLab: not started: " + "; ".join(errors))
+    mark_left_work()
     batch_messages(every)
     return names
+
+
+def mark_left_work() -> list[str]:
+    """Runs and generator trainings that a stopped server or CLI left queued or running, marked interrupted at the
+    start, not only when the first page opens (until then ``python -m engine runs`` would list them as running);
+    their ids. A workspace that cannot be read is left to the first page, which explains it."""
+    from engine import runs
+
+    try:
+        return runs.mark_interrupted() + runs.sweep()
+    except Exception as err:  # e.g. a workspace others may write into: the page says why in one line
+        logging.getLogger("synthlab").warning("runs left by a stopped process not checked at the start: %s", err)
+        return []
 
 
 def main(argv: list[str] | None = None) -> None:

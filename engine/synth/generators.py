@@ -38,7 +38,7 @@ from engine import checkpoints, heartbeat, owners, store, threads
 from engine.datasets import ImageSet, LabDataset
 from engine.device import pick_device
 from engine.jobs import Cancelled
-from engine.records import SCHEMA
+from engine.records import SCHEMA, migrate
 from engine.synth import ddpm, gan
 from engine.synth.events import GeneratorEvent
 
@@ -71,10 +71,15 @@ def made_for(origin: dict[str, Any]) -> str:
 
 
 def list_generators(dataset: LabDataset | None = None) -> list[dict[str, Any]]:
-    """Stored generators' origins (newest first), optionally only those trained on ``dataset``."""
+    """Stored generators' origins (newest first), optionally only those trained on ``dataset``; unreadable ones
+    (e.g. from a newer lab) are logged and left out."""
     out = []
     for meta_path in sorted(generators_dir().glob("*/origin.json"), key=lambda p: p.stat().st_mtime, reverse=True):
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = migrate("generator", json.loads(meta_path.read_text()), meta_path.parent.name)
+        except (OSError, ValueError) as err:
+            log.warning("skipping unreadable generator %s: %s", meta_path.parent.name, err)
+            continue
         if dataset is None or made_for(meta) == dataset.key:
             out.append(meta)
     return out
@@ -83,7 +88,7 @@ def list_generators(dataset: LabDataset | None = None) -> list[dict[str, Any]]:
 def load_origin(gen_id: str) -> dict[str, Any] | None:
     """What ``origin.json`` says about generator ``gen_id``, or None when no such generator is stored."""
     path = generators_dir() / Path(gen_id).name / "origin.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return migrate("generator", json.loads(path.read_text()), Path(gen_id).name) if path.is_file() else None
 
 
 def training_copy(images: ImageSet) -> ImageSet:

@@ -81,7 +81,7 @@ class SetInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SetInfo:
-        data = migrate("set", data)
+        data = migrate("set", data, str(data.get("id", "")))
         for name in ("class_names", "counts_total", "counts_kept"):
             data[name] = tuple(data[name])
         data["owner"] = owners.owner_of(data["owner"])
