@@ -25,6 +25,7 @@ import getpass
 import json
 import logging
 import os
+import select
 import sys
 from pathlib import Path
 from typing import Any
@@ -542,6 +543,16 @@ def _missing(err: LookupError) -> str:
     return " ".join(str(err).split()) or "an entry"
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or no real file behind sys.stdout
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The folder-roots guard protects a shared web server from its visitors; the CLI runs as its own user.
@@ -554,8 +565,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted: nothing more was stored")
         return 130
-    except BrokenPipeError:  # the reader stopped early (`runs | head`): not an error of the lab's
-        raise
+    except BrokenPipeError as err:
+        if _stdout_closed():  # the reader stopped early (`runs | head`): not an error of the lab's
+            raise
+        say(f"error: {user_message(err)}", wrap=False)  # another connection, e.g. to a cluster, was lost
+        return 1
     except (ValueError, OSError) as err:  # the lab's own messages: field, value, what is accepted
         say(f"error: {user_message(err)}", wrap=False)
         return 2

@@ -305,9 +305,11 @@ def compact_rows(summary: experiments.ExperimentSummary) -> list[dict[str, str]]
                 row[name] = _spread(mix.means[metric], mix.stds[metric], mix.runs_done)
             if metric in (primary, experiments.MINORITY_RECALL):
                 comp = mix.comparisons.get(metric)
-                row["Δ" + " " * (metric != primary)] = f"{comp.diff:+.3f}" if comp and np.isfinite(comp.diff) else "—"
+                row["Δ" + " " * (metric != primary)] = (
+                    f"{comp.diff:+.3f}" if comp and experiments.measured(comp) else "—"
+                )
         comp = mix.comparisons.get(primary)
-        row["verdict"] = comp.verdict if comp else ("baseline" if mix.kind == "real" else "—")
+        row["verdict"] = experiments.verdict_word(comp) if comp else ("baseline" if mix.kind == "real" else "—")
         rows.append(row)
     return rows
 
@@ -335,9 +337,10 @@ def csv_rows(summary: experiments.ExperimentSummary) -> list[dict[str, Any]]:
             row[f"{metric}_mean"], row[f"{metric}_sd"] = ("", "") if np.isnan(mean) else (mean, mix.stds[metric])
         for metric in compared:
             comp, seed = mix.comparisons.get(metric), mix.seed_tests.get(metric)
+            comp = comp if comp and experiments.measured(comp) else None  # not measured: empty cells
             row[f"{metric}_diff"] = comp.diff if comp else ""
             row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = (comp.ci_low, comp.ci_high) if comp else ("", "")
-            row[f"{metric}_verdict"] = comp.verdict if comp else ""
+            row[f"{metric}_verdict"] = comp.verdict if comp else ("not measured" if metric in mix.comparisons else "")
             row[f"{metric}_seed_t_low"], row[f"{metric}_seed_t_high"] = (
                 (seed.ci_low, seed.ci_high) if seed else ("", "")
             )

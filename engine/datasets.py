@@ -384,14 +384,20 @@ def build_dataset(
                 f"{moved} validation or test image(s) nearly copied a training image (the same photo twice, a "
                 "resized copy) and were moved into the training split, so that no score is answered from memory"
             )
-            counts = zip(held, val.class_counts(), test.class_counts(), strict=True)
-            gone = [raw.class_names[c] for c, ((v0, t0), v, t) in enumerate(counts) if (v0 and not v) or (t0 and not t)]
-            if gone:  # a part that held some of the class's images lost all of them
-                notes.append(
-                    f"{len(gone)} class(es) have no validation or no test images left, all of theirs being near-copies "
-                    f"of training images: {', '.join(map(repr, gone[:5]))}. Their scores cannot be measured and the "
-                    "Compare page gives no verdict on them; add distinct images of these classes"
-                )
+            lost = {"test": test.class_counts(), "validation": val.class_counts()}
+            said = {
+                "test": "Their recall cannot be measured, and the Compare page says so where it needs it",
+                "validation": "Training stops on validation scores that never see them",
+            }
+            for part, counts in lost.items():  # a part that held some of a class's images lost all of them
+                index = 1 if part == "test" else 0
+                gone = [raw.class_names[c] for c, n in enumerate(counts) if held[c][index] and not n]
+                if gone:
+                    notes.append(
+                        f"{len(gone)} class(es) have no {part} images left, all of theirs being near-copies of "
+                        f"training images: {', '.join(map(repr, gone[:5]))}. {said[part]}; add "
+                        "distinct images of these classes"
+                    )
     empty = [raw.class_names[c] for c, n in enumerate(train.class_counts()) if n == 0]
     if empty:
         raise DatasetError(f"class {empty[0]!r} has no training images; every class needs some")

@@ -503,10 +503,15 @@ def _metric(record: runs.RunRecord, name: str) -> float:
     return float("nan") if value is None else float(value)
 
 
+def measured(comp: stats.Comparison) -> bool:
+    """Whether the comparison has a difference and an interval: not when the test sets hold none of the metric's
+    classes (e.g. minority classes whose held-out images were all near-copies of training images)."""
+    return bool(np.isfinite([comp.diff, comp.ci_low, comp.ci_high]).all())
+
+
 def verdict_word(comp: stats.Comparison) -> str:
-    """A comparison's verdict, or "not measured" when its difference is undefined: the test sets hold none of
-    the metric's classes (e.g. minority classes whose held-out images were all near-copies)."""
-    return comp.verdict if np.isfinite(comp.diff) else "not measured"
+    """A comparison's verdict, or "not measured" (see :func:`measured`)."""
+    return comp.verdict if measured(comp) else "not measured"
 
 
 def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
@@ -521,10 +526,10 @@ def results_table(summary: ExperimentSummary) -> list[dict[str, Any]]:
         row["synthetic or augmented %"] = round(100 * mix.synthetic_share, 1)
         for metric in compared:
             comp = mix.comparisons.get(metric)
-            measured = comp is not None and np.isfinite(comp.diff)  # NaN: the test set lacks the metric's classes
+            shown = comp is not None and measured(comp)
             absent = "baseline" if mix.kind == "real" else "—"
-            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp and measured else absent
-            row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp and measured else ""
+            row[f"Δ {metric}"] = f"{comp.diff:+.4f}" if comp and shown else absent
+            row[f"Δ {metric} 95% CI"] = f"[{comp.ci_low:+.4f}, {comp.ci_high:+.4f}]" if comp and shown else ""
         for metric in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro"):
             value = mix.means[metric]  # nan until a run of the mix finishes (or for a metric it cannot have)
             row[metric] = "—" if np.isnan(value) else f"{value:.4f} ± {mix.stds[metric]:.4f}"

@@ -223,7 +223,9 @@ def paired_bootstrap(
     draws S pair indices and, per test set, its N test indices with replacement (the images are the same
     for both arms and every pair on that test set) and records the mean over the drawn pairs of
     score(treatment) - score(baseline). Interval: percentiles alpha/2 and 1-alpha/2; p-value:
-    2 * min(share <= 0, share >= 0), capped at 1. Means, stds and ``diff`` come from the per-seed scores on
+    2 * min(share <= 0, share >= 0), capped at 1; both over the resamples where the score is defined (a
+    minority recall is not where a resample drew no image of those classes), NaN and None when none is.
+    Means, stds and ``diff`` come from the per-seed scores on
     the full test set. ``score`` is any ``score(y_true, y_pred) -> float``; :func:`accuracy_score`,
     :class:`MacroF1`, :class:`MinorityRecall` and :class:`MacroAUC` (which takes (N, C) class scores instead
     of labels) take a vectorised path, anything else is called once per resample, arm and seed.
@@ -251,8 +253,11 @@ def paired_bootstrap(
         drawn = rng.integers(0, n_seeds, size=(size, n_seeds))
         weights = _draw_counts(drawn, n_seeds) / n_seeds  # (B, S)
         diffs[start : start + size] = (weights * (np.nan_to_num(per_seed) if auc else per_seed)).sum(axis=1)
-    low, high = (float(q) for q in np.quantile(diffs, [alpha / 2, 1 - alpha / 2]))
-    p_value = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    defined = diffs[np.isfinite(diffs)]  # a resample that drew no image of the scored classes has no score
+    low, high, p_value = math.nan, math.nan, None
+    if len(defined):
+        low, high = (float(q) for q in np.quantile(defined, [alpha / 2, 1 - alpha / 2]))
+        p_value = min(1.0, 2 * min(float(np.mean(defined <= 0)), float(np.mean(defined >= 0))))
     b_scores, t_scores = (np.array([score(y, p) for y, p in zip(ys, arm, strict=True)]) for arm in (base, treat))
     method = (
         f"two-level paired bootstrap over seeds and test images ({n_boot:,} resamples, {n_seeds} seed(s), "
@@ -441,7 +446,11 @@ def _check_preds(
 def _compare(
     metric: str, baseline: np.ndarray, treatment: np.ndarray, low: float, high: float, p: float | None, method: str
 ) -> Comparison:
-    """A Comparison from (S,) per-seed scores of each arm and an interval of the difference."""
+    """A Comparison from (S,) per-seed scores of each arm and an interval of the difference; seeds whose score is
+    undefined (a test set without the scored classes) are left out of the means while others have one."""
+    defined = np.isfinite(baseline) & np.isfinite(treatment)
+    if defined.any():
+        baseline, treatment = baseline[defined], treatment[defined]
     bm, tm = float(baseline.mean()), float(treatment.mean())
     bs, ts = (float(x.std(ddof=1)) if x.size > 1 else 0.0 for x in (baseline, treatment))
     return Comparison(metric, bm, bs, tm, ts, tm - bm, low, high, p, len(baseline), method, verdict_from_ci(low, high))

@@ -33,7 +33,7 @@ from engine import gap, heartbeat, owners, runs, summaries, usage
 from engine.datasets import ImageSet, LabDataset, build_dataset
 from engine.device import pick_device
 from engine.experiments import ExperimentConfig, ExperimentRecord, plan_experiment, split_inputs, unit_name
-from engine.jobs import JobContext, JobRunner, JobSnapshot, Work, format_eta
+from engine.jobs import JobContext, JobError, JobRunner, JobSnapshot, Work, format_eta
 from engine.synth import filters, generators, make_sets, sd_requests, sets, split_sets, stable_diffusion
 from engine.synth.events import GeneratorEvent
 from engine.training import TrainEvent
@@ -140,7 +140,10 @@ def submit_generator_training(
     usage.check_disk(owner)
     job = Work(_train_generator, {"cfg": cfg, "dataset": dataset})
     tag = generators.generator_id(cfg, dataset)
-    origin = generators.load_origin(tag)
+    try:
+        origin = generators.load_origin(tag)
+    except ValueError as err:  # stored by a newer lab: refused in one line on the page, not a traceback
+        raise JobError(str(err)) from err
     if origin is not None and generators.is_stopped(origin):
         title = f"resume {cfg.kind} from step {origin['steps_done']:,} of {cfg.steps:,}"
     else:

@@ -253,6 +253,19 @@ def test_a_reader_that_stops_early_gets_no_error_message() -> None:
     import sys
 
     fabricate(0.0, 0.003)  # runs to list, in this test's workspace
-    shell = f"{sys.executable} -m engine runs | head -0"  # head closes the pipe before the table is written
+    shell = f"{sys.executable} -m engine runs | head -n 0"  # head closes the pipe before the table is written
     done = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True)
     assert done.stderr == ""
+
+
+def test_a_lost_connection_is_an_error_even_though_it_is_a_broken_pipe(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine import cli
+
+    def lost(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_runs", lost)
+    assert main(["runs"]) == 1  # standard output is fine here: the pipe that broke was another one
+    assert "error: [Errno 32] Broken pipe" in capsys.readouterr().err

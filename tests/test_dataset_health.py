@@ -65,5 +65,5 @@ def test_a_class_whose_held_out_images_were_all_copies_is_named(
         files[f"c/{i:03d}.png"] = one
     moved = build_dataset(DatasetConfig(source=SourceConfig(kind="folder", path=str(make_folder(files)))))
     assert moved.summary()[2]["class"] == "c" and moved.summary()[2]["test"] == 0
-    said = [note for note in moved.notes if "no validation or no test images left" in note]
+    said = [note for note in moved.notes if "no test images left" in note]
     assert len(said) == 1 and "'c'" in said[0] and "'a'" not in said[0], moved.notes

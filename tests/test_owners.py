@@ -296,3 +296,16 @@ def test_a_record_from_a_newer_lab_is_named_and_left_out_of_listings_generators_
     assert generators.list_generators() == []
     with pytest.raises(ValueError, match="the generator record cgan-0123456789ab has layout"):
         generators.load_origin(folder.name)
+
+
+def test_training_a_generator_a_newer_lab_stored_is_refused_in_one_line(digits_dataset: LabDataset) -> None:
+    from engine import tasks
+    from engine.jobs import JobError, JobRunner
+    from engine.synth import gan, generators
+
+    cfg = gan.GanConfig(steps=2)
+    folder = generators.generators_dir() / generators.generator_id(cfg, digits_dataset)
+    folder.mkdir(parents=True)
+    (folder / "origin.json").write_text(json.dumps({"schema": records.SCHEMA + 1}))
+    with pytest.raises(JobError, match="written by a newer version of the lab"):  # the Generate page shows JobError
+        tasks.submit_generator_training(JobRunner(), cfg, digits_dataset, owner="me")

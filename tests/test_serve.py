@@ -138,3 +138,14 @@ def test_the_start_marks_runs_a_stopped_process_left_running_before_any_page_ope
     serve.prepare()
     record = runs.load_record("orphan")
     assert record.status == "interrupted" and record.error
+
+
+def test_the_cluster_address_is_checked_when_the_ray_runner_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.setenv("SYNTHLAB_RAY_ADDRESS", "nowhere")
+    assert serve.settings_errors() == []  # the thread runner does not read it
+    monkeypatch.setenv("SYNTHLAB_RUNNER", "ray")
+    assert serve.settings_errors() == [
+        "SYNTHLAB_RAY_ADDRESS='nowhere' is not accepted: expected auto, local, ray://host:10001 or host:6379 "
+        "(the head node's address)"
+    ]

@@ -343,3 +343,15 @@ def test_macro_auc_bootstrap_sees_better_ranking_that_accuracy_cannot() -> None:
     assert paired_bootstrap("accuracy", y, *labels, accuracy_score).diff == 0
     with pytest.raises(ValueError, match=r"expected \(600, 3\) class scores"):
         paired_bootstrap("roc_auc_macro", y, [b[:, :2] for b in base], treat, MacroAUC(3))
+
+
+def test_resamples_that_draw_no_minority_image_are_left_out_not_made_nan() -> None:
+    stats = stats_module
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(37, dtype=int), np.ones(3, dtype=int)]  # 3 test images of the minority class
+    base, treat = [np.where(rng.random(40) < 0.5, y, 1 - y) for _ in range(2)], [y.copy(), y.copy()]
+    comp = stats.paired_bootstrap("minority", y, base, treat, stats.MinorityRecall((1,)), n_boot=2000)
+    assert np.isfinite([comp.ci_low, comp.ci_high]).all() and comp.ci_low <= comp.diff <= comp.ci_high
+    none = stats.paired_bootstrap("minority", y[:37], [b[:37] for b in base], [t[:37] for t in treat],
+                                  stats.MinorityRecall((1,)), n_boot=200)  # fmt: skip
+    assert np.isnan([none.diff, none.ci_low, none.ci_high]).all() and none.p_value is None

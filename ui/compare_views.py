@@ -79,11 +79,11 @@ def show_headline(head: verdicts.Headline | None, warnings: list[str]) -> None:
         rows = [
             {
                 "against": opponent,
-                f"Δ {verdicts.METRIC_WORDS.get(head.metric, head.metric)} (points)": f"{100 * c.diff:+.1f}",
-                "95% interval": f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]",
-                "verdict": c.verdict,
+                f"Δ {verdicts.METRIC_WORDS.get(head.metric, head.metric)} (points)": _points(c.diff),
+                "95% interval": f"[{_points(c.ci_low)}, {_points(c.ci_high)}]",
+                "verdict": experiments.verdict_word(c),
                 **{
-                    f"Δ {verdicts.METRIC_WORDS.get(m, m)}": f"{100 * head.others[m][opponent].diff:+.1f}"
+                    f"Δ {verdicts.METRIC_WORDS.get(m, m)}": _points(head.others[m][opponent].diff)
                     for m in head.others
                     if opponent in head.others[m]
                 },
@@ -130,7 +130,7 @@ def results_frame(results: summaries.Results) -> pd.DataFrame:
             comp = mix.comparisons.get(metric)
             row[f"Δ {verdicts.METRIC_WORDS[metric]} (points, 95% interval)"] = (
                 f"{_points(comp.diff)} [{_points(comp.ci_low)}, {_points(comp.ci_high)}]"
-                if comp and np.isfinite(comp.diff)
+                if comp and experiments.measured(comp)
                 else ("baseline" if baseline else "—")
             )
         for metric in ("accuracy", "balanced_accuracy", "f1_macro"):

@@ -96,12 +96,23 @@ def settings_errors() -> list[str]:
     its health check: a typing slip in a service file would show as an error on a page, or not at all."""
     from engine import accounts, archives, jobs, sources, threads
 
+    def ray_address() -> None:  # checked only for the ray runner, whose module needs the ray package
+        try:
+            if jobs.runner_kind() != "ray":
+                return
+        except (ValueError, RuntimeError):
+            return  # the runner's own check says why
+        from engine import ray_backend
+
+        ray_backend.check_address(os.environ.get(ray_backend.ADDRESS_ENV, "").strip())
+
     checks = (
         accounts.auth_mode,
         accounts.session_seconds,
         threads.total_threads,
         sources.max_decodes,
         jobs.runner_kind,
+        ray_address,
         lambda: archives.Limits().budget_for(0),
         lambda: archives.Limits().ratio(),
     )
@@ -130,7 +141,7 @@ def prepare() -> list[str]:
 def mark_left_work() -> list[str]:
     """Runs and generator trainings that a stopped server or CLI left queued or running, marked interrupted at the
     start, not only when the first page opens (until then ``python -m engine runs`` would list them as running);
-    their ids. A workspace that cannot be read is left to the first page, which explains it."""
+    the ids of the runs marked. A workspace that cannot be read is left to the first page, which explains it."""
     from engine import runs
 
     try:

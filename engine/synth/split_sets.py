@@ -87,7 +87,10 @@ def split_sets(
 def cost_words(set_id: str, count: int) -> str:
     """What making ``count`` more sets like ``set_id`` costs, in words, from what the first one took."""
     info = sets.load_info(set_id)
-    origin = generators.load_origin(info.generator) if info.generator else None
+    try:
+        origin = generators.load_origin(info.generator) if info.generator else None
+    except ValueError:  # stored by a newer lab: its training time is not known here
+        origin = None
     if origin is not None and origin.get("seconds"):
         minutes = count * float(origin["seconds"]) / 60
         return (
